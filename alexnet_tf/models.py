@@ -1,0 +1,199 @@
+"""AlexNet as a Keras functional model, split into the paper's two towers.
+
+Layer names are stable and documented (README, "Layer names"): with two towers
+every per-tower layer ends in `_a` (tower 0) or `_b` (tower 1), e.g. `conv1_a`,
+`conv1_b`, ..., `fc7_b`, and the classifier is `fc8`. With one tower the
+suffix is dropped (`conv1`, ..., `fc8`).
+
+Connectivity (figure 2 of the paper): conv2, conv4 and conv5 see only their own
+tower's previous layer; conv3, fc6, fc7 and fc8 see both towers.
+"""
+
+import keras
+import tensorflow as tf
+
+from alexnet_tf import paper
+from alexnet_tf.layers import (LocalResponseNormalization, PlacedConcatenate, PlacedConv2D,
+                               PlacedDense, PlacedDropout, PlacedFlatten, PlacedMaxPooling2D)
+
+KERNEL_INITS = ("paper", "he", "glorot")
+BIAS_INITS = ("paper", "zeros")
+ACTIVATIONS = ("relu", "tanh")
+IMAGE_SIZES = {224: paper.CONV1_PADDING, 227: 0}  # input size -> conv1 zero padding
+
+
+def resolve_tower_devices(devices="auto"):
+    """Returns the (tower a, tower b) device strings for `build_alexnet`.
+
+    Args:
+      devices: "auto" (two GPUs when there are at least two, else no placement),
+        None (no placement: TensorFlow places everything), or a pair of device
+        strings such as ("/GPU:0", "/GPU:1") or ("/CPU:0", "/CPU:1"), each of
+        which must exist as a logical device.
+
+    Returns:
+      A pair of device strings, or (None, None) for no placement.
+    """
+    if devices is None:
+        return (None, None)
+    if isinstance(devices, str):
+        if devices != "auto":
+            devices = tuple(d.strip() for d in devices.split(","))
+        else:
+            gpus = tf.config.list_logical_devices("GPU")
+            return (gpus[0].name, gpus[1].name) if len(gpus) >= 2 else (None, None)
+    devices = tuple(devices)
+    if len(devices) != 2:
+        raise ValueError(f"towers need exactly two devices, got {devices!r}; "
+                         "pass e.g. ('/GPU:0', '/GPU:1'), 'auto' or None.")
+    available = {_canonical(d.name) for d in tf.config.list_logical_devices()}
+    for d in devices:
+        if _canonical(d) not in available:
+            raise ValueError(f"tower device {d!r} does not exist here (available: "
+                             f"{', '.join(sorted(available))}); pick one of those, 'auto' or None.")
+    return devices
+
+
+def _canonical(device):
+    spec = tf.DeviceSpec.from_string(device)
+    return f"/{(spec.device_type or '').upper()}:{spec.device_index or 0}"
+
+
+def _initializers(layer_name, kernel_init, bias_init, seed):
+    """The kernel and bias initialisers for one layer (section 5 of the paper)."""
+    if kernel_init == "paper":
+        kernel = keras.initializers.RandomNormal(0.0, paper.INIT_STDDEV, seed=seed)
+    elif kernel_init == "he":
+        kernel = keras.initializers.HeNormal(seed=seed)
+    else:
+        kernel = keras.initializers.GlorotUniform(seed=seed)
+    base_name = layer_name.split("_")[0]
+    one = bias_init == "paper" and base_name in paper.BIAS_ONE_LAYERS
+    return kernel, keras.initializers.Constant(1.0 if one else 0.0)
+
+
+class _Builder:
+    """Creates the layers of one model, numbering their initialiser seeds."""
+
+    def __init__(self, kernel_init, bias_init, seed, activation):
+        self.kernel_init, self.bias_init = kernel_init, bias_init
+        self.seed, self.activation = seed, activation
+        self.count = 0
+
+    def _next_seed(self):
+        self.count += 1
+        return None if self.seed is None else self.seed * 1000 + self.count
+
+    def conv(self, x, filters, size, stride, name, device, padding="same"):
+        kernel, bias = _initializers(name, self.kernel_init, self.bias_init, self._next_seed())
+        return PlacedConv2D(filters, size, strides=stride, padding=padding,
+                            activation=self.activation, kernel_initializer=kernel,
+                            bias_initializer=bias, name=name, device=device)(x)
+
+    def dense(self, x, units, name, device, activation):
+        kernel, bias = _initializers(name, self.kernel_init, self.bias_init, self._next_seed())
+        return PlacedDense(units, activation=activation, kernel_initializer=kernel,
+                           bias_initializer=bias, name=name, device=device)(x)
+
+
+def _merge(tensors, name, device):
+    """Gives a layer that sees both towers its input: one concat on `device`."""
+    if len(tensors) == 1:
+        return tensors[0]
+    return PlacedConcatenate(axis=-1, name=name, device=device)(tensors)
+
+
+def build_alexnet(num_classes=paper.NUM_CLASSES, *, towers=paper.NUM_TOWERS, lrn=True,
+                  pool_size=paper.POOL_SIZE, pool_stride=paper.POOL_STRIDE,
+                  activation="relu", kernel_init="paper", bias_init="paper",
+                  dropout_rate=paper.DROPOUT_RATE, image_size=paper.IMAGE_SIZE,
+                  devices="auto", seed=None, include_softmax=False, name="alexnet"):
+    """Builds the paper's AlexNet (figure 2) as a Keras functional model.
+
+    The model maps a batch of mean-subtracted float images [batch, S, S, 3]
+    to logits [batch, num_classes] (or, with `include_softmax`, to
+    probabilities from a float32 softmax named `probabilities`).
+
+    Args:
+      num_classes: Outputs of fc8 (1000 for ImageNet).
+      towers: 2 for the paper's two-GPU connectivity (60,965,224 parameters
+        at 1000 classes); 1 for a single tower with full-width layers that
+        see all of the previous layer (62,378,344 parameters).
+      lrn: Local response normalisation after conv1 and conv2 (section 3.3).
+      pool_size, pool_stride: Max pooling window and stride; 3/2 is the
+        paper's overlapping pooling, 2/2 the ablation (section 3.4).
+      activation: "relu" (the paper) or "tanh" (its section 3.1 comparison).
+      kernel_init: "paper" (N(0, 0.01)), "he" (He normal) or "glorot".
+      bias_init: "paper" (1 in conv2, conv4, conv5, fc6, fc7; 0 elsewhere)
+        or "zeros".
+      dropout_rate: Dropout after fc6 and fc7, active in training only.
+      image_size: 224 (conv1 zero-pads 2 pixels: (224 + 4 - 11) // 4 + 1 = 55)
+        or 227 (no padding: (227 - 11) // 4 + 1 = 55).
+      devices: Tower placement, see `resolve_tower_devices`.
+      seed: If set, every layer's initialiser gets its own seed derived from
+        it, so the same seed gives the same weights.
+      include_softmax: Append a float32 softmax output instead of logits.
+      name: Model name.
+
+    Returns:
+      A `keras.Model`.
+
+    Example:
+
+    >>> model = build_alexnet(num_classes=1000, devices=None)
+    >>> model.count_params()
+    60965224
+    """
+    _check_choice("towers", towers, (1, 2))
+    _check_choice("activation", activation, ACTIVATIONS)
+    _check_choice("kernel_init", kernel_init, KERNEL_INITS)
+    _check_choice("bias_init", bias_init, BIAS_INITS)
+    _check_choice("image_size", image_size, tuple(IMAGE_SIZES))
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be at least 1, got {num_classes}.")
+    tower_devices = resolve_tower_devices(devices) if towers == 2 else (None,)
+    suffixes = ("_a", "_b") if towers == 2 else ("",)
+    tw = list(zip(suffixes, tower_devices))
+    make = _Builder(kernel_init, bias_init, seed, activation)
+
+    inputs = keras.Input((image_size, image_size, 3), name="image")
+    x = inputs
+    if IMAGE_SIZES[image_size]:
+        x = keras.layers.ZeroPadding2D(IMAGE_SIZES[image_size], name="conv1_pad")(x)
+
+    def normalise_and_pool(h, layer, s, d, use_lrn):
+        if use_lrn:
+            h = LocalResponseNormalization(name=f"lrn{layer}{s}", device=d)(h)
+        return PlacedMaxPooling2D(pool_size, pool_stride, name=f"pool{layer}{s}", device=d)(h)
+
+    f1, k1, s1 = paper.CONV1
+    h = [make.conv(x, f1 // towers, k1, s1, f"conv1{s}", d, padding="valid") for s, d in tw]
+    h = [normalise_and_pool(hi, 1, s, d, lrn) for hi, (s, d) in zip(h, tw)]
+    f2, k2, s2 = paper.CONV2
+    h = [make.conv(hi, f2 // towers, k2, s2, f"conv2{s}", d) for hi, (s, d) in zip(h, tw)]
+    h = [normalise_and_pool(hi, 2, s, d, lrn) for hi, (s, d) in zip(h, tw)]
+    f3, k3, s3 = paper.CONV3
+    h = [make.conv(_merge(h, f"concat3{s}", d), f3 // towers, k3, s3, f"conv3{s}", d) for s, d in tw]
+    f4, k4, s4 = paper.CONV4
+    h = [make.conv(hi, f4 // towers, k4, s4, f"conv4{s}", d) for hi, (s, d) in zip(h, tw)]
+    f5, k5, s5 = paper.CONV5
+    h = [make.conv(hi, f5 // towers, k5, s5, f"conv5{s}", d) for hi, (s, d) in zip(h, tw)]
+    h = [normalise_and_pool(hi, 5, s, d, False) for hi, (s, d) in zip(h, tw)]
+
+    h = [PlacedFlatten(name=f"flatten{s}", device=d)(_merge(h, f"concat6{s}", d)) for s, d in tw]
+    for layer in (6, 7):
+        inp = h if layer == 6 else [_merge(h, f"concat{layer}{s}", d) for s, d in tw]
+        h = [make.dense(hi, paper.FC_UNITS // towers, f"fc{layer}{s}", d, activation)
+             for hi, (s, d) in zip(inp, tw)]
+        h = [PlacedDropout(dropout_rate, name=f"dropout{layer}{s}", device=d)(hi)
+             for hi, (s, d) in zip(h, tw)]
+    outputs = make.dense(_merge(h, "concat8", tower_devices[0]), num_classes, "fc8",
+                         tower_devices[0], None)
+    if include_softmax:
+        outputs = keras.layers.Softmax(dtype="float32", name="probabilities")(outputs)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}.")

@@ -1,0 +1,30 @@
+"""alexnet_tf: the AlexNet paper as a TensorFlow/Keras training, evaluation and serving tool."""
+
+from setuptools import find_packages, setup
+
+# Versions tested together (2026-11). Users with NVIDIA GPUs: pip install -e '.[gpu]'.
+TENSORFLOW = "tensorflow==2.21.0"
+
+setup(
+    name="alexnet_tf",
+    version="0.1.0",
+    description="AlexNet (Krizhevsky, Sutskever & Hinton, 2012) in TensorFlow/Keras",
+    packages=find_packages(include=["alexnet_tf", "alexnet_tf.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        TENSORFLOW,
+        "keras==3.15.1",
+        "tensorflow-datasets==4.9.10",
+        "absl-py==2.5.1",
+        "tensorboard==2.21.0",
+    ],
+    extras_require={
+        "test": ["pytest==9.2.0"],
+        "gpu": [TENSORFLOW.replace("tensorflow", "tensorflow[and-cuda]")],
+    },
+    entry_points={
+        "console_scripts": [
+            "alexnet-summary=alexnet_tf.cli.summary:run",
+        ],
+    },
+)

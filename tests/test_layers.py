@@ -1,0 +1,123 @@
+"""LocalResponseNormalization against a numpy implementation of the paper's formula."""
+
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from alexnet_tf import LocalResponseNormalization
+
+
+def lrn_reference(a, n=5, k=2.0, alpha=1e-4, beta=0.75):
+    """The paper's section 3.3 formula, written out channel by channel (float64)."""
+    a = np.asarray(a, np.float64)
+    num_channels = a.shape[-1]
+    b = np.empty_like(a)
+    for i in range(num_channels):
+        lo, hi = max(0, i - n // 2), min(num_channels - 1, i + n // 2)
+        window = np.sum(a[..., lo:hi + 1] ** 2, axis=-1)
+        b[..., i] = a[..., i] / (k + alpha * window) ** beta
+    return b
+
+
+@pytest.mark.parametrize("n,k,alpha,beta,channels", [
+    (5, 2.0, 1e-4, 0.75, 48),   # the paper's constants, one tower's conv1 width
+    (5, 2.0, 1e-2, 0.75, 7),    # large alpha so the sum matters; few channels: edges dominate
+    (3, 1.0, 0.5, 0.5, 4),
+    (1, 0.5, 1.0, 1.0, 3),      # window of one channel
+    (9, 2.0, 1e-3, 0.75, 5),    # window wider than the channel count: clipped both sides
+])
+def test_lrn_matches_numpy_formula(n, k, alpha, beta, channels):
+    rng = np.random.default_rng(0)
+    a = rng.normal(0.0, 10.0, size=(2, 3, 4, channels)).astype(np.float32)
+    layer = LocalResponseNormalization(n=n, k=k, alpha=alpha, beta=beta)
+    got = layer(a).numpy()
+    np.testing.assert_allclose(got, lrn_reference(a, n, k, alpha, beta), rtol=1e-5, atol=1e-6)
+
+
+def test_lrn_edge_channels_use_clipped_window():
+    # One position, 3 channels, n=5: every window covers all 3 channels, nothing more.
+    a = np.array([[[[1.0, 2.0, 3.0]]]], np.float32)
+    got = LocalResponseNormalization(n=5, k=1.0, alpha=1.0, beta=1.0)(a).numpy().ravel()
+    np.testing.assert_allclose(got, np.array([1.0, 2.0, 3.0]) / (1.0 + 14.0), rtol=1e-6)
+    # n=3: channel 0 sees channels 0..1, channel 2 sees 1..2.
+    got = LocalResponseNormalization(n=3, k=1.0, alpha=1.0, beta=1.0)(a).numpy().ravel()
+    np.testing.assert_allclose(got, [1 / 6.0, 2 / 15.0, 3 / 14.0], rtol=1e-6)
+
+
+def test_lrn_alpha_is_not_divided_by_n():
+    a = np.full((1, 1, 1, 5), 10.0, np.float32)     # centre channel's window: 5 * 100 = 500
+    got = LocalResponseNormalization(n=5, k=2.0, alpha=1e-2, beta=0.75)(a).numpy()[0, 0, 0, 2]
+    assert got == pytest.approx(10.0 / (2.0 + 1e-2 * 500.0) ** 0.75, rel=1e-6)
+    assert got != pytest.approx(10.0 / (2.0 + 1e-2 / 5 * 500.0) ** 0.75, rel=1e-3)
+
+
+def test_lrn_gradient_matches_finite_differences_of_the_formula():
+    rng = np.random.default_rng(1)
+    a = rng.normal(0.0, 3.0, size=(1, 2, 2, 6))
+    weights = rng.normal(size=a.shape)               # a random linear read-out of the output
+    n, k, alpha, beta = 5, 2.0, 0.05, 0.75
+    layer = LocalResponseNormalization(n=n, k=k, alpha=alpha, beta=beta)
+    x = tf.constant(a, tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        loss = tf.reduce_sum(layer(x) * tf.constant(weights, tf.float32))
+    grad = tape.gradient(loss, x).numpy()
+
+    eps = 1e-6
+    numeric = np.zeros_like(a)
+    for idx in np.ndindex(a.shape):
+        plus, minus = a.copy(), a.copy()
+        plus[idx] += eps
+        minus[idx] -= eps
+        numeric[idx] = (np.sum(lrn_reference(plus, n, k, alpha, beta) * weights)
+                        - np.sum(lrn_reference(minus, n, k, alpha, beta) * weights)) / (2 * eps)
+    np.testing.assert_allclose(grad, numeric, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype,rtol", [("float32", 1e-5), ("float16", 2e-3), ("bfloat16", 1e-2)])
+def test_lrn_runs_in_every_float_dtype_on_cpu(dtype, rtol):
+    rng = np.random.default_rng(2)
+    a = rng.normal(0.0, 50.0, size=(2, 5, 5, 16)).astype(np.float32)
+    x = tf.cast(a, dtype)
+    layer = LocalResponseNormalization(dtype=dtype, alpha=1e-3)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(x)
+        loss = tf.reduce_sum(tf.cast(y, tf.float32))
+    assert y.dtype == tf.as_dtype(dtype)
+    grad = tape.gradient(loss, x)
+    assert grad.dtype == tf.as_dtype(dtype)
+    assert np.all(np.isfinite(tf.cast(grad, tf.float32).numpy()))
+    # Compare against the formula on the inputs as rounded to that dtype.
+    expected = lrn_reference(tf.cast(x, tf.float32).numpy(), alpha=1e-3)
+    np.testing.assert_allclose(tf.cast(y, tf.float32).numpy(), expected, rtol=rtol, atol=rtol)
+
+
+def test_lrn_float16_does_not_overflow_on_large_activations():
+    # 300**2 * 5 = 450,000 exceeds float16's range: the sum must not be taken in float16.
+    x = tf.fill([1, 1, 1, 5], tf.constant(300.0, tf.float16))
+    y = LocalResponseNormalization(dtype="float16")(x)
+    expected = lrn_reference(np.full((1, 1, 1, 5), 300.0))
+    np.testing.assert_allclose(tf.cast(y, tf.float32).numpy(), expected, rtol=2e-3)
+
+
+def test_lrn_config_round_trip_and_registration():
+    layer = LocalResponseNormalization(n=3, k=1.5, alpha=2e-4, beta=0.5, name="lrn")
+    config = layer.get_config()
+    assert {config[key] for key in ("n", "k", "alpha", "beta")} == {3, 1.5, 2e-4, 0.5}
+    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
+    assert isinstance(clone, LocalResponseNormalization)
+    assert (clone.n, clone.k, clone.alpha, clone.beta) == (3, 1.5, 2e-4, 0.5)
+
+
+@pytest.mark.parametrize("bad_n", [0, 4, -1, 2.5])
+def test_lrn_rejects_a_window_without_a_centre(bad_n):
+    with pytest.raises(ValueError, match="n must be a positive odd integer"):
+        LocalResponseNormalization(n=bad_n)
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))

@@ -1,0 +1,71 @@
+"""The two towers really run on two devices (two logical CPUs here, see conftest.py)."""
+
+import re
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from alexnet_tf import build_alexnet
+from alexnet_tf.models import resolve_tower_devices
+
+TOWER_SCOPE = re.compile(r"/[a-z]+\d_([ab])(?:_\d+)?/")
+COMPUTE_OPS = {"Conv2D", "MatMul", "_FusedConv2D", "_FusedMatMul", "LRN", "MaxPool"}
+
+
+def _device_index(device_string):
+    spec = tf.DeviceSpec.from_string(device_string)
+    return spec.device_type, spec.device_index
+
+
+@pytest.fixture(scope="module")
+def placed_model():
+    return build_alexnet(num_classes=10, devices=("/CPU:0", "/CPU:1"), seed=0)
+
+
+def test_variables_live_on_their_towers_device(placed_model):
+    for weight in placed_model.weights:
+        layer = weight.path.split("/")[0]
+        expected = 1 if layer.endswith("_b") else 0   # fc8 sits with tower a
+        assert _device_index(weight.value.device) == ("CPU", expected), weight.path
+
+
+def test_traced_forward_pass_places_tower_ops(placed_model):
+    forward = tf.function(lambda x: placed_model(x, training=True))
+    graph = forward.get_concrete_function(tf.TensorSpec([2, 224, 224, 3], tf.float32)).graph
+    seen = {"_a": set(), "_b": set()}
+    for op in graph.get_operations():
+        if op.type not in COMPUTE_OPS:
+            continue
+        # Traced name scopes look like "alexnet_1/conv3_b_1/convolution".
+        match = TOWER_SCOPE.search(op.name)
+        if match:
+            tower = "_" + match.group(1)
+            seen[tower].add(op.type)
+            assert _device_index(op.device) == ("CPU", 1 if tower == "_b" else 0), op.name
+    # Both towers traced convolutions, matmuls, LRN and pooling.
+    assert {"Conv2D", "MatMul", "LRN", "MaxPool"} <= seen["_b"], seen
+    assert {"Conv2D", "MatMul", "LRN", "MaxPool"} <= seen["_a"], seen
+
+
+def test_placed_model_computes_the_same_as_unplaced(placed_model):
+    unplaced = build_alexnet(num_classes=10, devices=None, seed=0)
+    x = np.random.default_rng(0).normal(size=(2, 224, 224, 3)).astype(np.float32)
+    np.testing.assert_allclose(placed_model(x, training=False).numpy(),
+                               unplaced(x, training=False).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_resolve_devices():
+    assert resolve_tower_devices(None) == (None, None)
+    assert resolve_tower_devices("auto") == (None, None)     # no GPU here: TF places everything
+    assert resolve_tower_devices("/CPU:0,/CPU:1") == ("/CPU:0", "/CPU:1")
+    assert resolve_tower_devices(("/cpu:1", "/device:CPU:0")) == ("/cpu:1", "/device:CPU:0")
+    with pytest.raises(ValueError, match="tower device '/GPU:1' does not exist here"):
+        resolve_tower_devices(("/CPU:0", "/GPU:1"))
+    with pytest.raises(ValueError, match="exactly two devices"):
+        resolve_tower_devices(("/CPU:0",))
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))
