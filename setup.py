@@ -17,9 +17,11 @@ setup(
         "tensorflow-datasets==4.9.10",
         "absl-py==2.5.1",
         "tensorboard==2.21.0",
+        # tensorflow-datasets needs it (through etils[epath]) but does not declare it.
+        "importlib_resources==7.1.0",
     ],
     extras_require={
-        "test": ["pytest==9.2.0"],
+        "test": ["pytest==9.2.0", "pillow==13.0.0"],  # pillow writes odd image files in tests
         "gpu": [TENSORFLOW.replace("tensorflow", "tensorflow[and-cuda]")],
     },
     entry_points={

@@ -1,0 +1,92 @@
+"""The paper's preprocessing and augmentation (sections 2 and 4.1), as pure TF functions.
+
+Every function takes and returns tensors, has no Python in the per-image path,
+and draws randomness only from an explicit stateless `seed` (a [2] int tensor),
+so a pipeline built from them is reproducible from one integer.
+
+Order, per image: decode -> shorter side to 256 -> central 256x256 -> float ->
+subtract the training-set mean -> (training) random 224 crop, random horizontal
+flip, PCA colour offset / (evaluation) centre 224 crop or the ten crops.
+"""
+
+import tensorflow as tf
+
+from alexnet_tf import paper
+
+
+def decode_rgb(encoded):
+    """Decodes JPEG/PNG/GIF/BMP bytes into uint8 [height, width, 3] (grey, CMYK, alpha -> RGB)."""
+    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+    image.set_shape([None, None, 3])
+    return image
+
+
+def resize_shorter_side(image, size=paper.RESIZE_SHORTER_SIDE):
+    """Scales `image` (any dtype) so its shorter side is `size`, keeping the aspect ratio.
+
+    Bilinear with antialiasing; returns float32 in the input's value range.
+    """
+    shape = tf.shape(image)
+    height, width = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
+    scale = tf.cast(size, tf.float32) / tf.minimum(height, width)
+    new_size = tf.maximum(tf.cast(tf.round(tf.stack([height, width]) * scale), tf.int32), size)
+    return tf.image.resize(image, new_size, method="bilinear", antialias=True)
+
+
+def central_crop(image, size):
+    """The central `size` x `size` patch of an image at least that large."""
+    shape = tf.shape(image)
+    top, left = (shape[0] - size) // 2, (shape[1] - size) // 2
+    return image[top:top + size, left:left + size, :]
+
+
+def paper_256(encoded):
+    """Section 2: decode, rescale the shorter side to 256, crop the central 256x256. float32."""
+    image = resize_shorter_side(decode_rgb(encoded), paper.RESIZE_SHORTER_SIDE)
+    image = central_crop(image, paper.CENTRAL_CROP)
+    image.set_shape([paper.CENTRAL_CROP, paper.CENTRAL_CROP, 3])
+    return image
+
+
+def random_crop_and_flip(image, seed, size=paper.IMAGE_SIZE):
+    """Section 4.1: a random `size` crop and, with probability 1/2, its horizontal reflection."""
+    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    image = tf.image.stateless_random_crop(image, [size, size, 3], seed=crop_seed)
+    return tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
+
+
+def pca_offset(seed, eigenvalues, eigenvectors, stddev=paper.PCA_STDDEV):
+    """Section 4.1: the RGB offset [p1 p2 p3][a1 l1, a2 l2, a3 l3]^T, a_i ~ N(0, stddev).
+
+    Args:
+      seed: Stateless seed, [2] int.
+      eigenvalues: [3] eigenvalues l_i of the RGB covariance.
+      eigenvectors: [3, 3], column i is the eigenvector p_i.
+      stddev: Standard deviation of the a_i (0.1 in the paper).
+
+    Returns:
+      float32 [3]: add to every pixel of one image.
+    """
+    alphas = tf.random.stateless_normal([3], seed=seed, stddev=stddev)
+    return tf.linalg.matvec(tf.cast(eigenvectors, tf.float32), alphas * tf.cast(eigenvalues, tf.float32))
+
+
+def centre_crop(image, size=paper.IMAGE_SIZE):
+    """Evaluation: the centre `size` x `size` crop of a 256x256 image."""
+    cropped = central_crop(image, size)
+    cropped.set_shape([size, size, 3])
+    return cropped
+
+
+def ten_crop_offsets(height, width, size=paper.IMAGE_SIZE):
+    """(top, left) of the paper's five patches: four corners, then the centre."""
+    return [(0, 0), (0, width - size), (height - size, 0), (height - size, width - size),
+            ((height - size) // 2, (width - size) // 2)]
+
+
+def ten_crops(image, size=paper.IMAGE_SIZE):
+    """Section 4.1: [10, size, size, 3]: four corners and the centre, then their reflections."""
+    height, width = image.shape[0], image.shape[1]
+    patches = tf.stack([image[top:top + size, left:left + size, :]
+                        for top, left in ten_crop_offsets(height, width, size)])
+    return tf.concat([patches, tf.reverse(patches, axis=[2])], axis=0)

@@ -1,0 +1,160 @@
+"""`alexnet_shapes`: the built-in, offline dataset, registered with TFDS.
+
+Ten classes of shapes, drawn from a seed with numpy on first use (no network):
+the class is the shape's structure, while its colour, the background's colours
+and texture, position, scale, rotation and the image size all vary at random and
+independently of the class, so no per-image colour or brightness statistic tells
+the classes apart (tests/test_shapes_dataset.py shows it). RGB JPEGs of
+256-320 pixels a side; 300 training and 60 validation images a class (config
+`standard`, the default), or 8 and 4 (config `tiny`, `alexnet_shapes/tiny`, for
+tests and demos; its images are the first of `standard`'s).
+
+    import tensorflow_datasets as tfds
+    import alexnet_tf.shapes_dataset  # registers the builder
+    ds = tfds.load("alexnet_shapes", split="train", data_dir="~/tensorflow_datasets")
+"""
+
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+CLASS_NAMES = ("circle", "ring", "square", "triangle", "star", "cross", "crescent", "heart",
+               "arrow", "hexagon")
+SPLIT_SEEDS = {"train": 1, "validation": 2}
+SEED = 2012
+MIN_SIDE, MAX_SIDE = 256, 320
+
+
+def _regular_polygon(vertices, radius_outer, radius_inner=None):
+    """Vertices of a regular polygon (or a star, with an inner radius), unit scale."""
+    if radius_inner is None:
+        angles = np.arange(vertices) * 2 * np.pi / vertices - np.pi / 2
+        return np.stack([np.cos(angles), np.sin(angles)], -1) * radius_outer
+    angles = np.arange(2 * vertices) * np.pi / vertices - np.pi / 2
+    radii = np.where(np.arange(2 * vertices) % 2 == 0, radius_outer, radius_inner)
+    return np.stack([np.cos(angles) * radii, np.sin(angles) * radii], -1)
+
+
+_POLYGONS = {
+    "square": np.array([[-0.8, -0.8], [0.8, -0.8], [0.8, 0.8], [-0.8, 0.8]]),
+    "triangle": _regular_polygon(3, 1.0),
+    "star": _regular_polygon(5, 1.0, 0.4),
+    "hexagon": _regular_polygon(6, 0.95),
+    "arrow": np.array([[-0.9, -0.25], [0.2, -0.25], [0.2, -0.6], [0.95, 0.0], [0.2, 0.6],
+                       [0.2, 0.25], [-0.9, 0.25]]),
+}
+
+
+def _inside_polygon(x, y, polygon):
+    """Even-odd rule on a grid: True where (x, y) lies inside `polygon`."""
+    inside = np.zeros(x.shape, bool)
+    for (x0, y0), (x1, y1) in zip(polygon, np.roll(polygon, -1, axis=0)):
+        crosses = (y0 > y) != (y1 > y)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            x_cross = x0 + (y - y0) * (x1 - x0) / (y1 - y0)
+        inside ^= crosses & (x < x_cross)
+    return inside
+
+
+def shape_mask(name, x, y):
+    """Boolean mask of shape `name` on unit coordinates x, y (the shape spans about [-1, 1])."""
+    r = np.hypot(x, y)
+    if name == "circle":
+        return r < 0.9
+    if name == "ring":
+        return (r < 0.95) & (r > 0.6)
+    if name == "cross":
+        return ((np.abs(x) < 0.3) & (np.abs(y) < 0.95)) | ((np.abs(y) < 0.3) & (np.abs(x) < 0.95))
+    if name == "crescent":
+        return (r < 0.95) & (np.hypot(x - 0.45, y) > 0.75)
+    if name == "heart":
+        u, v = x * 1.15, -y * 1.15 + 0.15
+        return (u * u + v * v - 1) ** 3 - u * u * v ** 3 < 0
+    return _inside_polygon(x, y, _POLYGONS[name])
+
+
+def _smooth_noise(rng, height, width, cells):
+    """Low-frequency texture: a coarse random grid upsampled bilinearly, in [0, 1]."""
+    grid = rng.random((cells + 1, cells + 1))
+    ys, xs = np.linspace(0, cells, height), np.linspace(0, cells, width)
+    y0, x0 = np.minimum(ys.astype(int), cells - 1), np.minimum(xs.astype(int), cells - 1)
+    fy, fx = (ys - y0)[:, None], (xs - x0)[None, :]
+    top = grid[y0][:, x0] * (1 - fx) + grid[y0][:, x0 + 1] * fx
+    bottom = grid[y0 + 1][:, x0] * (1 - fx) + grid[y0 + 1][:, x0 + 1] * fx
+    return top * (1 - fy) + bottom * fy
+
+
+def render(name, rng):
+    """One RGB uint8 image of shape `name`, every nuisance drawn from `rng`."""
+    height, width = rng.integers(MIN_SIDE, MAX_SIDE + 1, size=2)
+    # Background: two random colours blended by a random smooth texture, plus grain.
+    colours = rng.random((2, 3))
+    texture = _smooth_noise(rng, height, width, int(rng.integers(2, 6)))[..., None]
+    image = colours[0] * (1 - texture) + colours[1] * texture
+    # The shape: random colour at least 0.35 away (RGB distance) from the background's mean.
+    for _ in range(100):
+        colour = rng.random(3)
+        if np.linalg.norm(colour - image.mean(axis=(0, 1))) > 0.35:
+            break
+    scale = rng.uniform(0.22, 0.42) * min(height, width)
+    cx = rng.uniform(scale, width - scale)
+    cy = rng.uniform(scale, height - scale)
+    angle = rng.uniform(0, 2 * np.pi)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
+    u, v = (xx - cx) / scale, (yy - cy) / scale
+    cos, sin = np.cos(angle), np.sin(angle)
+    mask = shape_mask(name, cos * u + sin * v, -sin * u + cos * v)
+    shade = 0.85 + 0.15 * _smooth_noise(rng, height, width, 3)[..., None]
+    image = np.where(mask[..., None], colour * shade, image)
+    image = image + rng.normal(0.0, 0.03, image.shape)
+    return np.clip(np.round(image * 255.0), 0, 255).astype(np.uint8)
+
+
+def generate(split, per_class, seed=SEED):
+    """Yields (key, image uint8 HxWx3, class index) for a split, deterministically."""
+    rng = np.random.default_rng([seed, SPLIT_SEEDS[split]])
+    for i in range(per_class * len(CLASS_NAMES)):
+        label = i % len(CLASS_NAMES)
+        yield i, render(CLASS_NAMES[label], rng), label
+
+
+@dataclasses.dataclass
+class ShapesConfig(tfds.core.BuilderConfig):
+    """How many images of each class a split has."""
+    train_per_class: int = 300
+    validation_per_class: int = 60
+
+
+class AlexnetShapes(tfds.core.GeneratorBasedBuilder):
+    """alexnet_tf's built-in dataset: ten shape classes, generated offline from a seed."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Ten shape classes, 300 train / 60 validation images each."}
+    BUILDER_CONFIGS = [
+        ShapesConfig(name="standard", description="300 train / 60 validation images a class."),
+        ShapesConfig(name="tiny", description="8 train / 4 validation images a class.",
+                     train_per_class=8, validation_per_class=4),
+    ]
+
+    def _info(self):
+        return self.dataset_info_from_configs(
+            description=__doc__,
+            features=tfds.features.FeaturesDict({
+                "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
+                "label": tfds.features.ClassLabel(names=CLASS_NAMES),
+            }),
+            supervised_keys=("image", "label"),
+            homepage="https://github.com/alexnet-tf/alexnet_tf",
+        )
+
+    def _split_generators(self, dl_manager):
+        del dl_manager  # Nothing to download.
+        return {split: self._generate_examples(split) for split in SPLIT_SEEDS}
+
+    def _generate_examples(self, split):
+        per_class = getattr(self.builder_config, f"{split}_per_class")
+        for key, image, label in generate(split, per_class):
+            jpeg = tf.io.encode_jpeg(image, quality=92).numpy()
+            yield key, {"image": jpeg, "label": label}  # TFDS stores encoded bytes as they are
