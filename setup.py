@@ -27,6 +27,8 @@ setup(
     entry_points={
         "console_scripts": [
             "alexnet-summary=alexnet_tf.cli.summary:run",
+            "alexnet-train=alexnet_tf.cli.train:run",
+            "alexnet-eval=alexnet_tf.cli.evaluate:run",
         ],
     },
 )

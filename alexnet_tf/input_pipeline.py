@@ -30,6 +30,9 @@ BUILT_IN = "alexnet_shapes"
 FOLDER_PREFIX = "image_folder:"
 IMAGENET_TARS = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
 MEAN_MODES = ("image", "channel")
+# "none": the paper's raw mean-subtracted pixels (0..255 scale); "std": divided by the
+# training set's per-channel standard deviation (unit scale, for He/Glorot inits).
+INPUT_SCALES = ("none", "std")
 STATS_FILE = "alexnet_tf_stats.json"
 MEAN_IMAGE_FILE = "alexnet_tf_mean_image.npy"
 PIXEL_SCALE = 255.0  # PCA is computed on RGB in [0, 1]; offsets are applied in [0, 255].
@@ -256,7 +259,18 @@ class Stats:
 
     def mean(self, mode):
         """The mean to subtract: 'image' [256, 256, 3] or 'channel' [3]."""
+        if mode not in MEAN_MODES:
+            raise ValueError(f"mean mode must be one of {', '.join(MEAN_MODES)}, got {mode!r}.")
         return self.mean_image if mode == "image" else self.mean_channel
+
+    def scale(self, mode):
+        """What mean-subtracted pixels are divided by: 'none' 1.0, 'std' the per-channel std."""
+        if mode not in INPUT_SCALES:
+            raise ValueError(f"input scale must be one of {', '.join(INPUT_SCALES)}, got {mode!r}.")
+        if mode == "none":
+            return np.ones(3, np.float32)
+        covariance = self.eigenvectors @ np.diag(self.eigenvalues) @ self.eigenvectors.T
+        return (np.sqrt(np.diag(covariance)) * PIXEL_SCALE).astype(np.float32)
 
 
 def compute_stats(source, split="train", max_images=5000):
@@ -337,14 +351,16 @@ def _options():
 
 
 def train_dataset(source, stats, batch_size, *, split="train", seed=0, epoch=0, mean_mode="image",
-                  pca=True, shuffle_buffer=10_000):
+                  input_scale="none", pca=True, shuffle_buffer=10_000, skip_batches=0):
     """One epoch of training batches (float32 [B, 224, 224, 3], int64 [B]), drop_remainder.
 
     Reproducible: the order and every crop, flip and PCA draw follow from
-    (seed, epoch) alone, whatever the thread scheduling.
+    (seed, epoch) alone, whatever the thread scheduling. `skip_batches` drops
+    the epoch's first batches before decoding them (a resumed run's rest of an
+    epoch is exactly what the uninterrupted run would have seen).
     """
     epoch_seed = seed * 1_000_003 + epoch
-    mean = tf.constant(stats.mean(mean_mode))
+    mean, scale = tf.constant(stats.mean(mean_mode)), tf.constant(stats.scale(input_scale))
     eigenvalues, eigenvectors = tf.constant(stats.eigenvalues), tf.constant(stats.eigenvectors)
 
     def augment(index, example):
@@ -355,22 +371,22 @@ def train_dataset(source, stats, batch_size, *, split="train", seed=0, epoch=0, 
         image = preprocessing.random_crop_and_flip(image, crop_seed)
         if pca:
             image += PIXEL_SCALE * preprocessing.pca_offset(pca_seed, eigenvalues, eigenvectors)
-        return image, label
+        return image / scale, label
 
     ds = source.encoded(split, shuffle_files=True, seed=epoch_seed)
     ds = ds.shuffle(shuffle_buffer, seed=epoch_seed, reshuffle_each_iteration=False).enumerate()
-    ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.skip(skip_batches * batch_size).map(augment, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE).with_options(_options())
 
 
 def eval_dataset(source, stats, batch_size, *, split="validation", mean_mode="image",
-                 ten_crop=False):
+                 input_scale="none", ten_crop=False):
     """Evaluation batches: centre crop [B, 224, 224, 3] or ten crops [B, 10, 224, 224, 3]."""
-    mean = tf.constant(stats.mean(mean_mode))
+    mean, scale = tf.constant(stats.mean(mean_mode)), tf.constant(stats.scale(input_scale))
     crop = preprocessing.ten_crops if ten_crop else preprocessing.centre_crop
 
     def prepare(encoded, label):
-        return crop(preprocessing.paper_256(encoded) - mean), label
+        return crop((preprocessing.paper_256(encoded) - mean) / scale), label
 
     ds = source.encoded(split).map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(_options())

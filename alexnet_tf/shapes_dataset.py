@@ -1,10 +1,11 @@
 """`alexnet_shapes`: the built-in, offline dataset, registered with TFDS.
 
 Ten classes of shapes, drawn from a seed with numpy on first use (no network):
-the class is the shape's structure, while its colour, the background's colours
-and texture, position, scale, rotation and the image size all vary at random and
-independently of the class, so no per-image colour or brightness statistic tells
-the classes apart (tests/test_shapes_dataset.py shows it). RGB JPEGs of
+the class is the shape's structure, while its colour, the background's colour
+and texture, which of the two is the darker, position, scale, rotation and the
+image size all vary at random and independently of the class, and the shape's
+area is drawn independently of the class too, so no per-image colour or
+brightness statistic tells the classes apart (tests/test_shapes_dataset.py shows it). RGB JPEGs of
 256-320 pixels a side; 300 training and 60 validation images a class (config
 `standard`, the default), or 8 and 4 (config `tiny`, `alexnet_shapes/tiny`, for
 tests and demos; its images are the first of `standard`'s).
@@ -86,19 +87,32 @@ def _smooth_noise(rng, height, width, cells):
     return top * (1 - fy) + bottom * fy
 
 
+def unit_area(name, resolution=400):
+    """Area of shape `name` at scale 1 (in unit coordinates), measured on a grid."""
+    y, x = np.mgrid[-1.2:1.2:resolution * 1j, -1.2:1.2:resolution * 1j]
+    return shape_mask(name, x, y).mean() * 2.4 ** 2
+
+
+_UNIT_AREAS = {}
+
+
 def render(name, rng):
-    """One RGB uint8 image of shape `name`, every nuisance drawn from `rng`."""
+    """One RGB uint8 image of shape `name`, every nuisance drawn from `rng`.
+
+    One of shape and background is dark (each channel in [0, 0.4]) and the other
+    light ([0.6, 1]), which one at random; hues are random. The shape's area, a
+    random 6-20% of the shorter side squared, does not depend on the class.
+    """
+    if name not in _UNIT_AREAS:
+        _UNIT_AREAS[name] = unit_area(name)
     height, width = rng.integers(MIN_SIDE, MAX_SIDE + 1, size=2)
-    # Background: two random colours blended by a random smooth texture, plus grain.
-    colours = rng.random((2, 3))
+    dark, light = rng.random(3) * 0.4, 0.6 + rng.random(3) * 0.4
+    shape_colour, background = (dark, light) if rng.random() < 0.5 else (light, dark)
+    # Background: its colour shaded by a smooth random texture (+-0.1), plus grain below.
     texture = _smooth_noise(rng, height, width, int(rng.integers(2, 6)))[..., None]
-    image = colours[0] * (1 - texture) + colours[1] * texture
-    # The shape: random colour at least 0.35 away (RGB distance) from the background's mean.
-    for _ in range(100):
-        colour = rng.random(3)
-        if np.linalg.norm(colour - image.mean(axis=(0, 1))) > 0.35:
-            break
-    scale = rng.uniform(0.22, 0.42) * min(height, width)
+    image = background + 0.2 * (texture - 0.5) * rng.uniform(-1, 1, 3)
+    side = min(height, width)
+    scale = np.sqrt(rng.uniform(0.06, 0.20) * side ** 2 / _UNIT_AREAS[name])
     cx = rng.uniform(scale, width - scale)
     cy = rng.uniform(scale, height - scale)
     angle = rng.uniform(0, 2 * np.pi)
@@ -106,8 +120,8 @@ def render(name, rng):
     u, v = (xx - cx) / scale, (yy - cy) / scale
     cos, sin = np.cos(angle), np.sin(angle)
     mask = shape_mask(name, cos * u + sin * v, -sin * u + cos * v)
-    shade = 0.85 + 0.15 * _smooth_noise(rng, height, width, 3)[..., None]
-    image = np.where(mask[..., None], colour * shade, image)
+    shade = 0.9 + 0.1 * _smooth_noise(rng, height, width, 3)[..., None]
+    image = np.where(mask[..., None], shape_colour * shade, image)
     image = image + rng.normal(0.0, 0.03, image.shape)
     return np.clip(np.round(image * 255.0), 0, 255).astype(np.uint8)
 
@@ -130,8 +144,11 @@ class ShapesConfig(tfds.core.BuilderConfig):
 class AlexnetShapes(tfds.core.GeneratorBasedBuilder):
     """alexnet_tf's built-in dataset: ten shape classes, generated offline from a seed."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Ten shape classes, 300 train / 60 validation images each."}
+    VERSION = tfds.core.Version("2.0.0")
+    RELEASE_NOTES = {
+        "1.0.0": "Ten shape classes, 300 train / 60 validation images each.",
+        "2.0.0": "Dark/light contrast, class-independent shape area: learnable in minutes.",
+    }
     BUILDER_CONFIGS = [
         ShapesConfig(name="standard", description="300 train / 60 validation images a class."),
         ShapesConfig(name="tiny", description="8 train / 4 validation images a class.",

@@ -1,0 +1,44 @@
+"""alexnet-eval: top-1 / top-5 error of trained model_dirs, one or an ensemble."""
+
+import json
+import sys
+
+from absl import app, flags
+
+from alexnet_tf import evaluate, input_pipeline
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("model_dir", None, "One model_dir, or several for an ensemble (mean softmax).",
+                  required=True)
+flags.DEFINE_string("checkpoint", "best", "best, latest, or a checkpoint path (one model_dir).")
+flags.DEFINE_string("dataset", None, "Default: the dataset the model was trained on.")
+flags.DEFINE_string("data_dir", None, "Default: the data_dir the model was trained with.")
+flags.DEFINE_string("split", None, "Default: the run's evaluation split.")
+flags.DEFINE_boolean("ten_crop", False, "Average the softmax of the paper's ten crops.")
+flags.DEFINE_integer("batch_size", 64, "Images per evaluation batch.")
+flags.DEFINE_string("json", None, "Also write the results to this JSON file.")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    try:
+        rows = evaluate.evaluate_model_dirs(
+            FLAGS.model_dir, split=FLAGS.split, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir,
+            which=FLAGS.checkpoint, ten_crop=FLAGS.ten_crop, batch_size=FLAGS.batch_size)
+    except (input_pipeline.DataError, evaluate.ModelDirError) as error:
+        print(f"alexnet-eval: error: {error}", file=sys.stderr)
+        sys.exit(1)
+    split = FLAGS.split or evaluate.read_run_config(FLAGS.model_dir[0])["train_config"]["eval_split"]
+    print(evaluate.format_table(rows, split, FLAGS.ten_crop))
+    if FLAGS.json:
+        payload = {"split": split, "ten_crop": FLAGS.ten_crop, "results": rows}
+        input_pipeline.atomic_write(FLAGS.json, json.dumps(payload, indent=2).encode())
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

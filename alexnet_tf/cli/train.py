@@ -1,0 +1,88 @@
+"""alexnet-train: train AlexNet with the paper's recipe (or a flagfile's)."""
+
+import sys
+
+from absl import app, flags
+
+from alexnet_tf import input_pipeline, paper, schedule
+from alexnet_tf.cli import data_flags, model_flags  # noqa: F401  (shared flags)
+from alexnet_tf.train import PRECISIONS, NonFiniteLoss, TrainConfig, train
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model_dir", None, "Where checkpoints, TensorBoard logs and run files go; "
+                    "running again on the same dir resumes.", required=True)
+flags.DEFINE_integer("epochs", paper.EPOCHS, "Epochs (section 5: about 90).")
+flags.DEFINE_integer("max_steps", None, "Stop after this many steps in all (cuts a run short).")
+flags.DEFINE_float("learning_rate", paper.LEARNING_RATE, "Initial learning rate (0.01).")
+flags.DEFINE_float("momentum", paper.MOMENTUM, "Momentum (0.9).")
+flags.DEFINE_float("weight_decay", paper.WEIGHT_DECAY,
+                   "Weight decay inside the momentum, kernels only (0.0005).")
+flags.DEFINE_enum("lr_schedule", "plateau", schedule.SCHEDULES,
+                  "plateau: /10 when validation error stops improving (the paper); step: /10 at "
+                  "--lr_boundaries epochs.")
+flags.DEFINE_integer("lr_patience", 1, "plateau: epochs without improvement before dividing.")
+flags.DEFINE_integer("lr_max_decays", paper.LR_MAX_DECAYS, "plateau: divide at most this often.")
+flags.DEFINE_list("lr_boundaries", [], "step: epochs after which the rate is divided by 10.")
+flags.DEFINE_enum("mean", "image", input_pipeline.MEAN_MODES,
+                  "Subtract the training set's mean image (the paper) or per-channel mean.")
+flags.DEFINE_enum("input_scale", "none", input_pipeline.INPUT_SCALES,
+                  "none: raw mean-subtracted pixels (the paper); std: also divide by the "
+                  "per-channel std (for --kernel_init=he/glorot).")
+flags.DEFINE_boolean("pca", True, "PCA colour augmentation (section 4.1).")
+flags.DEFINE_integer("seed", 0, "Seed of the initialisation, data order and augmentation.")
+flags.DEFINE_boolean("deterministic", False, "Deterministic ops (slower; same seed, same run).")
+flags.DEFINE_integer("checkpoint_steps", 1000, "Also checkpoint every this many steps.")
+flags.DEFINE_integer("keep_checkpoints", 3, "Keep the last this many checkpoints (+ the best).")
+flags.DEFINE_integer("log_steps", 20, "Progress line and train scalars every this many steps.")
+flags.DEFINE_enum("mixed_precision", "none", list(PRECISIONS),
+                  "bfloat16 or float16 (with loss scaling) compute; variables stay float32.")
+flags.DEFINE_boolean("jit_compile", False, "Compile the train step with XLA.")
+flags.DEFINE_list("profile_steps", [], "START,STOP: a TensorBoard profiler trace of these steps.")
+flags.DEFINE_boolean("histograms", False, "Weight histograms in TensorBoard every epoch.")
+
+flags.register_validator("learning_rate", lambda v: v > 0, "--learning_rate must be > 0.")
+flags.register_validator("momentum", lambda v: 0 <= v < 1, "--momentum must be in [0, 1).")
+flags.register_validator("weight_decay", lambda v: v >= 0, "--weight_decay must be >= 0.")
+flags.register_validator("epochs", lambda v: v >= 1, "--epochs must be >= 1.")
+flags.register_validator("max_steps", lambda v: v is None or v >= 1, "--max_steps must be >= 1.")
+flags.register_validator("checkpoint_steps", lambda v: v >= 1, "--checkpoint_steps must be >= 1.")
+flags.register_validator("log_steps", lambda v: v >= 1, "--log_steps must be >= 1.")
+flags.register_validator("lr_boundaries", lambda v: all(s.isdigit() for s in v),
+                         "--lr_boundaries must be epochs, e.g. 30,60,80.")
+flags.register_validator("profile_steps", lambda v: not v or (
+    len(v) == 2 and all(s.isdigit() for s in v) and int(v[0]) < int(v[1])),
+    "--profile_steps must be START,STOP with START < STOP.")
+
+
+def config_from_flags():
+    return TrainConfig(
+        model_dir=FLAGS.model_dir, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir,
+        train_split=FLAGS.train_split, eval_split=FLAGS.eval_split, batch_size=FLAGS.batch_size,
+        epochs=FLAGS.epochs, max_steps=FLAGS.max_steps, learning_rate=FLAGS.learning_rate,
+        momentum=FLAGS.momentum, weight_decay=FLAGS.weight_decay, lr_schedule=FLAGS.lr_schedule,
+        lr_patience=FLAGS.lr_patience, lr_max_decays=FLAGS.lr_max_decays,
+        lr_boundaries=tuple(int(b) for b in FLAGS.lr_boundaries), mean_mode=FLAGS.mean,
+        input_scale=FLAGS.input_scale, pca=FLAGS.pca, seed=FLAGS.seed,
+        deterministic=FLAGS.deterministic, checkpoint_steps=FLAGS.checkpoint_steps,
+        keep_checkpoints=FLAGS.keep_checkpoints, log_steps=FLAGS.log_steps,
+        mixed_precision=FLAGS.mixed_precision, jit_compile=FLAGS.jit_compile,
+        profile_steps=tuple(int(s) for s in FLAGS.profile_steps), histograms=FLAGS.histograms,
+        model=model_flags.model_kwargs(FLAGS))
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    try:
+        train(config_from_flags(), log=lambda line: print(line, flush=True))
+    except (input_pipeline.DataError, ValueError, NonFiniteLoss) as error:
+        print(f"alexnet-train: error: {error}", file=sys.stderr)
+        sys.exit(1)
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,73 @@
+"""The paper's optimiser (section 5): SGD with momentum and weight decay inside the momentum.
+
+    v <- momentum * v - weight_decay * lr * w - lr * dL/dw
+    w <- w + v
+
+Weight decay is coupled (it enters the velocity, like an L2 term in the
+gradient), and applies to kernels only: every variable of rank 2 or more. Biases
+(rank 1) are not decayed. This differs from `keras.optimizers.SGD(weight_decay=)`,
+which decays after the momentum step (decoupled) and decays biases too.
+"""
+
+import keras
+from keras import ops
+
+from alexnet_tf import paper
+
+
+def is_decayed(variable):
+    """Weight decay applies to kernels (rank >= 2), not to biases (rank 1)."""
+    return len(variable.shape) >= 2
+
+
+@keras.saving.register_keras_serializable(package="alexnet_tf")
+class PaperSGD(keras.optimizers.Optimizer):
+    """SGD with momentum and coupled weight decay on kernels only (the paper's section 5).
+
+    Args:
+      learning_rate: Initial learning rate (0.01 in the paper); a float, so it
+        lives in a variable that a schedule can assign to.
+      momentum: Momentum (0.9).
+      weight_decay: Decay coefficient that enters the velocity (0.0005).
+      name: Optimiser name.
+      **kwargs: Other `keras.optimizers.Optimizer` arguments (not `weight_decay`
+        of the base class, which would decouple the decay).
+
+    Example:
+
+    >>> opt = PaperSGD(learning_rate=0.01, momentum=0.9, weight_decay=0.0005)
+    >>> opt.apply(grads, model.trainable_variables)  # doctest: +SKIP
+    """
+
+    def __init__(self, learning_rate=paper.LEARNING_RATE, momentum=paper.MOMENTUM,
+                 weight_decay=paper.WEIGHT_DECAY, name="paper_sgd", **kwargs):
+        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}.")
+        if weight_decay < 0.0:
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}.")
+        self.momentum = float(momentum)
+        # Not `self.weight_decay`: the base class would apply that one decoupled.
+        self.coupled_weight_decay = float(weight_decay)
+
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        self.velocities = [self.add_variable_from_reference(v, name="velocity") for v in variables]
+
+    def update_step(self, gradient, variable, learning_rate):
+        dtype = variable.dtype
+        lr = ops.cast(learning_rate, dtype)
+        velocity = self.velocities[self._get_variable_index(variable)]
+        step = ops.multiply(ops.cast(gradient, dtype), lr)
+        if is_decayed(variable) and self.coupled_weight_decay:
+            decay = ops.cast(self.coupled_weight_decay, dtype)
+            step = ops.add(step, ops.multiply(ops.multiply(variable, decay), lr))
+        self.assign(velocity, ops.subtract(ops.multiply(velocity, ops.cast(self.momentum, dtype)),
+                                           step))
+        self.assign_add(variable, velocity)
+
+    def get_config(self):
+        return {**super().get_config(), "momentum": self.momentum,
+                "weight_decay": self.coupled_weight_decay}

@@ -1,0 +1,342 @@
+"""The training loop: a custom tf.function step, the paper's optimiser and schedule.
+
+`train(config)` reads top to bottom: data and statistics, model and optimiser
+(inside a tf.distribute strategy's scope), checkpoint restore, then epochs of
+steps with validation, summaries and checkpoints at their ends.
+
+Resuming: the state in a checkpoint is the model, the optimiser's velocities,
+the step and epoch counters, the schedule's state and the dropout RNG state.
+The data order of an epoch follows from (seed, epoch), so a restarted run skips
+the batches the epoch had already seen and continues exactly where it stopped.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import time
+from typing import Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from alexnet_tf import figures, input_pipeline, paper
+from alexnet_tf.models import build_alexnet
+from alexnet_tf.optimizer import PaperSGD
+from alexnet_tf.schedule import LearningRateSchedule
+
+RUN_CONFIG = "run_config.json"
+PRECISIONS = {"none": None, "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything a training run depends on (the CLI's flags, one to one)."""
+    model_dir: str
+    dataset: str = input_pipeline.BUILT_IN
+    data_dir: Optional[str] = None
+    train_split: str = "train"
+    eval_split: str = "validation"
+    batch_size: int = paper.BATCH_SIZE
+    epochs: int = paper.EPOCHS
+    max_steps: Optional[int] = None
+    learning_rate: float = paper.LEARNING_RATE
+    momentum: float = paper.MOMENTUM
+    weight_decay: float = paper.WEIGHT_DECAY
+    lr_schedule: str = "plateau"
+    lr_patience: int = 1
+    lr_max_decays: int = paper.LR_MAX_DECAYS
+    lr_boundaries: tuple = ()
+    mean_mode: str = "image"
+    input_scale: str = "none"
+    pca: bool = True
+    seed: int = 0
+    deterministic: bool = False
+    checkpoint_steps: int = 1000
+    keep_checkpoints: int = 3
+    log_steps: int = 20
+    mixed_precision: str = "none"
+    jit_compile: bool = False
+    profile_steps: tuple = ()
+    histograms: bool = False
+    model: dict = dataclasses.field(default_factory=dict)   # build_alexnet keyword arguments
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def cross_entropy(labels, logits, global_batch_size):
+    """Softmax cross-entropy summed over the replica's batch, divided by the global batch."""
+    per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=labels, logits=tf.cast(logits, tf.float32))
+    return tf.reduce_sum(per_example) / global_batch_size
+
+
+def top_k_errors(labels, scores):
+    """Counts of top-1 and top-5 misses in a batch (float32 scalars)."""
+    scores = tf.cast(scores, tf.float32)
+    k5 = min(5, scores.shape[-1])
+    miss1 = tf.logical_not(tf.math.in_top_k(labels, scores, 1))
+    miss5 = tf.logical_not(tf.math.in_top_k(labels, scores, k5))
+    return tf.reduce_sum(tf.cast(miss1, tf.float32)), tf.reduce_sum(tf.cast(miss5, tf.float32))
+
+
+def make_optimizer(config):
+    optimizer = PaperSGD(config.learning_rate, config.momentum, config.weight_decay)
+    if config.mixed_precision == "float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
+def make_train_step(model, optimizer, global_batch_size, strategy, jit_compile=False):
+    """The tf.function train step over a distributed batch; returns (loss, top-1, top-5 misses).
+
+    Gradients come from `tf.gradients`, which creates each gradient op with the
+    device of its forward op, so tower b's backward pass stays on tower b's
+    device (a GradientTape leaves them unplaced).
+    """
+    variables = model.trainable_variables
+
+    def replica_step(images, labels):
+        logits = model(images, training=True)
+        loss = cross_entropy(labels, logits, global_batch_size)
+        scaled = optimizer.scale_loss(loss)
+        grads = tf.gradients(scaled, [v.value for v in variables])
+        optimizer.apply(grads, variables)
+        return (loss,) + top_k_errors(labels, logits)
+
+    @tf.function(jit_compile=jit_compile, reduce_retracing=True)
+    def train_step(batch):
+        results = strategy.run(replica_step, args=batch)
+        return [strategy.reduce(tf.distribute.ReduceOp.SUM, r, axis=None) for r in results]
+
+    return train_step
+
+
+def make_eval_step(model):
+    """A tf.function from a batch of images (any batch size, one trace) to logits."""
+    return tf.function(lambda images: model(images, training=False), reduce_retracing=True)
+
+
+def evaluate(eval_step, dataset, num_classes):
+    """Mean loss and top-1 / top-5 error of centre-crop batches."""
+    loss, miss1, miss5, count = 0.0, 0.0, 0.0, 0
+    for images, labels in dataset:
+        logits = eval_step(images)
+        n = int(labels.shape[0])
+        loss += float(cross_entropy(labels, logits, 1.0))
+        m1, m5 = top_k_errors(labels, logits)
+        miss1, miss5, count = miss1 + float(m1), miss5 + float(m5), count + n
+    count = max(count, 1)
+    return {"loss": loss / count, "top1_error": miss1 / count, "top5_error": miss5 / count,
+            "examples": count}
+
+
+def weight_norm(model):
+    kernels = [w for w in model.trainable_weights if len(w.shape) >= 2]
+    return float(tf.linalg.global_norm([tf.cast(k.value, tf.float32) for k in kernels]))
+
+
+def write_run_files(config, source, stats, model_dir):
+    """What eval/export need besides the checkpoint: config, class names, statistics."""
+    os.makedirs(model_dir, exist_ok=True)
+    run = {"train_config": dataclasses.asdict(config), "class_names": source.class_names,
+           "num_classes": len(source.class_names)}
+    input_pipeline.atomic_write(os.path.join(model_dir, RUN_CONFIG),
+                                json.dumps(run, indent=2, default=list).encode())
+    input_pipeline.save_stats(stats, model_dir)
+
+
+class _StopRequest:
+    """Turns SIGINT/SIGTERM into a flag the loop checks after each step."""
+
+    def __init__(self):
+        self.signal = None
+        self._previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        del frame
+        self.signal = signal.Signals(signum).name
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _set_up_runtime(config):
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    keras.utils.set_random_seed(config.seed)
+    keras.mixed_precision.set_dtype_policy(PRECISIONS[config.mixed_precision] or "float32")
+
+
+def _format_eta(seconds):
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else \
+        f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def train(config, strategy=None, log=print):
+    """Trains (or resumes training) AlexNet as `config` says; returns the final validation metrics."""
+    strategy = strategy or tf.distribute.get_strategy()
+    _set_up_runtime(config)
+
+    # Data: source, training-set statistics (computed once, stored beside the data).
+    source = input_pipeline.open_source(config.dataset, config.data_dir)
+    stats = input_pipeline.stats_for(source, config.train_split)
+    num_classes = len(source.class_names)
+    steps_per_epoch = source.num_examples(config.train_split) // config.batch_size
+    if steps_per_epoch == 0:
+        raise input_pipeline.DataError(
+            f"--batch_size={config.batch_size} is larger than the {config.train_split} split "
+            f"({source.num_examples(config.train_split)} images); use a smaller batch")
+    total_steps = config.epochs * steps_per_epoch
+    if config.max_steps is not None:
+        total_steps = min(total_steps, config.max_steps)
+    write_run_files(config, source, stats, config.model_dir)
+
+    # Model, optimiser and everything a checkpoint carries.
+    with strategy.scope():
+        model = build_alexnet(num_classes, seed=config.seed, **config.model)
+        optimizer = make_optimizer(config)
+        optimizer.build(model.trainable_variables)
+        step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+        epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+    schedule = LearningRateSchedule(config.learning_rate, config.lr_schedule, config.lr_patience,
+                                    config.lr_max_decays, config.lr_boundaries)
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step, epoch=epoch,
+                                     schedule=schedule)
+    manager = tf.train.CheckpointManager(checkpoint, config.model_dir, config.keep_checkpoints,
+                                         step_counter=step, checkpoint_name="ckpt")
+    best = tf.train.CheckpointManager(checkpoint, os.path.join(config.model_dir, "best"), 1,
+                                      step_counter=step, checkpoint_name="ckpt")
+    if manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        log(f"Resuming from step {int(step.numpy())} (epoch {int(epoch.numpy())}) of "
+            f"{manager.latest_checkpoint}")
+    else:
+        log(f"Starting from step 0 in {config.model_dir}")
+    optimizer.learning_rate = schedule.learning_rate
+
+    train_step = make_train_step(model, optimizer, config.batch_size, strategy, config.jit_compile)
+    eval_step = make_eval_step(model)
+    eval_data = input_pipeline.eval_dataset(source, stats, config.batch_size,
+                                            split=config.eval_split, mean_mode=config.mean_mode,
+                                            input_scale=config.input_scale)
+    train_writer = tf.summary.create_file_writer(os.path.join(config.model_dir, "train"))
+    val_writer = tf.summary.create_file_writer(os.path.join(config.model_dir, "validation"))
+    log(f"{source.name}: {source.num_examples(config.train_split)} training images, "
+        f"{num_classes} classes, {steps_per_epoch} steps/epoch, training to step {total_steps}")
+
+    def validate():
+        metrics = evaluate(eval_step, eval_data, num_classes)
+        with val_writer.as_default(step=int(step.numpy())):
+            for name in ("loss", "top1_error", "top5_error"):
+                tf.summary.scalar(name, metrics[name])
+        log(f"validation at step {int(step.numpy())}: loss {metrics['loss']:.4f} "
+            f"top-1 error {metrics['top1_error']:.4f} top-5 error {metrics['top5_error']:.4f} "
+            f"({metrics['examples']} images)")
+        return metrics
+
+    metrics, validated_at = None, -1
+    window = {"loss": 0.0, "miss1": 0.0, "miss5": 0.0, "steps": 0, "start": time.time()}
+    run_start_step, run_start = int(step.numpy()), time.time()
+    with _StopRequest() as stop:
+        while int(step.numpy()) < total_steps:
+            # One epoch (or its rest, after a restart mid-epoch).
+            e = int(epoch.numpy())
+            done_in_epoch = int(step.numpy()) - e * steps_per_epoch
+            data = input_pipeline.train_dataset(
+                source, stats, config.batch_size, split=config.train_split, seed=config.seed,
+                epoch=e, mean_mode=config.mean_mode, input_scale=config.input_scale, pca=config.pca,
+                skip_batches=done_in_epoch)
+            for batch in strategy.experimental_distribute_dataset(data):
+                s = int(step.numpy())
+                if s in config.profile_steps[:1]:
+                    tf.profiler.experimental.start(os.path.join(config.model_dir, "train"))
+                loss, miss1, miss5 = (float(t) for t in train_step(batch))
+                if not math.isfinite(loss):
+                    raise NonFiniteLoss(
+                        f"the loss became {loss} at step {s + 1}; stopped without saving, the last "
+                        f"good checkpoint ({manager.latest_checkpoint}) is intact: lower "
+                        "--learning_rate or use --kernel_init=he")
+                step.assign_add(1)
+                s += 1
+                if s in config.profile_steps[1:2]:
+                    tf.profiler.experimental.stop()
+                window = _log_window(window, loss, miss1, miss5, config, s, e, total_steps,
+                                     optimizer, model, train_writer, log, run_start_step, run_start)
+                if s % config.checkpoint_steps == 0:
+                    manager.save(checkpoint_number=s)
+                if stop.signal or s >= total_steps:
+                    break
+            if stop.signal:
+                path = manager.save(checkpoint_number=int(step.numpy()))
+                log(f"{stop.signal}: saved {path}; run again with the same --model_dir to resume")
+                return metrics
+            if int(step.numpy()) % steps_per_epoch == 0:     # the epoch is complete
+                epoch.assign_add(1)
+                metrics, validated_at = validate(), int(step.numpy())
+                _end_of_epoch_summaries(model, train_writer, int(step.numpy()), config.histograms)
+                improved = metrics["top1_error"] < float(schedule.best_error.numpy())
+                if schedule.end_of_epoch(int(epoch.numpy()), metrics["top1_error"]):
+                    log(f"learning rate divided by {schedule.factor:g}: now "
+                        f"{schedule.learning_rate:g}")
+                optimizer.learning_rate = schedule.learning_rate
+                manager.save(checkpoint_number=int(step.numpy()))
+                if improved:
+                    best.save(checkpoint_number=int(step.numpy()))
+    if validated_at != int(step.numpy()):
+        metrics = validate()
+    manager.save(checkpoint_number=int(step.numpy()))
+    train_writer.flush()
+    val_writer.flush()
+    return metrics
+
+
+def _log_window(window, loss, miss1, miss5, config, s, e, total_steps, optimizer, model, writer,
+                log, run_start_step, run_start):
+    """Accumulates per-step numbers; every `log_steps` writes scalars and a progress line."""
+    window["loss"] += loss
+    window["miss1"] += miss1
+    window["miss5"] += miss5
+    window["steps"] += 1
+    if s % config.log_steps and s != total_steps:
+        return window
+    n = window["steps"]
+    elapsed = time.time() - window["start"]
+    images_per_second = n * config.batch_size / max(elapsed, 1e-9)
+    lr = float(optimizer.learning_rate.numpy())
+    with writer.as_default(step=s):
+        tf.summary.scalar("loss", window["loss"] / n)
+        tf.summary.scalar("top1_error", window["miss1"] / (n * config.batch_size))
+        tf.summary.scalar("top5_error", window["miss5"] / (n * config.batch_size))
+        tf.summary.scalar("learning_rate", lr)
+        tf.summary.scalar("images_per_second", images_per_second)
+        tf.summary.scalar("weight_norm", weight_norm(model))
+    rate = (s - run_start_step) / max(time.time() - run_start, 1e-9)
+    log(f"epoch {e + 1} step {s}/{total_steps} loss {window['loss'] / n:.4f} "
+        f"top-1 error {window['miss1'] / (n * config.batch_size):.3f} lr {lr:g} "
+        f"{images_per_second:.1f} img/s ETA {_format_eta((total_steps - s) / max(rate, 1e-9))}")
+    return {"loss": 0.0, "miss1": 0.0, "miss5": 0.0, "steps": 0, "start": time.time()}
+
+
+def _end_of_epoch_summaries(model, writer, step, histograms):
+    grid = figures.kernel_grid(figures.conv1_kernels(model))
+    with writer.as_default(step=step):
+        tf.summary.image("conv1_kernels", grid[None], max_outputs=1)
+        if histograms:
+            for weight in model.trainable_weights:
+                tf.summary.histogram(weight.path, weight.value)

@@ -1,0 +1,156 @@
+"""The absl CLIs end to end, as a user runs them (subprocesses, the built-in tiny dataset)."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+
+from alexnet_tf import evaluate
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUICK = ["--flagfile=" + os.path.join(REPO, "flags", "quickstart.cfg"), "--batch_size=8",
+         "--dataset=alexnet_shapes/tiny", "--log_steps=1", "--mixed_precision=none"]
+
+
+def cli(module, *args, timeout=300):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run([sys.executable, "-m", f"alexnet_tf.cli.{module}", *args], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_train_resume_and_evaluate_end_to_end(tiny_data_dir, tmp_path):
+    model_dir = str(tmp_path / "run")
+    first = cli("train", *QUICK, f"--data_dir={tiny_data_dir}", f"--model_dir={model_dir}",
+                "--max_steps=3")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "Starting from step 0" in first.stdout
+    assert "epoch 1 step 3/3 loss" in first.stdout and "img/s ETA" in first.stdout
+    assert "validation at step 3: loss" in first.stdout             # a cut-short run validates
+    assert os.path.exists(os.path.join(model_dir, "ckpt-3.index"))
+    again = cli("train", *QUICK, f"--data_dir={tiny_data_dir}", f"--model_dir={model_dir}",
+                "--max_steps=5")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.splitlines()[0].startswith("Resuming from step 3 (epoch 0) of ")
+    assert "epoch 1 step 5/5" in again.stdout
+
+    out = str(tmp_path / "eval.json")
+    result = cli("evaluate", f"--model_dir={model_dir},{model_dir}", "--checkpoint=latest",
+                 "--ten_crop", f"--json={out}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "top-1 error" in result.stdout and "2 CNNs (mean softmax)" in result.stdout
+    rows = json.load(open(out))["results"]
+    assert len(rows) == 3 and rows[0]["examples"] == 40
+    assert rows[2]["top1_error"] == rows[0]["top1_error"]     # the same model twice: same errors
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--learning_rate=-1"], "--learning_rate must be > 0"),
+    ([], "--model_dir must have a value other than None"),
+    (["--dataset=no_such_data"], "unknown dataset 'no_such_data'"),
+    (["--batch_size=512"], "--batch_size=512 is larger than the train split (80 images)"),
+    (["--towers_on=/GPU:0,/GPU:1"], "tower device '/GPU:0' does not exist here"),
+])
+def test_bad_flags_get_one_clear_line(args, message, tiny_data_dir, tmp_path):
+    model_dir = [] if args == [] else [f"--model_dir={tmp_path}"]
+    dataset = [] if "--dataset" in " ".join(args) else ["--dataset=alexnet_shapes/tiny"]
+    result = cli("train", f"--data_dir={tiny_data_dir}", *dataset, *model_dir, *args,
+                 "--max_steps=1", timeout=120)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not os.path.exists(os.path.join(tmp_path, "checkpoint"))   # no work was done
+
+
+def test_sigterm_saves_a_checkpoint_first(tiny_data_dir, tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "alexnet_tf.cli.train", *QUICK, f"--data_dir={tiny_data_dir}",
+         f"--model_dir={tmp_path}", "--epochs=100", "--checkpoint_steps=100000"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        deadline = time.time() + 180
+        for line in process.stdout:
+            if " step 2/" in line or time.time() > deadline:
+                break
+        process.send_signal(signal.SIGTERM)
+        output = process.communicate(timeout=120)[0]
+    finally:
+        process.kill()
+    assert process.returncode == 0
+    assert "SIGTERM: saved " in output and "run again with the same --model_dir to resume" in output
+    assert [f for f in os.listdir(tmp_path) if f.startswith("ckpt-") and f.endswith(".index")]
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_tensorboard_serves_the_runs_scalars(tiny_data_dir, tmp_path):
+    model_dir = str(tmp_path / "run")
+    assert cli("train", *QUICK, f"--data_dir={tiny_data_dir}", f"--model_dir={model_dir}",
+               "--max_steps=2").returncode == 0
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tensorboard.main", f"--logdir={model_dir}", "--host=127.0.0.1",
+         f"--port={port}", "--reload_interval=1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}/data/plugin/scalars/scalars?run=validation&tag=top1_error"
+        deadline, points = time.time() + 90, None
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    points = json.loads(response.read())
+                if points:
+                    break
+            except OSError:
+                pass
+            time.sleep(1)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert points, "TensorBoard never served the validation scalars"
+    wall_time, step, value = points[-1]
+    assert step == 2 and 0.0 <= value <= 1.0
+
+
+def test_ten_crop_and_ensemble_arithmetic():
+    import keras
+    import tensorflow as tf
+
+    inputs = keras.Input((4, 4, 3))
+    logits = keras.layers.Dense(3, kernel_initializer="ones")(
+        keras.layers.GlobalAveragePooling2D()(inputs))
+    model = keras.Model(inputs, logits)
+    rng = np.random.default_rng(0)
+    crops = rng.normal(size=(2, 10, 4, 4, 3)).astype(np.float32) * [1.0, 2.0, 3.0]
+    dataset = tf.data.Dataset.from_tensor_slices((crops, np.array([0, 2]))).batch(2)
+    probs, labels = evaluate.probabilities(model, dataset, ten_crop=True)
+    # numpy: softmax of each crop's logits, averaged over the ten crops.
+    crop_logits = crops.mean(axis=(2, 3)) @ np.ones((3, 3))
+    soft = np.exp(crop_logits - crop_logits.max(-1, keepdims=True))
+    soft /= soft.sum(-1, keepdims=True)
+    np.testing.assert_allclose(probs, soft.mean(axis=1), rtol=1e-5)
+    assert list(labels) == [0, 2]
+
+    # Errors by hand: image 0 is right at top-1; image 1's label is second.
+    p = np.array([[0.6, 0.3, 0.1], [0.5, 0.4, 0.1]])
+    assert evaluate.error_rates(p, np.array([0, 1])) == {"top1_error": 0.5, "top5_error": 0.0,
+                                                         "examples": 2}
+    # An ensemble averages softmaxes: two models wrong alone, right together.
+    a, b = np.array([[0.45, 0.55, 0.0]]), np.array([[0.9, 0.0, 0.1]])
+    assert evaluate.error_rates(a, np.array([0]))["top1_error"] == 1.0
+    assert evaluate.error_rates((a + b) / 2, np.array([0]))["top1_error"] == 0.0
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))

@@ -1,0 +1,92 @@
+"""PaperSGD and the learning-rate schedule against numpy and hand-worked sequences."""
+
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from alexnet_tf.optimizer import PaperSGD
+from alexnet_tf.schedule import LearningRateSchedule
+
+
+def paper_update(w, v, g, lr, momentum=0.9, decay=0.0005, decayed=True):
+    """Section 5 of the paper: v <- 0.9 v - 0.0005 lr w - lr g;  w <- w + v."""
+    v = momentum * v - (decay * lr * w if decayed else 0.0) - lr * g
+    return w + v, v
+
+
+def test_three_steps_match_the_papers_rule_and_spare_biases():
+    rng = np.random.default_rng(0)
+    kernel0, bias0 = rng.normal(size=(4, 3)), rng.normal(size=(3,))
+    kernel = tf.Variable(kernel0, dtype=tf.float64)
+    bias = tf.Variable(bias0, dtype=tf.float64)
+    optimizer = PaperSGD(learning_rate=0.1, momentum=0.9, weight_decay=0.05)
+    w, b = kernel0.copy(), bias0.copy()
+    vw, vb = np.zeros_like(w), np.zeros_like(b)
+    for lr in (0.1, 0.1, 0.01):                   # the schedule may change lr between steps
+        optimizer.learning_rate = lr
+        gk, gb = rng.normal(size=w.shape), rng.normal(size=b.shape)
+        optimizer.apply([tf.constant(gk), tf.constant(gb)], [kernel, bias])
+        w, vw = paper_update(w, vw, gk, lr, 0.9, 0.05, decayed=True)
+        b, vb = paper_update(b, vb, gb, lr, 0.9, 0.05, decayed=False)
+        np.testing.assert_allclose(kernel.numpy(), w, rtol=1e-6)  # the learning rate is a float32 variable
+        np.testing.assert_allclose(bias.numpy(), b, rtol=1e-6)  # the learning rate is a float32 variable
+    # Differs from Keras' decoupled SGD weight decay, which also decays the bias.
+    keras_like = bias0.copy()
+    assert not np.allclose(bias.numpy(), keras_like * (1 - 0.1 * 0.05))
+
+
+def test_zero_gradient_decays_kernels_through_the_momentum():
+    kernel = tf.Variable(tf.ones([2, 2], tf.float64))
+    optimizer = PaperSGD(learning_rate=1.0, momentum=0.5, weight_decay=0.1)
+    zeros = tf.zeros([2, 2], tf.float64)
+    optimizer.apply([zeros], [kernel])        # v = -0.1, w = 0.9
+    optimizer.apply([zeros], [kernel])        # v = 0.5 * -0.1 - 0.1 * 0.9 = -0.14, w = 0.76
+    np.testing.assert_allclose(kernel.numpy(), 0.76, rtol=1e-6)  # the learning rate is a float32 variable
+
+
+def test_config_round_trip():
+    optimizer = PaperSGD(learning_rate=0.02, momentum=0.8, weight_decay=0.001)
+    clone = PaperSGD.from_config(optimizer.get_config())
+    assert (clone.momentum, clone.coupled_weight_decay) == (0.8, 0.001)
+    assert clone.weight_decay is None             # the decoupled Keras decay stays off
+    with pytest.raises(ValueError, match="momentum must be in"):
+        PaperSGD(momentum=1.5)
+
+
+def test_plateau_divides_by_ten_at_most_three_times():
+    schedule = LearningRateSchedule(0.01, "plateau", patience=2, max_decays=3)
+    errors = [0.9, 0.8, 0.8, 0.81, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7]
+    rates = []
+    for epoch, error in enumerate(errors, start=1):
+        schedule.end_of_epoch(epoch, error)
+        rates.append(schedule.learning_rate)
+    # Improvement at epochs 1, 2, 5; two bad epochs after 2 -> decay at 4; after 5: at 7, 9, (11 capped).
+    expected = [0.01, 0.01, 0.01, 0.001, 0.001, 0.001, 1e-4, 1e-4, 1e-5, 1e-5, 1e-5, 1e-5, 1e-5, 1e-5]
+    np.testing.assert_allclose(rates, expected, rtol=1e-12)
+    assert int(schedule.decays.numpy()) == 3
+
+
+def test_step_schedule():
+    schedule = LearningRateSchedule(0.1, "step", boundaries=(2, 4))
+    rates = []
+    for epoch in range(1, 6):
+        schedule.end_of_epoch(epoch, 0.5)
+        rates.append(schedule.learning_rate)
+    np.testing.assert_allclose(rates, [0.1, 0.01, 0.01, 0.001, 0.001], rtol=1e-12)
+
+
+def test_schedule_state_survives_a_checkpoint(tmp_path):
+    schedule = LearningRateSchedule(0.01, "plateau", patience=1)
+    for epoch, error in enumerate([0.5, 0.6], start=1):
+        schedule.end_of_epoch(epoch, error)
+    path = tf.train.Checkpoint(schedule=schedule).save(str(tmp_path / "ckpt"))
+    restored = LearningRateSchedule(0.01, "plateau", patience=1)
+    tf.train.Checkpoint(schedule=restored).restore(path).assert_consumed()
+    assert restored.learning_rate == pytest.approx(0.001)
+    assert float(restored.best_error.numpy()) == 0.5
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))

@@ -1,0 +1,150 @@
+"""The training loop: the paper's update through the real step, placement, resume, NaN, summaries."""
+
+import glob
+import os
+import re
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from alexnet_tf import train
+from alexnet_tf.models import build_alexnet
+from alexnet_tf.optimizer import PaperSGD
+
+TOWER_SCOPE = re.compile(r"/[a-z]+\d_([ab])(?:_\d+)?/")
+
+
+def tiny_config(model_dir, data_dir, **overrides):
+    """A CPU-cheap run on the built-in dataset's tiny config (80 training images)."""
+    settings = dict(model_dir=str(model_dir), dataset="alexnet_shapes/tiny", data_dir=data_dir,
+                    batch_size=8, epochs=1, log_steps=5, checkpoint_steps=5, seed=1,
+                    input_scale="std", learning_rate=0.001,
+                    model=dict(devices=None, kernel_init="he", bias_init="zeros"))
+    settings.update(overrides)
+    return train.TrainConfig(**settings)
+
+
+def test_train_step_is_the_papers_update(tmp_path):
+    model = build_alexnet(10, devices=None, dropout_rate=0.0, seed=2, kernel_init="he")
+    optimizer = PaperSGD(learning_rate=0.05, momentum=0.9, weight_decay=0.01)
+    optimizer.build(model.trainable_variables)
+    step = train.make_train_step(model, optimizer, 2, tf.distribute.get_strategy())
+    rng = np.random.default_rng(0)
+    images = tf.constant(rng.normal(size=(2, 224, 224, 3)), tf.float32)
+    labels = tf.constant([3, 7], tf.int64)
+    names = [v.path for v in model.trainable_variables]
+    velocity = {n: 0.0 for n in names}
+    for _ in range(3):
+        before = {v.path: v.numpy().astype(np.float64) for v in model.trainable_variables}
+        with tf.GradientTape() as tape:                     # an independent gradient: the tape
+            loss = train.cross_entropy(labels, model(images, training=True), 2)
+        grads = dict(zip(names, (g.numpy() for g in tape.gradient(loss, model.trainable_variables))))
+        step((images, labels))
+        for v in model.trainable_variables:
+            decay = 0.01 * 0.05 * before[v.path] if v.path.endswith("kernel") else 0.0
+            velocity[v.path] = 0.9 * velocity[v.path] - decay - 0.05 * grads[v.path]
+            np.testing.assert_allclose(v.numpy(), before[v.path] + velocity[v.path],
+                                       rtol=2e-4, atol=2e-6, err_msg=v.path)
+
+
+def test_backward_pass_stays_on_the_towers_devices():
+    model = build_alexnet(10, devices=("/CPU:0", "/CPU:1"), seed=0)
+    optimizer = PaperSGD()
+    optimizer.build(model.trainable_variables)
+    step = train.make_train_step(model, optimizer, 4, tf.distribute.get_strategy())
+    spec = (tf.TensorSpec([4, 224, 224, 3], tf.float32), tf.TensorSpec([4], tf.int64))
+    graph = step.get_concrete_function(spec).graph
+    backward = {"Conv2DBackpropFilter", "Conv2DBackpropInput", "MatMul", "LRNGrad", "MaxPoolGrad"}
+    seen = set()
+    for op in graph.get_operations():
+        match = TOWER_SCOPE.search(op.name)
+        if op.type in backward and "gradients" in op.name and match:
+            tower = match.group(1)
+            seen.add((tower, op.type))
+            index = tf.DeviceSpec.from_string(op.device).device_index
+            assert index == (1 if tower == "b" else 0), (op.name, op.device)
+    for op_type in ("Conv2DBackpropFilter", "Conv2DBackpropInput", "MatMul", "LRNGrad"):
+        assert ("b", op_type) in seen and ("a", op_type) in seen, op_type
+
+
+@pytest.fixture(scope="module")
+def trained_dir(tiny_data_dir, tmp_path_factory):
+    model_dir = tmp_path_factory.mktemp("run")
+    metrics = train.train(tiny_config(model_dir, tiny_data_dir), log=lambda line: None)
+    return str(model_dir), metrics
+
+
+def test_a_run_validates_checkpoints_and_writes_run_files(trained_dir):
+    model_dir, metrics = trained_dir
+    assert metrics["examples"] == 40 and 0.0 <= metrics["top1_error"] <= 1.0
+    assert metrics["top5_error"] <= metrics["top1_error"]
+    steps = sorted(int(p.split("-")[-1][:-6]) for p in glob.glob(f"{model_dir}/ckpt-*.index"))
+    assert steps == [5, 10]                                     # every 5 steps, numbered by step
+    assert glob.glob(f"{model_dir}/best/ckpt-10.index")
+    for name in ("run_config.json", "alexnet_tf_stats.json", "alexnet_tf_mean_image.npy"):
+        assert os.path.exists(os.path.join(model_dir, name))
+
+
+def _scalars(folder):
+    values = {}
+    for path in glob.glob(f"{folder}/events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                values.setdefault(value.tag, []).append(value)
+    return values
+
+
+def test_summaries_are_written(trained_dir):
+    model_dir, metrics = trained_dir
+    train_tags = _scalars(os.path.join(model_dir, "train"))
+    for tag in ("loss", "top1_error", "top5_error", "learning_rate", "images_per_second",
+                "weight_norm", "conv1_kernels"):
+        assert tag in train_tags, tag
+    lr = [tf.make_ndarray(v.tensor) for v in train_tags["learning_rate"]]
+    np.testing.assert_allclose(lr, 0.001, rtol=1e-6)
+    image = train_tags["conv1_kernels"][0].tensor.string_val       # [width, height, png]
+    decoded = tf.io.decode_png(image[2]).numpy()
+    assert decoded.shape[2] == 3 and decoded.shape[1] == 16 * (11 * 3 + 1)
+    validation = _scalars(os.path.join(model_dir, "validation"))
+    top1 = [float(tf.make_ndarray(v.tensor)) for v in validation["top1_error"]]
+    assert top1[-1] == pytest.approx(metrics["top1_error"], abs=1e-6)
+
+
+def test_resume_equals_an_uninterrupted_run(tiny_data_dir, tmp_path):
+    straight = tiny_config(tmp_path / "straight", tiny_data_dir, epochs=2, max_steps=12)
+    train.train(straight, log=lambda line: None)
+    interrupted = tiny_config(tmp_path / "resumed", tiny_data_dir, epochs=2, max_steps=7)
+    train.train(interrupted, log=lambda line: None)
+    lines = []
+    train.train(tiny_config(tmp_path / "resumed", tiny_data_dir, epochs=2, max_steps=12),
+                log=lines.append)
+    assert lines[0].startswith("Resuming from step 7 (epoch 0)")
+
+    def state(model_dir):
+        reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(model_dir)))
+        return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
+                if "model" in name or "optimizer" in name or "schedule" in name}
+    a, b = state(tmp_path / "straight"), state(tmp_path / "resumed")
+    assert a.keys() == b.keys() and any("velocity" in k or "optimizer/_variables" in k for k in a)
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-7, err_msg=name)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_data_dir, tmp_path):
+    config = tiny_config(tmp_path, tiny_data_dir, learning_rate=1e6, checkpoint_steps=1,
+                         model=dict(devices=None, kernel_init="he", bias_init="zeros"))
+    with pytest.raises(train.NonFiniteLoss, match=r"the loss became (nan|inf) at step \d+; "
+                                                  "stopped without saving"):
+        train.train(config, log=lambda line: None)
+    latest = tf.train.latest_checkpoint(str(tmp_path))
+    reader = tf.train.load_checkpoint(latest)
+    for name in reader.get_variable_to_shape_map():
+        value = reader.get_tensor(name)
+        if np.issubdtype(np.asarray(value).dtype, np.floating):
+            assert np.all(np.isfinite(value)), (latest, name)
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))
