@@ -15,6 +15,7 @@ and stored beside it (`alexnet_tf_stats.json`, `alexnet_tf_mean_image.npy`).
 import dataclasses
 import json
 import os
+import sys
 import tempfile
 
 import numpy as np
@@ -36,6 +37,11 @@ INPUT_SCALES = ("none", "std")
 STATS_FILE = "alexnet_tf_stats.json"
 MEAN_IMAGE_FILE = "alexnet_tf_mean_image.npy"
 PIXEL_SCALE = 255.0  # PCA is computed on RGB in [0, 1]; offsets are applied in [0, 255].
+
+
+def notice(message):
+    """A one-time notice for the user (stderr), independent of the logging verbosity."""
+    print(message, file=sys.stderr, flush=True)
 
 
 class DataError(ValueError):
@@ -85,7 +91,7 @@ class TfdsSource:
             return
         base = builder.info.name
         if base == BUILT_IN:
-            logging.info("Generating the built-in dataset %s in %s (once).", base, builder.data_dir)
+            notice(f"Generating the built-in dataset {base} in {builder.data_dir} (once, ~1 minute).")
             builder.download_and_prepare()
         elif base == "imagenet2012":
             manual = os.path.join(self.data_dir, "downloads", "manual")  # TFDS' default
@@ -334,7 +340,7 @@ def stats_for(source, split="train", max_images=5000):
     """The source's stats: loaded from beside it, or computed once and stored there."""
     stats = load_stats(source.stats_dir)
     if stats is None:
-        logging.info("Computing the mean and RGB PCA of %s/%s (once).", source.name, split)
+        notice(f"Computing the mean and RGB PCA of {source.name}/{split} (once).")
         stats = compute_stats(source, split, max_images)
         save_stats(stats, source.stats_dir)
     return stats

@@ -216,8 +216,11 @@ def train(config, strategy=None, log=print):
         epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
     schedule = LearningRateSchedule(config.learning_rate, config.lr_schedule, config.lr_patience,
                                     config.lr_max_decays, config.lr_boundaries)
+    # Keras does not expose the dropout layers' RNG states to tf.train.Checkpoint: add
+    # them (the model's non-trainable variables) so a resumed run draws the same masks.
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step, epoch=epoch,
-                                     schedule=schedule)
+                                     schedule=schedule,
+                                     rng=[v.value for v in model.non_trainable_variables])
     manager = tf.train.CheckpointManager(checkpoint, config.model_dir, config.keep_checkpoints,
                                          step_counter=step, checkpoint_name="ckpt")
     best = tf.train.CheckpointManager(checkpoint, os.path.join(config.model_dir, "best"), 1,

@@ -27,8 +27,10 @@ def tiny_config(model_dir, data_dir, **overrides):
 
 
 def test_train_step_is_the_papers_update(tmp_path):
+    # A large decay (1.0) so that the decay term stands well above float32 noise.
+    lr, momentum, decay = 0.01, 0.9, 1.0
     model = build_alexnet(10, devices=None, dropout_rate=0.0, seed=2, kernel_init="he")
-    optimizer = PaperSGD(learning_rate=0.05, momentum=0.9, weight_decay=0.01)
+    optimizer = PaperSGD(learning_rate=lr, momentum=momentum, weight_decay=decay)
     optimizer.build(model.trainable_variables)
     step = train.make_train_step(model, optimizer, 2, tf.distribute.get_strategy())
     rng = np.random.default_rng(0)
@@ -43,10 +45,13 @@ def test_train_step_is_the_papers_update(tmp_path):
         grads = dict(zip(names, (g.numpy() for g in tape.gradient(loss, model.trainable_variables))))
         step((images, labels))
         for v in model.trainable_variables:
-            decay = 0.01 * 0.05 * before[v.path] if v.path.endswith("kernel") else 0.0
-            velocity[v.path] = 0.9 * velocity[v.path] - decay - 0.05 * grads[v.path]
-            np.testing.assert_allclose(v.numpy(), before[v.path] + velocity[v.path],
-                                       rtol=2e-4, atol=2e-6, err_msg=v.path)
+            # v <- 0.9 v - decay * lr * w - lr * g  (decay on kernels only);  w <- w + v
+            weight_term = decay * lr * before[v.path] if v.path.endswith("kernel") else 0.0
+            velocity[v.path] = momentum * velocity[v.path] - weight_term - lr * grads[v.path]
+            change = v.numpy().astype(np.float64) - before[v.path]
+            scale = np.abs(velocity[v.path]).max()
+            np.testing.assert_allclose(change, velocity[v.path], rtol=1e-3, atol=1e-3 * scale,
+                                       err_msg=v.path)
 
 
 def test_backward_pass_stays_on_the_towers_devices():
@@ -140,10 +145,15 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_data_dir,
         train.train(config, log=lambda line: None)
     latest = tf.train.latest_checkpoint(str(tmp_path))
     reader = tf.train.load_checkpoint(latest)
+    assert latest.endswith("ckpt-1")
+    checked = 0
     for name in reader.get_variable_to_shape_map():
-        value = reader.get_tensor(name)
-        if np.issubdtype(np.asarray(value).dtype, np.floating):
-            assert np.all(np.isfinite(value)), (latest, name)
+        if name.startswith(("model/", "optimizer/")):   # (the schedule's best_error starts at inf)
+            value = reader.get_tensor(name)
+            if np.issubdtype(np.asarray(value).dtype, np.floating):
+                assert np.all(np.isfinite(value)), (latest, name)
+                checked += 1
+    assert checked >= 16
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ import sys
 
 from absl import app, flags
 
+from alexnet_tf.cli import common
+
 from alexnet_tf import evaluate, input_pipeline
 
 FLAGS = flags.FLAGS
@@ -22,6 +24,7 @@ flags.DEFINE_string("json", None, "Also write the results to this JSON file.")
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    common.quiet_libraries()
     try:
         rows = evaluate.evaluate_model_dirs(
             FLAGS.model_dir, split=FLAGS.split, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir,

@@ -5,7 +5,7 @@ import sys
 from absl import app, flags
 
 from alexnet_tf import input_pipeline, paper, schedule
-from alexnet_tf.cli import data_flags, model_flags  # noqa: F401  (shared flags)
+from alexnet_tf.cli import common, data_flags, model_flags  # noqa: F401  (shared flags)
 from alexnet_tf.train import PRECISIONS, NonFiniteLoss, TrainConfig, train
 
 FLAGS = flags.FLAGS
@@ -73,6 +73,7 @@ def config_from_flags():
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    common.quiet_libraries()
     try:
         train(config_from_flags(), log=lambda line: print(line, flush=True))
     except (input_pipeline.DataError, ValueError, NonFiniteLoss) as error:
