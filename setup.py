@@ -29,6 +29,7 @@ setup(
             "alexnet-summary=alexnet_tf.cli.summary:run",
             "alexnet-train=alexnet_tf.cli.train:run",
             "alexnet-eval=alexnet_tf.cli.evaluate:run",
+            "alexnet-benchmark=alexnet_tf.cli.benchmark:run",
         ],
     },
 )

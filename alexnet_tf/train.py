@@ -24,7 +24,7 @@ import tensorflow as tf
 from absl import logging
 
 from alexnet_tf import figures, input_pipeline, paper
-from alexnet_tf.models import build_alexnet
+from alexnet_tf.models import build_alexnet, resolve_tower_devices
 from alexnet_tf.optimizer import PaperSGD
 from alexnet_tf.schedule import LearningRateSchedule
 
@@ -191,6 +191,12 @@ def _format_eta(seconds):
 def train(config, strategy=None, log=print):
     """Trains (or resumes training) AlexNet as `config` says; returns the final validation metrics."""
     strategy = strategy or tf.distribute.get_strategy()
+    # Settings that can be checked before any work is done.
+    resolve_tower_devices(config.model.get("devices", "auto"))
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+        raise ValueError(f"--batch_size={config.batch_size} is not divisible by the "
+                         f"{replicas} replicas; use a multiple of {replicas}")
     _set_up_runtime(config)
 
     # Data: source, training-set statistics (computed once, stored beside the data).

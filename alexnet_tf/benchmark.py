@@ -1,0 +1,112 @@
+"""Speed measurements: each after warm-up, the median of several timed runs.
+
+Used by `alexnet-benchmark` (alexnet_tf/cli/benchmark.py), which prints a table
+and writes JSON. Numbers describe the machine they ran on; docs/BENCHMARKS.md
+records them with the machine and the command.
+"""
+
+import resource
+import statistics
+import time
+
+import keras
+import tensorflow as tf
+
+from alexnet_tf import input_pipeline, train
+from alexnet_tf.models import build_alexnet
+from alexnet_tf.optimizer import PaperSGD
+
+# FLOPs of the two-tower net per 224x224 image (docs/BENCHMARKS.md shows the arithmetic):
+# forward = 2 * multiply-accumulates; training = forward + backward (2x forward).
+FORWARD_GFLOP = 1.45
+TRAIN_GFLOP = 4.14
+
+
+def median_rate(run, items_per_run, warmup=1, repeats=3):
+    """items/s of `run()`: median over `repeats` timed calls after `warmup` untimed ones."""
+    for _ in range(warmup):
+        run()
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        rates.append(items_per_run / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+def matmul_gflops(dtype, size=2048, repeats=5):
+    """Dense matmul GFLOP/s of this machine in `dtype` (2 * n^3 FLOPs a product)."""
+    a = tf.random.normal([size, size], dtype=tf.float32)
+    a = tf.cast(a, dtype)
+    product = tf.function(lambda x: tf.reduce_sum(tf.cast(tf.matmul(x, x), tf.float32)))
+    return median_rate(lambda: float(product(a)), 2 * size ** 3 / 1e9, warmup=2, repeats=repeats)
+
+
+def train_step_rate(batch_size, precision="none", jit_compile=False, steps=3, dataset=None,
+                    num_classes=1000):
+    """Training images/s of the real train step: synthetic input, or batches of `dataset`.
+
+    Returns (images/s, number of traces of the step function).
+    """
+    keras.mixed_precision.set_dtype_policy(train.PRECISIONS[precision] or "float32")
+    try:
+        strategy = tf.distribute.get_strategy()
+        model = build_alexnet(num_classes, devices=None, seed=0)
+        optimizer = PaperSGD(learning_rate=1e-4)
+        optimizer.build(model.trainable_variables)
+        step = train.make_train_step(model, optimizer, batch_size, strategy, jit_compile)
+        if dataset is None:
+            images = tf.random.normal([batch_size, 224, 224, 3])
+            labels = tf.random.uniform([batch_size], 0, num_classes, tf.int64)
+            batches = iter(lambda: (images, labels), None)
+        else:
+            batches = iter(dataset.repeat())
+
+        def run():
+            for _ in range(steps):
+                [float(t) for t in step(next(batches))]
+        rate = median_rate(run, steps * batch_size)
+        return rate, step.experimental_get_tracing_count()
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+
+
+def pipeline_rate(source, stats, batch_size, batches=20):
+    """Training-pipeline images/s (decode, resize, crop, flip, PCA) with no model."""
+    def run():
+        data = input_pipeline.train_dataset(source, stats, batch_size, epoch=0)
+        for _, _ in zip(range(batches), data):
+            pass
+    return median_rate(run, batches * batch_size)
+
+
+def eval_rate(source, stats, batch_size, ten_crop, batches=3, num_classes=10):
+    """Evaluation images/s (pipeline + forward pass), centre crop or 10-crop."""
+    model = build_alexnet(num_classes, devices=None, seed=0)
+    step = train.make_eval_step(model)
+    data = input_pipeline.eval_dataset(source, stats, batch_size, ten_crop=ten_crop)
+    data = data.take(batches).cache()
+    list(data)  # decode once; time the model
+
+    def run():
+        for images, _ in data:
+            flat = tf.reshape(images, [-1, 224, 224, 3])
+            step(flat).numpy()
+    return median_rate(run, batches * batch_size)
+
+
+def peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def fraction_of_limit(images_per_second, gflop_per_image, machine_gflops):
+    return images_per_second * gflop_per_image / machine_gflops
+
+
+def has_avx512_bf16():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return "avx512_bf16" in f.read()
+    except OSError:
+        return False
+

@@ -1,0 +1,36 @@
+"""The benchmark harness runs and writes valid JSON (speed itself is never asserted here)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KEYS = ("train_fp32_synthetic_img_s", "train_fp32_pipeline_img_s", "train_bf16_synthetic_img_s",
+        "pipeline_img_s", "eval_img_s", "eval_10crop_img_s", "peak_rss_mb", "matmul_fp32_gflops",
+        "matmul_bf16_gflops", "retraces")
+
+
+def test_quick_benchmark_writes_every_key(tiny_data_dir, tmp_path):
+    out = tmp_path / "bench.json"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run(
+        [sys.executable, "-m", "alexnet_tf.cli.benchmark", "--quick", "--batch_size=4",
+         "--dataset=alexnet_shapes/tiny", f"--data_dir={tiny_data_dir}", f"--json={out}"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "pipeline_img_s" in result.stdout                  # the printed table
+    payload = json.loads(out.read_text())
+    for key in KEYS:
+        assert isinstance(payload[key], (int, float)), key
+        assert payload[key] >= 0, key
+    assert payload["retraces"] == 0                            # one trace per train step function
+    assert payload["quick"] is True and payload["batch_size"] == 4
+    assert payload["train_fp32_fraction_of_flop_limit"] == pytest.approx(
+        payload["train_fp32_synthetic_img_s"] * 4.14 / payload["matmul_fp32_gflops"])
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))
