@@ -21,7 +21,6 @@ from typing import Optional
 import keras
 import numpy as np
 import tensorflow as tf
-from absl import logging
 
 from alexnet_tf import figures, input_pipeline, paper
 from alexnet_tf.models import build_alexnet, resolve_tower_devices
