@@ -19,9 +19,10 @@ setup(
         "tensorboard==2.21.0",
         # tensorflow-datasets needs it (through etils[epath]) but does not declare it.
         "importlib_resources==7.1.0",
+        "pillow==13.0.0",   # text in the figure 4 panels
     ],
     extras_require={
-        "test": ["pytest==9.2.0", "pillow==13.0.0"],  # pillow writes odd image files in tests
+        "test": ["pytest==9.2.0"],
         "gpu": [TENSORFLOW.replace("tensorflow", "tensorflow[and-cuda]")],
     },
     entry_points={
@@ -30,6 +31,10 @@ setup(
             "alexnet-train=alexnet_tf.cli.train:run",
             "alexnet-eval=alexnet_tf.cli.evaluate:run",
             "alexnet-benchmark=alexnet_tf.cli.benchmark:run",
+            "alexnet-export=alexnet_tf.cli.export:run",
+            "alexnet-predict=alexnet_tf.cli.predict:run",
+            "alexnet-retrieve=alexnet_tf.cli.retrieve:run",
+            "alexnet-figures=alexnet_tf.cli.figures:run",
         ],
     },
 )

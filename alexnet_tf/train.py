@@ -19,7 +19,6 @@ import time
 from typing import Optional
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from alexnet_tf import figures, input_pipeline, paper

@@ -13,16 +13,10 @@ import numpy as np
 import pytest
 
 from alexnet_tf import evaluate
+from helpers import REPO, cli
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK = ["--flagfile=" + os.path.join(REPO, "flags", "quickstart.cfg"), "--batch_size=8",
          "--dataset=alexnet_shapes/tiny", "--log_steps=1", "--mixed_precision=none"]
-
-
-def cli(module, *args, timeout=300):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run([sys.executable, "-m", f"alexnet_tf.cli.{module}", *args], cwd=REPO,
-                          env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def test_train_resume_and_evaluate_end_to_end(tiny_data_dir, tmp_path):

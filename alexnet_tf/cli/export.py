@@ -1,0 +1,42 @@
+"""alexnet-export: a model_dir's checkpoint -> <export_base>/<version>/, a SavedModel for serving."""
+
+import sys
+
+from absl import app, flags
+
+from alexnet_tf import evaluate, export
+from alexnet_tf.cli import common
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model_dir", None, "The training run to export.", required=True)
+flags.DEFINE_string("checkpoint", "best", "best, latest, or a checkpoint path (DIR/ckpt-N).")
+flags.DEFINE_string("export_base", export.DEFAULT_EXPORT_BASE,
+                    "TF Serving's model base path; the export goes to <export_base>/<version>/.")
+flags.DEFINE_integer("version", None, "Version folder; default: the next free one. An existing "
+                     "version is never overwritten.", lower_bound=1)
+flags.DEFINE_boolean("ten_crop", False, "serving_default and serving_image_tensor average the "
+                     "softmax of the paper's ten crops (10x the compute) instead of one centre crop.")
+flags.DEFINE_integer("top_k", export.TOP_K, "How many classes top_k_* outputs report.",
+                     lower_bound=1)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    common.quiet_libraries()
+    try:
+        path = export.export(FLAGS.model_dir, FLAGS.export_base, which=FLAGS.checkpoint,
+                             version=FLAGS.version, ten_crop=FLAGS.ten_crop, top_k=FLAGS.top_k)
+    except (evaluate.ModelDirError, export.ExportError) as error:
+        print(f"alexnet-export: error: {error}", file=sys.stderr)
+        sys.exit(1)
+    print(f"exported {path} (signatures: {export.SIGNATURE_BYTES}, {export.SIGNATURE_TENSOR}, "
+          f"{export.SIGNATURE_FEATURES})")
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,63 @@
+"""alexnet-figures: the paper's figure 3 (conv1 kernels) and figure 4 left (top-5 panels) as PNGs."""
+
+import os
+import sys
+
+import tensorflow as tf
+from absl import app, flags
+
+from alexnet_tf import evaluate, export, figures, input_pipeline
+from alexnet_tf.cli import common
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model_dir", None, "The training run.", required=True)
+flags.DEFINE_string("checkpoint", "best", "best, latest, or a checkpoint path (DIR/ckpt-N).")
+flags.DEFINE_string("out_dir", "figures", "Where conv1_kernels.png and predictions.png go.")
+flags.DEFINE_string("split", None, "Images for the prediction panels; default: the run's "
+                    "evaluation split.")
+flags.DEFINE_integer("num_images", 8, "How many prediction panels.", lower_bound=1)
+flags.DEFINE_string("data_dir", None, "Default: the data_dir the model was trained with.")
+
+KERNELS_PNG, PREDICTIONS_PNG = "conv1_kernels.png", "predictions.png"
+
+
+def prediction_panels(module, source, split, count):
+    serve = module.signatures()[export.SIGNATURE_BYTES]
+    panels = []
+    for encoded, label in source.encoded(split).take(count).as_numpy_iterator():
+        out = serve(image_bytes=tf.constant([encoded]))
+        names = [n.decode() for n in out["top_k_names"][0].numpy()]
+        panels.append(figures.prediction_panel(
+            figures.thumbnail(encoded, figures.PANEL_IMAGE), names,
+            out["top_k_probabilities"][0].numpy(), source.class_names[int(label)]))
+    return panels
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    common.quiet_libraries()
+    try:
+        config = evaluate.read_run_config(FLAGS.model_dir)["train_config"]
+        module, checkpoint = export.serving_module(FLAGS.model_dir, FLAGS.checkpoint)
+        source = input_pipeline.open_source(
+            config["dataset"], FLAGS.data_dir if FLAGS.data_dir is not None else config["data_dir"])
+        panels = prediction_panels(module, source, FLAGS.split or config["eval_split"],
+                                   FLAGS.num_images)
+    except (evaluate.ModelDirError, input_pipeline.DataError) as error:
+        print(f"alexnet-figures: error: {error}", file=sys.stderr)
+        sys.exit(1)
+    os.makedirs(FLAGS.out_dir, exist_ok=True)
+    kernels = os.path.join(FLAGS.out_dir, KERNELS_PNG)
+    figures.write_png(kernels, figures.kernel_grid(figures.conv1_kernels(module.classifier)))
+    predictions = os.path.join(FLAGS.out_dir, PREDICTIONS_PNG)
+    figures.write_png(predictions, figures.panel_grid(panels))
+    print(f"from {checkpoint}: wrote {kernels} (figure 3) and {predictions} (figure 4, left)")
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,76 @@
+"""alexnet-predict: the top-k classes of image files, from an export or a model_dir's checkpoint."""
+
+import json
+import sys
+
+import tensorflow as tf
+from absl import app, flags
+
+from alexnet_tf import evaluate, export
+from alexnet_tf.cli import common
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("saved_model", None, "An export (<export_base>/<version>), or an export base "
+                    "(its newest version).")
+flags.DEFINE_string("model_dir", None, "Instead of --saved_model: a training run's checkpoint.")
+flags.DEFINE_string("checkpoint", "best", "With --model_dir: best, latest, or DIR/ckpt-N.")
+flags.DEFINE_boolean("json", False, "Print one JSON document instead of a table.")
+
+
+def predict_file(serve, path):
+    """{"image", "top_k": [{"id", "name", "probability"}]} or {"image", "error"} for one file."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as error:
+        return {"image": path, "error": f"cannot read it ({error.strerror})"}
+    try:
+        out = serve(image_bytes=tf.constant([data]))
+    except tf.errors.InvalidArgumentError:
+        return {"image": path, "error": "not a JPEG, PNG, GIF or BMP image"}
+    top = zip(out["top_k_ids"][0].numpy(), out["top_k_names"][0].numpy(),
+              out["top_k_probabilities"][0].numpy())
+    return {"image": path, "top_k": [{"id": int(i), "name": n.decode(), "probability": float(p)}
+                                     for i, n, p in top]}
+
+
+def format_result(result):
+    if "error" in result:
+        return f"{result['image']}: error: {result['error']}"
+    lines = [result["image"]]
+    for rank, entry in enumerate(result["top_k"], 1):
+        lines.append(f"  {rank}. {entry['name']:<24} {entry['probability'] * 100:6.2f}%")
+    return "\n".join(lines)
+
+
+def main(argv):
+    images = argv[1:]
+    if not images:
+        raise app.UsageError("give one or more image files: alexnet-predict --saved_model=DIR a.jpg")
+    common.quiet_libraries()
+    try:
+        signatures, _ = export.load_signatures(FLAGS.saved_model, FLAGS.model_dir,
+                                               FLAGS.checkpoint)
+    except (evaluate.ModelDirError, export.ExportError) as error:
+        print(f"alexnet-predict: error: {error}", file=sys.stderr)
+        sys.exit(1)
+    results = []
+    for path in images:
+        result = predict_file(signatures[export.SIGNATURE_BYTES], path)
+        results.append(result)
+        if "error" in result:
+            print(f"alexnet-predict: error: {path}: {result['error']}", file=sys.stderr)
+        elif not FLAGS.json:
+            print(format_result(result))
+    if FLAGS.json:
+        print(json.dumps(results, indent=2))
+    failed = sum("error" in r for r in results)
+    return 1 if failed else 0
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

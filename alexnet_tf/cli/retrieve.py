@@ -1,0 +1,91 @@
+"""alexnet-retrieve: the training images nearest a query by fc7 features; figure 4 (right) PNG."""
+
+import sys
+
+import tensorflow as tf
+from absl import app, flags
+
+from alexnet_tf import evaluate, export, figures, input_pipeline, retrieval
+from alexnet_tf.cli import common
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("saved_model", None, "An export, or an export base (its newest version).")
+flags.DEFINE_string("model_dir", None, "Instead of --saved_model: a training run's checkpoint.")
+flags.DEFINE_string("checkpoint", "best", "With --model_dir: best, latest, or DIR/ckpt-N.")
+flags.DEFINE_string("dataset", input_pipeline.BUILT_IN, "Dataset whose images are indexed.")
+flags.DEFINE_string("data_dir", None, "TFDS data_dir.")
+flags.DEFINE_string("split", "train", "Split to index (the paper retrieves training images).")
+flags.DEFINE_string("index", None, "The feature index (.npz): reused when it was built from the "
+                    "same model, dataset and split, else (re)built here.", required=True)
+flags.DEFINE_integer("k", retrieval.NEIGHBOURS, "Neighbours per query.", lower_bound=1)
+flags.DEFINE_string("query_split", "validation", "Without query files: queries from this split.")
+flags.DEFINE_integer("num_queries", 5, "Without query files: how many queries.", lower_bound=1)
+flags.DEFINE_string("output", "retrieval.png", "The PNG grid: a row per query, then neighbours.")
+
+
+def read_queries(paths, source):
+    """[(label, encoded bytes)] from files (label = path), or from --query_split; plus failures."""
+    if not paths:
+        ds = source.encoded(FLAGS.query_split).take(FLAGS.num_queries)
+        return [(f"{FLAGS.query_split} #{i} ({source.class_names[int(y)]})", x)
+                for i, (x, y) in enumerate(ds.as_numpy_iterator())], 0
+    queries, failures = [], 0
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                queries.append((path, f.read()))
+        except OSError as error:
+            print(f"alexnet-retrieve: error: {path}: cannot read it ({error.strerror})",
+                  file=sys.stderr)
+            failures += 1
+    return queries, failures
+
+
+def main(argv):
+    common.quiet_libraries()
+    try:
+        signatures, model = export.load_signatures(FLAGS.saved_model, FLAGS.model_dir,
+                                                   FLAGS.checkpoint)
+        source = input_pipeline.open_source(FLAGS.dataset, FLAGS.data_dir)
+        features_fn = signatures[export.SIGNATURE_FEATURES]
+        meta = {"model": model, "dataset": source.name, "split": FLAGS.split,
+                "examples": source.num_examples(FLAGS.split)}
+        index = retrieval.load_index(FLAGS.index, meta)
+        if index is None:
+            input_pipeline.notice(f"Indexing the fc7 features of {source.name}/{FLAGS.split} "
+                                  f"into {FLAGS.index}.")
+            index = retrieval.build_index(features_fn, source, FLAGS.split)
+            retrieval.save_index(FLAGS.index, *index, meta)
+        queries, failures = read_queries(argv[1:], source)
+    except (evaluate.ModelDirError, export.ExportError, input_pipeline.DataError) as error:
+        print(f"alexnet-retrieve: error: {error}", file=sys.stderr)
+        sys.exit(1)
+    features, labels = index
+    rows = []
+    for name, encoded in queries:
+        try:
+            query = features_fn(image_bytes=tf.constant([encoded]))["features"].numpy()
+        except tf.errors.InvalidArgumentError:
+            print(f"alexnet-retrieve: error: {name}: not a JPEG, PNG, GIF or BMP image",
+                  file=sys.stderr)
+            failures += 1
+            continue
+        positions, distances = retrieval.nearest(features, query, FLAGS.k)
+        print(name)
+        for rank, (p, d) in enumerate(zip(positions[0], distances[0]), 1):
+            print(f"  {rank}. {FLAGS.split} #{p:<7} {source.class_names[labels[p]]:<20} "
+                  f"distance {d:.2f}")
+        neighbours = retrieval.encoded_at(source, FLAGS.split, positions[0])
+        rows.append([figures.thumbnail(x, figures.THUMBNAIL) for x in [encoded, *neighbours]])
+    if rows:
+        figures.write_png(FLAGS.output, figures.retrieval_grid(rows))
+        print(f"wrote {FLAGS.output}")
+    return 1 if failures else 0
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,278 @@
+"""SavedModel export for serving, in TF Serving's conventions.
+
+A trained model_dir's checkpoint becomes `<export_base>/<version>/`, a
+self-contained SavedModel: preprocessing (decode, shorter side to 256,
+central 256x256, the training set's mean and scale, centre 224 crop or the
+paper's ten crops), the network, softmax and top-k are one graph; class names
+and statistics are constants inside it (class names also as a plain file,
+`assets/class_names.txt`). Written through Keras's `ExportArchive`, it loads
+with plain `tf.saved_model.load` without alexnet_tf, and in session-based
+loaders (TF Serving, `saved_model_cli run`).
+
+Signatures (inputs -> outputs):
+  serving_default:       image_bytes  string [batch] (JPEG/PNG/GIF/BMP)
+  serving_image_tensor:  image_tensor uint8 [batch, height, width, 3], any size
+      -> probabilities float32 [batch, classes], top_k_ids int64 [batch, k],
+         top_k_names string [batch, k], top_k_probabilities float32 [batch, k]
+  features:              image_bytes string [batch] -> features float32 [batch, 4096]
+      (fc7 after its ReLU, the paper's section 6.1 retrieval feature; centre crop)
+
+Example:
+
+    path = export(model_dir="runs/quickstart", export_base="savedmodel/alexnet")
+    serve = tf.saved_model.load(path).signatures["serving_default"]
+    serve(image_bytes=tf.constant([open("cat.jpg", "rb").read()]))["top_k_names"]
+"""
+
+import json
+import os
+import re
+import shutil
+import tempfile
+
+import keras
+import tensorflow as tf
+
+from alexnet_tf import evaluate, paper, preprocessing
+
+DEFAULT_EXPORT_BASE = os.path.join("savedmodel", "alexnet")
+TOP_K = 5                      # the paper reports top-5 (section 6)
+SIGNATURE_BYTES = "serving_default"
+SIGNATURE_TENSOR = "serving_image_tensor"
+SIGNATURE_FEATURES = "features"
+CLASS_NAMES_ASSET = "class_names.txt"
+EXPORT_INFO = os.path.join("assets.extra", "alexnet_tf_export.json")
+
+
+class ExportError(ValueError):
+    """An export that cannot be done; the message is one line."""
+
+
+def feature_layer_names(model):
+    """The fc7 layers (one per tower), whose concatenated outputs are the 4096-d feature."""
+    names = sorted(layer.name for layer in model.layers if re.fullmatch(r"fc7(_[ab])?", layer.name))
+    if not names:
+        raise ExportError(f"model {model.name} has no fc7 layer")
+    return names
+
+
+def feature_extractor(model):
+    """A model sharing `model`'s weights that maps its input to fc7's activations [batch, 4096]."""
+    outputs = [model.get_layer(name).output for name in feature_layer_names(model)]
+    if len(outputs) > 1:
+        outputs = [keras.layers.Concatenate(axis=-1, name="fc7_features")(outputs)]
+    return keras.Model(model.input, outputs[0], name=f"{model.name}_fc7")
+
+
+class ServingModule:
+    """The served graph: preprocessing + network + softmax/top-k, one tf.function per signature.
+
+    Written out through Keras's `ExportArchive` (`archive()`), whose SavedModel
+    restores its variables in TF Serving's session-based loader too (a
+    `tf.Module` holding the Keras model as an attribute does not: "Could not
+    find variable" under `saved_model_cli run`).
+
+    Args:
+      model: A float32 AlexNet (logits out) with trained weights.
+      class_names: One name per output, in output order.
+      stats: `input_pipeline.Stats` of the training set.
+      mean_mode, input_scale: As in training (`TrainConfig`).
+      ten_crop: Average the softmax of the paper's ten crops (section 4.1)
+        instead of one centre crop (10x the compute).
+      top_k: How many classes top_k_* report (at most the number of classes).
+    """
+
+    def __init__(self, model, class_names, stats, *, mean_mode="image", input_scale="none",
+                 ten_crop=False, top_k=TOP_K):
+        if model.output.shape[-1] != len(class_names):
+            raise ExportError(f"the model has {model.output.shape[-1]} outputs but there are "
+                              f"{len(class_names)} class names")
+        self.classifier = model
+        self.extractor = feature_extractor(model)
+        self.mean = tf.constant(stats.mean(mean_mode), tf.float32)
+        self.scale = tf.constant(stats.scale(input_scale), tf.float32)
+        self.class_names = tf.constant(list(class_names))
+        self.image_size = int(model.input.shape[1])
+        self.ten_crop = ten_crop
+        self.top_k = min(top_k, len(class_names))
+        bytes_spec = tf.TensorSpec([None], tf.string, "image_bytes")
+        self._endpoints = {
+            SIGNATURE_BYTES: (self._classify_bytes, bytes_spec),
+            SIGNATURE_TENSOR: (self._classify_tensor, tf.TensorSpec(None, tf.uint8, "image_tensor")),
+            SIGNATURE_FEATURES: (self._features, bytes_spec),
+        }
+        self._functions = {name: tf.function(fn, input_signature=[spec])
+                           for name, (fn, spec) in self._endpoints.items()}
+
+    def signatures(self):
+        """{signature name: tf.function}, called with keyword inputs like a loaded signature."""
+        return dict(self._functions)
+
+    def archive(self):
+        """A `keras.export.ExportArchive` with the three signatures, ready to `write_out`."""
+        archive = keras.export.ExportArchive()
+        archive.track(self.classifier)
+        for name, (fn, spec) in self._endpoints.items():
+            archive.add_endpoint(name, fn, input_signature=[spec])
+        return archive
+
+    # -- preprocessing: the same ops as input_pipeline.eval_dataset ----------
+
+    def _normalised_256(self, image):
+        """One uint8 image [h, w, 3] -> float32 [256, 256, 3], mean-subtracted and scaled."""
+        image = preprocessing.resize_shorter_side(image, paper.RESIZE_SHORTER_SIDE)
+        image = preprocessing.central_crop(image, paper.CENTRAL_CROP)
+        image.set_shape([paper.CENTRAL_CROP, paper.CENTRAL_CROP, 3])
+        return (image - self.mean) / self.scale
+
+    def _decode_batch(self, image_bytes):
+        return tf.map_fn(lambda b: self._normalised_256(preprocessing.decode_rgb(b)), image_bytes,
+                         fn_output_signature=tf.TensorSpec([256, 256, 3], tf.float32))
+
+    def _centre(self, images):
+        top = (paper.CENTRAL_CROP - self.image_size) // 2
+        return images[:, top:top + self.image_size, top:top + self.image_size, :]
+
+    def _crops(self, images):
+        """[B, 256, 256, 3] -> [B * crops, S, S, 3] (crops = 10 or 1), image-major."""
+        size = self.image_size
+        if not self.ten_crop:
+            return self._centre(images)
+        patches = tf.stack([images[:, t:t + size, l:l + size, :] for t, l in
+                            preprocessing.ten_crop_offsets(paper.CENTRAL_CROP, paper.CENTRAL_CROP,
+                                                           size)], axis=1)
+        patches = tf.concat([patches, tf.reverse(patches, axis=[3])], axis=1)
+        return tf.reshape(patches, [-1, size, size, 3])
+
+    def _classify(self, images):
+        probs = tf.nn.softmax(tf.cast(self.classifier(self._crops(images), training=False),
+                                      tf.float32))
+        if self.ten_crop:
+            probs = tf.reduce_mean(tf.reshape(probs, [tf.shape(images)[0], 10, -1]), axis=1)
+        top_probs, top_ids = tf.math.top_k(probs, k=self.top_k)
+        return {"probabilities": probs, "top_k_ids": tf.cast(top_ids, tf.int64),
+                "top_k_names": tf.gather(self.class_names, top_ids),
+                "top_k_probabilities": top_probs}
+
+    # -- the signatures -------------------------------------------------------
+
+    def _classify_bytes(self, image_bytes):
+        return self._classify(self._decode_batch(image_bytes))
+
+    def _classify_tensor(self, image_tensor):
+        shape = tf.shape(image_tensor)
+        padded = tf.concat([shape, tf.zeros([4], tf.int32)], 0)   # indexable whatever the rank
+        well_formed = tf.logical_and(tf.equal(tf.size(shape), 4), tf.logical_and(
+            tf.equal(padded[3], 3), padded[1] * padded[2] > 0))
+        check = tf.debugging.Assert(well_formed, [
+            "image_tensor must be uint8 [batch, height, width, 3] with height and width >= 1; "
+            "got shape", shape])
+        with tf.control_dependencies([check]):
+            images = tf.ensure_shape(tf.identity(image_tensor), [None, None, None, 3])
+        normalised = tf.map_fn(self._normalised_256, images,
+                               fn_output_signature=tf.TensorSpec([256, 256, 3], tf.float32))
+        return self._classify(normalised)
+
+    def _features(self, image_bytes):
+        crops = self._centre(self._decode_batch(image_bytes))
+        return {"features": tf.cast(self.extractor(crops, training=False), tf.float32)}
+
+
+def serving_module(model_dir, which="best", *, ten_crop=False, top_k=TOP_K):
+    """(ServingModule, checkpoint path): a model_dir's checkpoint ready to serve, in float32."""
+    model, run, path = evaluate.load_model(model_dir, which, devices=None)
+    config = run["train_config"]
+    module = ServingModule(model, run["class_names"], evaluate.load_stats(model_dir),
+                           mean_mode=config["mean_mode"],
+                           input_scale=config.get("input_scale", "none"),
+                           ten_crop=ten_crop, top_k=top_k)
+    return module, path
+
+
+def existing_versions(export_base):
+    """The integer version folders under `export_base` (TF Serving ignores everything else)."""
+    if not os.path.isdir(export_base):
+        return []
+    return sorted(int(name) for name in os.listdir(export_base) if name.isdigit())
+
+
+def export(model_dir, export_base=DEFAULT_EXPORT_BASE, *, which="best", version=None,
+           ten_crop=False, top_k=TOP_K):
+    """Writes `<export_base>/<version>/` atomically and returns its path.
+
+    The next free version (1 after the highest present) unless `version` is
+    given; an existing version is never overwritten. The SavedModel is written
+    to a hidden temporary folder beside it and renamed into place, so a failed
+    export leaves nothing behind.
+    """
+    versions = existing_versions(export_base)
+    if version is None:
+        version = versions[-1] + 1 if versions else 1
+    if version < 1:
+        raise ExportError(f"--version must be a positive integer, got {version}")
+    final = os.path.join(export_base, str(version))
+    if os.path.exists(final):
+        raise ExportError(f"{final} exists; exports are never overwritten (omit --version to "
+                          "write the next free version)")
+    module, checkpoint = serving_module(model_dir, which, ten_crop=ten_crop, top_k=top_k)
+    os.makedirs(export_base, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=export_base)
+    try:
+        _save(module, staging, checkpoint, model_dir)
+        os.chmod(staging, 0o777 & ~_umask())
+        try:
+            os.rename(staging, final)
+        except OSError:
+            raise ExportError(f"{final} appeared while exporting (another export?); "
+                              "run again to write the next free version") from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return final
+
+
+def _save(module, folder, checkpoint, model_dir):
+    module.archive().write_out(folder, verbose=False)
+    names = "\n".join(n.decode() for n in module.class_names.numpy()) + "\n"
+    os.makedirs(os.path.join(folder, "assets"), exist_ok=True)
+    with open(os.path.join(folder, "assets", CLASS_NAMES_ASSET), "w") as f:
+        f.write(names)   # for people and tools; the graph uses its own constant
+    info = {"checkpoint": os.path.abspath(checkpoint), "model_dir": os.path.abspath(model_dir),
+            "ten_crop": module.ten_crop, "top_k": module.top_k,
+            "signatures": [SIGNATURE_BYTES, SIGNATURE_TENSOR, SIGNATURE_FEATURES]}
+    os.makedirs(os.path.join(folder, os.path.dirname(EXPORT_INFO)))
+    with open(os.path.join(folder, EXPORT_INFO), "w") as f:
+        json.dump(info, f, indent=2)
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def resolve_saved_model(path):
+    """An export folder, or an export base's newest version (as TF Serving picks)."""
+    if tf.saved_model.contains_saved_model(path):
+        return path
+    versions = existing_versions(path)
+    if not versions:
+        raise ExportError(f"{path} holds no SavedModel; pass an export folder "
+                          "(<export_base>/<version>) or an export base with versions")
+    return os.path.join(path, str(versions[-1]))
+
+
+def load_signatures(saved_model=None, model_dir=None, which="best"):
+    """({signature name: callable}, where they came from: the export or checkpoint path).
+
+    Each callable takes keyword inputs and returns a dict of tensors. From an
+    exported SavedModel, or straight from a model_dir's checkpoint (the same
+    graph, built in memory).
+    """
+    if (saved_model is None) == (model_dir is None):
+        raise ExportError("give exactly one of --saved_model and --model_dir")
+    if model_dir is not None:
+        module, checkpoint = serving_module(model_dir, which)
+        return module.signatures(), os.path.abspath(checkpoint)
+    folder = resolve_saved_model(saved_model)
+    return dict(tf.saved_model.load(folder).signatures), os.path.abspath(folder)

@@ -1,0 +1,86 @@
+"""Image retrieval by fc7 features (the paper's section 6.1, figure 4 right).
+
+An index holds the 4096-d fc7 activation of every image of a dataset split,
+saved to disk (`.npz`, written atomically) so that queries reuse it. The
+neighbours of a query are the indexed images with the smallest Euclidean
+distance between feature vectors.
+"""
+
+import io
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from alexnet_tf import input_pipeline
+
+NEIGHBOURS = 6   # figure 4 (right) shows the six nearest training images per query
+
+
+def build_index(features_fn, source, split, batch_size=32):
+    """(features float32 [N, D], labels int64 [N]) of every image of `split`, in stored order.
+
+    Args:
+      features_fn: The `features` signature: called as features_fn(image_bytes=[B] strings),
+        returns {"features": [B, D]}.
+    """
+    features, labels = [], []
+    for encoded, label in source.encoded(split).batch(batch_size).prefetch(2):
+        features.append(features_fn(image_bytes=encoded)["features"].numpy())
+        labels.append(label.numpy())
+    if not features:
+        raise input_pipeline.DataError(f"split {split!r} of {source.name} has no images to index")
+    return np.concatenate(features).astype(np.float32), np.concatenate(labels).astype(np.int64)
+
+
+def save_index(path, features, labels, meta):
+    """Writes the index atomically; `meta` (a JSON-able dict) says what it was built from."""
+    buffer = io.BytesIO()
+    np.savez(buffer, features=features, labels=labels, meta=np.array(json.dumps(meta, sort_keys=True)))
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    input_pipeline.atomic_write(path, buffer.getvalue())
+
+
+def load_index(path, meta):
+    """(features, labels) saved at `path` if it was built from the same `meta`, else None."""
+    if not os.path.exists(path):
+        return None
+    with np.load(path) as data:
+        if json.loads(str(data["meta"])) != json.loads(json.dumps(meta, sort_keys=True)):
+            return None
+        return data["features"], data["labels"]
+
+
+def nearest(index, queries, k=NEIGHBOURS):
+    """The k indexed rows nearest each query by Euclidean distance.
+
+    Args:
+      index: [N, D] features.
+      queries: [Q, D] features.
+
+    Returns:
+      (positions int64 [Q, k], distances float64 [Q, k]), nearest first; ties keep index order.
+    """
+    index, queries = np.asarray(index, np.float64), np.asarray(queries, np.float64)
+    squared = (np.sum(queries ** 2, 1)[:, None] - 2 * queries @ index.T
+               + np.sum(index ** 2, 1)[None, :])
+    k = min(k, len(index))
+    order = np.argsort(squared, axis=1, kind="stable")[:, :k]
+    distances = np.sqrt(np.maximum(np.take_along_axis(squared, order, 1), 0.0))
+    return order.astype(np.int64), distances
+
+
+def encoded_at(source, split, positions):
+    """The encoded images at `positions` of `split` (stored order), in the order asked."""
+    wanted = sorted(set(int(p) for p in positions))
+    found = {}
+    table = tf.constant(wanted, tf.int64)
+    ds = source.encoded(split).enumerate()
+    ds = ds.filter(lambda i, example: tf.reduce_any(tf.equal(table, i)))
+    for i, (encoded, _) in ds.as_numpy_iterator():
+        found[int(i)] = encoded
+        if len(found) == len(wanted):
+            break
+    return [found[int(p)] for p in positions]

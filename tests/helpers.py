@@ -1,0 +1,14 @@
+"""Helpers shared by the test files that run the CLIs as a user does."""
+
+import os
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def cli(module, *args, timeout=300):
+    """Runs `python -m alexnet_tf.cli.<module> args` from the repository root."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run([sys.executable, "-m", f"alexnet_tf.cli.{module}", *args], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=timeout)

@@ -1,0 +1,375 @@
+"""SavedModel export and serving: layout, signatures, equality with evaluation, fresh processes."""
+
+import base64
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from alexnet_tf import evaluate, export, input_pipeline, train
+from helpers import REPO, cli
+
+TINY = "alexnet_shapes/tiny"
+EVAL_TOLERANCE = 1e-5   # float32 probabilities; the graphs are the same ops on the same inputs
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_data_dir, tmp_path_factory):
+    """A model_dir trained for a few steps on the tiny built-in dataset (two towers, unplaced)."""
+    model_dir = str(tmp_path_factory.mktemp("run"))
+    config = train.TrainConfig(model_dir=model_dir, dataset=TINY, data_dir=tiny_data_dir,
+                               batch_size=8, max_steps=4, checkpoint_steps=4, seed=3,
+                               input_scale="std", learning_rate=0.002,
+                               model=dict(devices=None, kernel_init="he", bias_init="zeros"))
+    train.train(config, log=lambda line: None)
+    return model_dir
+
+
+@pytest.fixture(scope="module")
+def exported(run_dir, tmp_path_factory):
+    base = str(tmp_path_factory.mktemp("exports") / "alexnet")
+    return base, export.export(run_dir, base)
+
+
+@pytest.fixture(scope="module")
+def validation(tiny_data_dir):
+    """The tiny validation split: encoded bytes [N] and labels [N]."""
+    source = input_pipeline.open_source(TINY, tiny_data_dir)
+    encoded, labels = zip(*source.encoded("validation").as_numpy_iterator())
+    return source, list(encoded), np.array(labels)
+
+
+def _png_bytes(height, width, seed=0):
+    image = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    return tf.io.encode_png(image).numpy(), image
+
+
+def test_versions_are_numbered_never_overwritten_and_written_atomically(run_dir, exported,
+                                                                        monkeypatch):
+    base, first = exported
+    assert os.path.basename(first) == "1" and tf.saved_model.contains_saved_model(first)
+    with open(os.path.join(first, "assets", "class_names.txt")) as f:
+        assert f.read().split() == evaluate.read_run_config(run_dir)["class_names"]
+
+    with pytest.raises(export.ExportError, match="never overwritten"):
+        export.export(run_dir, base, version=1)
+
+    def broken_save(*args, **kwargs):
+        os.makedirs(os.path.join(args[1], "variables"))   # something half-written, then failure
+        raise OSError("disk full")
+
+    monkeypatch.setattr(tf.saved_model, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        export.export(run_dir, base)
+    assert sorted(os.listdir(base)) == ["1"]            # no version 2, no staging folder left
+    monkeypatch.undo()
+    assert os.path.basename(export.export(run_dir, base)) == "2"
+    assert export.existing_versions(base) == [1, 2]
+
+
+def test_serving_equals_evaluation_and_top_k_follows_the_probabilities(
+        run_dir, exported, validation, tiny_data_dir):
+    source, encoded, labels = validation
+    signatures = tf.saved_model.load(exported[1]).signatures
+    out = signatures["serving_default"](image_bytes=tf.constant(encoded))
+
+    model, run, _ = evaluate.load_model(run_dir)
+    data = input_pipeline.eval_dataset(source, evaluate.load_stats(run_dir), 16,
+                                       input_scale=run["train_config"]["input_scale"])
+    expected, expected_labels = evaluate.probabilities(model, data)
+    np.testing.assert_array_equal(expected_labels, labels)
+    np.testing.assert_allclose(out["probabilities"].numpy(), expected, atol=EVAL_TOLERANCE)
+
+    probs = out["probabilities"].numpy()
+    ids = out["top_k_ids"].numpy()
+    assert ids.shape == (len(encoded), 5) and out["top_k_ids"].dtype == tf.int64
+    np.testing.assert_array_equal(ids, np.argsort(-probs, axis=1, kind="stable")[:, :5])
+    np.testing.assert_allclose(out["top_k_probabilities"].numpy(),
+                               np.take_along_axis(probs, ids, 1), rtol=0, atol=0)
+    names = np.array(run["class_names"])[ids]
+    assert (out["top_k_names"].numpy().astype(str) == names).all()
+
+    # The same images as decoded tensors (all of one size per call) give the same outputs.
+    for i in (0, 7):
+        image = tf.io.decode_jpeg(encoded[i], channels=3)[None]
+        by_tensor = signatures["serving_image_tensor"](image_tensor=image)
+        np.testing.assert_allclose(by_tensor["probabilities"].numpy()[0], probs[i], atol=1e-6)
+
+
+def test_ten_crop_export_equals_ten_crop_evaluation(run_dir, validation, tmp_path):
+    source, encoded, _ = validation
+    path = export.export(run_dir, str(tmp_path), ten_crop=True, top_k=3)
+    out = tf.saved_model.load(path).signatures["serving_default"](
+        image_bytes=tf.constant(encoded[:6]))
+    model, run, _ = evaluate.load_model(run_dir)
+    data = input_pipeline.eval_dataset(source, evaluate.load_stats(run_dir), 6, ten_crop=True,
+                                       input_scale=run["train_config"]["input_scale"]).take(1)
+    expected, _ = evaluate.probabilities(model, data, ten_crop=True)
+    np.testing.assert_allclose(out["probabilities"].numpy(), expected, atol=EVAL_TOLERANCE)
+    assert out["top_k_names"].shape == (6, 3)
+
+
+def test_features_are_fc7_the_input_of_fc8(run_dir, exported, validation):
+    """fc8(features) must reproduce the served probabilities: features are what fc8 reads."""
+    _, encoded, _ = validation
+    signatures = tf.saved_model.load(exported[1]).signatures
+    batch = tf.constant(encoded[:5])
+    features = signatures["features"](image_bytes=batch)["features"].numpy()
+    assert features.shape == (5, 4096) and features.min() >= 0.0            # after ReLU
+    model, _, _ = evaluate.load_model(run_dir)
+    kernel, bias = (np.asarray(v, np.float64) for v in model.get_layer("fc8").weights)
+    logits = features.astype(np.float64) @ kernel + bias
+    softmax = np.exp(logits - logits.max(1, keepdims=True))
+    softmax /= softmax.sum(1, keepdims=True)
+    probs = signatures["serving_default"](image_bytes=batch)["probabilities"].numpy()
+    np.testing.assert_allclose(probs, softmax, atol=1e-5)
+
+
+def test_bad_requests_fail_alone(exported):
+    signatures = tf.saved_model.load(exported[1]).signatures
+    good, _ = _png_bytes(40, 70)
+    for bad in ([b"not an image"], [b""]):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="Unknown image file format|Input is empty"):
+            signatures["serving_default"](image_bytes=tf.constant(bad))
+    for shape in ([30, 30, 3], [1, 30, 30, 4], [1, 0, 30, 3], [2, 1, 30, 30, 3]):
+        with pytest.raises(tf.errors.InvalidArgumentError,
+                           match=r"image_tensor must be uint8 \[batch, height, width, 3\]"):
+            signatures["serving_image_tensor"](image_tensor=tf.zeros(shape, tf.uint8))
+    out = signatures["serving_default"](image_bytes=tf.constant([good]))   # still serving
+    assert out["probabilities"].shape == (1, 10)
+    np.testing.assert_allclose(out["probabilities"].numpy().sum(), 1.0, atol=1e-5)
+
+
+# --- A fresh process in which alexnet_tf cannot be imported ------------------
+
+FRESH_PROCESS = r"""
+import json, sys
+sys.modules["alexnet_tf"] = None          # any import of alexnet_tf now raises ImportError
+try:
+    import alexnet_tf  # noqa
+    raise SystemExit("alexnet_tf was importable")
+except ImportError:
+    pass
+import numpy as np
+import tensorflow as tf
+path, png_path = sys.argv[1], sys.argv[2]
+loaded = tf.saved_model.load(path)
+png = open(png_path, "rb").read()
+image = tf.io.decode_png(png)[None]
+result = {"signatures": sorted(loaded.signatures.keys())}
+by_bytes = loaded.signatures["serving_default"](image_bytes=tf.constant([png, png]))
+by_tensor = loaded.signatures["serving_image_tensor"](image_tensor=image)
+features = loaded.signatures["features"](image_bytes=tf.constant([png]))
+try:
+    loaded.signatures["serving_default"](image_bytes=tf.constant([b"junk"]))
+    result["bad_request"] = "served"
+except tf.errors.InvalidArgumentError:
+    result["bad_request"] = "InvalidArgumentError"
+again = loaded.signatures["serving_default"](image_bytes=tf.constant([png]))
+result.update(
+    bytes_probabilities=by_bytes["probabilities"].numpy().tolist(),
+    tensor_probabilities=by_tensor["probabilities"].numpy().tolist(),
+    names=[n.decode() for n in by_bytes["top_k_names"].numpy()[0]],
+    features_shape=list(features["features"].shape),
+    again=again["probabilities"].numpy().tolist(),
+    modules=sorted(m for m in sys.modules if m.startswith("alexnet_tf") and sys.modules[m]))
+print(json.dumps(result))
+"""
+
+
+def test_loads_and_serves_in_a_process_without_alexnet_tf(exported, tmp_path):
+    png, _ = _png_bytes(300, 200, seed=1)
+    png_path = tmp_path / "query.png"
+    png_path.write_bytes(png)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    done = subprocess.run([sys.executable, "-c", FRESH_PROCESS, exported[1], str(png_path)],
+                          env=env, capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["signatures"] == ["features", "serving_default", "serving_image_tensor"]
+    assert result["modules"] == [] and result["bad_request"] == "InvalidArgumentError"
+    assert result["features_shape"] == [1, 4096]
+
+    here = tf.saved_model.load(exported[1]).signatures["serving_default"](
+        image_bytes=tf.constant([png]))["probabilities"].numpy()[0]
+    for probs in (*result["bytes_probabilities"], *result["tensor_probabilities"],
+                  *result["again"]):
+        np.testing.assert_allclose(probs, here, atol=1e-6)
+    assert len(result["names"]) == 5
+
+
+def _saved_model_cli(*args):
+    binary = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run([binary, *args], env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_saved_model_cli_shows_and_runs_the_signatures(exported, tmp_path):
+    shown = _saved_model_cli("show", "--dir", exported[1], "--all")
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    text = shown.stdout
+    for signature in ("serving_default", "serving_image_tensor", "features"):
+        assert f"signature_def['{signature}']" in text
+    assert re.search(r"inputs\['image_bytes'\] tensor_info:\s+dtype: DT_STRING\s+shape: \(-1\)",
+                     text)
+    assert re.search(r"inputs\['image_tensor'\] tensor_info:\s+dtype: DT_UINT8\s+shape: "
+                     r"unknown_rank", text)
+    for output, dtype in (("probabilities", "DT_FLOAT"), ("top_k_ids", "DT_INT64"),
+                          ("top_k_names", "DT_STRING"), ("top_k_probabilities", "DT_FLOAT"),
+                          ("features", "DT_FLOAT")):
+        assert re.search(rf"outputs\['{output}'\] tensor_info:\s+dtype: {dtype}", text), output
+
+    images = tmp_path / "images.npy"
+    np.save(images, np.full((2, 300, 260, 3), 128, np.uint8))
+    ran = _saved_model_cli("run", "--dir", exported[1], "--tag_set", "serve",
+                           "--signature_def", "serving_image_tensor", "--inputs",
+                           f"image_tensor={images}")
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert "Result for output key probabilities" in ran.stdout
+    assert "Result for output key top_k_names" in ran.stdout
+
+
+# --- TF Serving's REST conventions --------------------------------------------
+
+def decode_rest_request(body, signature_inputs):
+    """A :predict request body to {input name: numpy array}, as TF Serving's REST layer does.
+
+    Row format ("instances": one element per batch item; with one input an element is the value
+    itself or {name: value}) and columnar ("inputs": the value, or {name: value}); a JSON
+    object {"b64": s} is the standard-base64 encoding of binary string data.
+    """
+    request = json.loads(body)
+
+    def value(v):
+        if isinstance(v, dict) and set(v) == {"b64"}:
+            return base64.b64decode(v["b64"], validate=True)
+        if isinstance(v, list):
+            return [value(x) for x in v]
+        return v.encode() if isinstance(v, str) else v
+
+    def named(item):
+        if isinstance(item, dict) and set(item) != {"b64"}:
+            return {k: value(v) for k, v in item.items()}
+        assert len(signature_inputs) == 1, "an unnamed value needs a one-input signature"
+        return {signature_inputs[0]: value(item)}
+
+    if "instances" in request:
+        rows = [named(item) for item in request["instances"]]
+        return {name: np.array([row[name] for row in rows], dtype=object) for name in rows[0]}
+    return {k: np.array(v, dtype=object) for k, v in named(request["inputs"]).items()}
+
+
+def test_a_rest_request_body_round_trips_to_the_same_outputs(exported, validation):
+    _, encoded, _ = validation
+    images = encoded[:3]
+    b64 = [base64.b64encode(x).decode("ascii") for x in images]
+    bodies = [   # the forms savedmodel/README.md shows
+        {"signature_name": "serving_default", "instances": [{"b64": s} for s in b64]},
+        {"instances": [{"image_bytes": {"b64": s}} for s in b64]},
+        {"inputs": {"image_bytes": [{"b64": s} for s in b64]}},
+    ]
+    signature = tf.saved_model.load(exported[1]).signatures["serving_default"]
+    inputs = list(signature.structured_input_signature[1])
+    assert inputs == ["image_bytes"]
+    direct = signature(image_bytes=tf.constant(images))["probabilities"].numpy()
+    for body in bodies:
+        decoded = decode_rest_request(json.dumps(body), inputs)
+        assert list(decoded["image_bytes"]) == images                    # byte-exact round trip
+        out = signature(**{k: tf.constant(list(v)) for k, v in decoded.items()})
+        np.testing.assert_array_equal(out["probabilities"].numpy(), direct)
+
+
+def test_the_tf_serving_config_names_the_default_export_base():
+    with open(os.path.join(REPO, "savedmodel", "models.config")) as f:
+        config = f.read()
+    body = re.sub(r"#.*", "", config)
+    assert re.search(r'name:\s*"alexnet"', body)
+    base_path = re.search(r'base_path:\s*"([^"]+)"', body).group(1)
+    assert os.path.basename(base_path) == os.path.basename(export.DEFAULT_EXPORT_BASE)
+    assert os.path.isabs(base_path) and re.search(r'model_platform:\s*"tensorflow"', body)
+    assert body.count("{") == body.count("}")
+
+
+# --- The CLIs -------------------------------------------------------------------
+
+def test_export_and_predict_clis(run_dir, validation, tmp_path):
+    base = str(tmp_path / "alexnet")
+    done = cli("export", f"--model_dir={run_dir}", f"--export_base={base}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"exported {base}/1" in done.stdout
+    again = cli("export", f"--model_dir={run_dir}", f"--export_base={base}", "--version=1")
+    assert again.returncode == 1
+    assert again.stderr.strip().splitlines()[-1].startswith("alexnet-export: error: ")
+    assert "never overwritten" in again.stderr
+
+    _, encoded, labels = validation
+    jpeg, png, junk = tmp_path / "a.jpg", tmp_path / "b.png", tmp_path / "c.jpg"
+    jpeg.write_bytes(encoded[0])
+    png.write_bytes(_png_bytes(64, 48)[0])
+    junk.write_bytes(b"this is not an image")
+    missing = tmp_path / "missing.jpg"
+    files = [str(jpeg), str(missing), str(junk), str(png)]
+    text = cli("predict", f"--saved_model={base}", *files)
+    assert text.returncode == 1, text.stderr[-2000:]                    # some images failed
+    errors = [line for line in text.stderr.splitlines() if line.startswith("alexnet-predict")]
+    assert errors == [f"alexnet-predict: error: {missing}: cannot read it (No such file or "
+                      "directory)",
+                      f"alexnet-predict: error: {junk}: not a JPEG, PNG, GIF or BMP image"]
+    assert text.stdout.count("%") == 10 and str(jpeg) in text.stdout and str(png) in text.stdout
+
+    as_json = cli("predict", f"--model_dir={run_dir}", "--json", str(jpeg), str(png))
+    assert as_json.returncode == 0, as_json.stderr[-2000:]
+    results = json.loads(as_json.stdout)
+    assert [r["image"] for r in results] == [str(jpeg), str(png)]
+    served = tf.saved_model.load(f"{base}/1").signatures["serving_default"](
+        image_bytes=tf.constant([encoded[0]]))
+    top = results[0]["top_k"]
+    assert [t["name"] for t in top] == [n.decode() for n in served["top_k_names"].numpy()[0]]
+    np.testing.assert_allclose([t["probability"] for t in top],
+                               served["top_k_probabilities"].numpy()[0], atol=1e-5)
+
+
+def test_retrieve_finds_an_images_duplicate_first_and_reuses_its_index(
+        run_dir, exported, tiny_data_dir, tmp_path):
+    source = input_pipeline.open_source(TINY, tiny_data_dir)
+    train_images = [x for x, _ in source.encoded("train").as_numpy_iterator()]
+    queries = [tmp_path / "q17.jpg", tmp_path / "q42.jpg"]
+    queries[0].write_bytes(train_images[17])
+    queries[1].write_bytes(train_images[42])
+    index, grid = str(tmp_path / "index.npz"), str(tmp_path / "grid.png")
+    args = [f"--saved_model={exported[0]}", f"--dataset={TINY}", f"--data_dir={tiny_data_dir}",
+            f"--index={index}", f"--output={grid}", "--k=4", *map(str, queries)]
+    done = cli("retrieve", *args)
+    assert done.returncode == 0, done.stderr[-2000:]
+    firsts = re.findall(r"  1\. train #(\d+)\s+\S+\s+distance ([\d.]+)", done.stdout)
+    assert [int(p) for p, _ in firsts] == [17, 42]
+    assert all(float(d) < 1e-2 for _, d in firsts)
+    assert "Indexing" in done.stderr
+
+    with np.load(index) as data:
+        assert data["features"].shape == (len(train_images), 4096)
+    png = tf.io.decode_png(open(grid, "rb").read())
+    tile, gap = 96, 1                                     # figures.THUMBNAIL, figures.GAP
+    assert png.shape == (2 * tile + gap, 5 * (tile + gap) - gap + 8, 3)   # + QUERY_GAP
+    # The query tile and its first neighbour (the same image) are the same pixels.
+    np.testing.assert_array_equal(png[:tile, :tile], png[:tile, tile + gap + 8:2 * tile + gap + 8])
+
+    reused = cli("retrieve", *args)
+    assert reused.returncode == 0 and "Indexing" not in reused.stderr
+
+
+def test_figures_cli_writes_the_papers_figures(run_dir, tiny_data_dir, tmp_path):
+    out = tmp_path / "figs"
+    done = cli("figures", f"--model_dir={run_dir}", f"--out_dir={out}", "--num_images=6")
+    assert done.returncode == 0, done.stderr[-2000:]
+    kernels = tf.io.decode_png((out / "conv1_kernels.png").read_bytes())
+    # 48 kernels per tower, 16 a row: 3 rows of 11*3+1 pixels per tower, 4 pixels between towers.
+    assert kernels.shape == (2 * 3 * 34 + 4, 16 * 34, 3)
+    panels = tf.io.decode_png((out / "predictions.png").read_bytes())
+    # 6 panels, 4 a row: 2 rows; a panel is 160 wide and 160 + 6 * 14 high, 8 pixels apart.
+    assert panels.shape == (2 * (160 + 84) + 8, 4 * 160 + 3 * 8, 3)
