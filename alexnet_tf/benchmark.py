@@ -7,12 +7,14 @@ records them with the machine and the command.
 
 import resource
 import statistics
+import tempfile
 import time
 
 import keras
+import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import input_pipeline, train
+from alexnet_tf import export, input_pipeline, paper, train
 from alexnet_tf.models import build_alexnet
 from alexnet_tf.optimizer import PaperSGD
 
@@ -93,6 +95,45 @@ def eval_rate(source, stats, batch_size, ten_crop, batches=3, num_classes=10):
             flat = tf.reshape(images, [-1, 224, 224, 3])
             step(flat).numpy()
     return median_rate(run, batches * batch_size)
+
+
+def synthetic_jpeg(height=375, width=500, seed=0):
+    """JPEG bytes of a smooth random picture, ImageNet's typical size (500x375)."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.uniform(0, 255, (height // 25 + 1, width // 25 + 1, 3)).astype(np.float32)
+    image = tf.image.resize(coarse[None], [height, width])[0]
+    return tf.io.encode_jpeg(tf.cast(image, tf.uint8), quality=90).numpy()
+
+
+def serving_latency(num_classes=1000, requests=50, batch=32, batch_repeats=3):
+    """SavedModel serving from JPEG bytes: batch-1 latency p50/p99 (ms) and batch-`batch` images/s.
+
+    The model (random weights, identity statistics) is exported with the same
+    code as `alexnet-export`, loaded back with `tf.saved_model.load` and called
+    through its `serving_default` signature, one request at a time.
+    """
+    model = build_alexnet(num_classes, devices=None, seed=0)
+    size = paper.CENTRAL_CROP
+    stats = input_pipeline.Stats(mean_image=np.zeros((size, size, 3), np.float32),
+                                 mean_channel=np.zeros(3, np.float32),
+                                 eigenvalues=np.ones(3, np.float32),
+                                 eigenvectors=np.eye(3, dtype=np.float32), num_images=0)
+    module = export.ServingModule(model, [f"class_{i}" for i in range(num_classes)], stats)
+    with tempfile.TemporaryDirectory() as folder:
+        module.archive().write_out(folder, verbose=False)
+        serve = tf.saved_model.load(folder).signatures[export.SIGNATURE_BYTES]
+        one = tf.constant([synthetic_jpeg()])
+        for _ in range(3):
+            serve(image_bytes=one)["probabilities"].numpy()
+        latencies = []
+        for _ in range(requests):
+            start = time.perf_counter()
+            serve(image_bytes=one)["probabilities"].numpy()
+            latencies.append((time.perf_counter() - start) * 1000)
+        many = tf.constant([synthetic_jpeg(seed=i) for i in range(batch)])
+        rate = median_rate(lambda: serve(image_bytes=many)["probabilities"].numpy(), batch,
+                           repeats=batch_repeats)
+    return (float(np.percentile(latencies, 50)), float(np.percentile(latencies, 99)), rate)
 
 
 def peak_rss_mb():

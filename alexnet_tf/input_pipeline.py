@@ -360,13 +360,20 @@ def _options():
 
 
 def train_dataset(source, stats, batch_size, *, split="train", seed=0, epoch=0, mean_mode="image",
-                  input_scale="none", pca=True, shuffle_buffer=10_000, skip_batches=0):
+                  input_scale="none", pca=True, shuffle_buffer=10_000, skip_batches=0,
+                  num_shards=1, shard_index=0, max_batches=None):
     """One epoch of training batches (float32 [B, 224, 224, 3], int64 [B]), drop_remainder.
 
     Reproducible: the order and every crop, flip and PCA draw follow from
     (seed, epoch) alone, whatever the thread scheduling. `skip_batches` drops
     the epoch's first batches before decoding them (a resumed run's rest of an
     epoch is exactly what the uninterrupted run would have seen).
+
+    With `num_shards` > 1 (one shard per worker of a multi-worker job) this
+    pipeline keeps every `num_shards`-th image of the epoch's order, from
+    `shard_index`: the workers see disjoint images, each augmented exactly as a
+    single pipeline would augment it. `max_batches` caps the batches, so that
+    every worker runs the same number of steps.
     """
     epoch_seed = seed * 1_000_003 + epoch
     mean, scale = tf.constant(stats.mean(mean_mode)), tf.constant(stats.scale(input_scale))
@@ -384,8 +391,13 @@ def train_dataset(source, stats, batch_size, *, split="train", seed=0, epoch=0, 
 
     ds = source.encoded(split, shuffle_files=True, seed=epoch_seed)
     ds = ds.shuffle(shuffle_buffer, seed=epoch_seed, reshuffle_each_iteration=False).enumerate()
+    if num_shards > 1:
+        ds = ds.shard(num_shards, shard_index)
     ds = ds.skip(skip_batches * batch_size).map(augment, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE).with_options(_options())
+    ds = ds.batch(batch_size, drop_remainder=True)
+    if max_batches is not None:
+        ds = ds.take(max_batches)
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
 
 
 def eval_dataset(source, stats, batch_size, *, split="validation", mean_mode="image",
@@ -394,6 +406,7 @@ def eval_dataset(source, stats, batch_size, *, split="validation", mean_mode="im
     mean, scale = tf.constant(stats.mean(mean_mode)), tf.constant(stats.scale(input_scale))
     crop = preprocessing.ten_crops if ten_crop else preprocessing.centre_crop
 
+    @tf.autograph.experimental.do_not_convert   # no Python control flow to convert
     def prepare(encoded, label):
         return crop((preprocessing.paper_256(encoded) - mean) / scale), label
 

@@ -63,6 +63,60 @@ class TrainConfig:
     model: dict = dataclasses.field(default_factory=dict)   # build_alexnet keyword arguments
 
 
+class WorkerLost(RuntimeError):
+    """Another worker of a multi-worker job stopped; the message is one line."""
+
+
+LOCAL_TASK = "local"   # a single-process run (default or mirrored strategy)
+
+
+def task_of(strategy):
+    """(is_chief, tag) of this process: the chief writes the run's files, others write aside."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    task_type = getattr(resolver, "task_type", None)
+    if task_type is None:
+        return True, LOCAL_TASK
+    task_id = int(resolver.task_id or 0)
+    jobs = resolver.cluster_spec().as_dict()
+    chief = task_type == "chief" if "chief" in jobs else (task_type == "worker" and task_id == 0)
+    return chief, f"{task_type}_{task_id}"
+
+
+def is_default_strategy(strategy):
+    return strategy is tf.distribute.get_strategy() and not tf.distribute.has_strategy()
+
+
+def distributed_epoch(strategy, source, stats, config, epoch, done_in_epoch, steps_per_epoch):
+    """The rest of one epoch as a distributed dataset: each worker reads its own shard.
+
+    Each replica gets batch_size / replicas images a step; a worker's pipeline
+    keeps its shard of the epoch's order (never the whole set), and every
+    worker yields exactly the epoch's remaining steps.
+    """
+    def dataset_fn(context):
+        per_replica = context.get_per_replica_batch_size(config.batch_size)
+        local_replicas = context.num_replicas_in_sync // context.num_input_pipelines
+        return input_pipeline.train_dataset(
+            source, stats, per_replica, split=config.train_split, seed=config.seed, epoch=epoch,
+            mean_mode=config.mean_mode, input_scale=config.input_scale, pca=config.pca,
+            skip_batches=done_in_epoch * local_replicas, num_shards=context.num_input_pipelines,
+            shard_index=context.input_pipeline_id,
+            max_batches=(steps_per_epoch - done_in_epoch) * local_replicas)
+    return strategy.distribute_datasets_from_function(dataset_fn)
+
+
+# What a collective op raises when a peer worker is gone or its collectives timed out.
+PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+               tf.errors.AbortedError, tf.errors.CancelledError)
+
+
+def _peer_lost_message(error, task, model_dir):
+    first_line = (error.message or type(error).__name__).strip().splitlines()[0][:200]
+    latest = tf.train.latest_checkpoint(model_dir)
+    return (f"{task}: another worker stopped responding ({first_line}); restart every worker "
+            f"with the same flags to resume from the last checkpoint ({latest or 'none yet'})")
+
+
 class NonFiniteLoss(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
@@ -93,17 +147,25 @@ def make_optimizer(config):
 def make_train_step(model, optimizer, global_batch_size, strategy, jit_compile=False):
     """The tf.function train step over a distributed batch; returns (loss, top-1, top-5 misses).
 
-    Gradients come from `tf.gradients`, which creates each gradient op with the
-    device of its forward op, so tower b's backward pass stays on tower b's
-    device (a GradientTape leaves them unplaced).
+    Under the default strategy, gradients come from `tf.gradients`, which creates
+    each gradient op with the device of its forward op, so tower b's backward
+    pass stays on tower b's device (a GradientTape leaves them unplaced). Under
+    a data-parallel strategy the towers are unplaced and a GradientTape is used:
+    MultiWorkerMirroredStrategy cannot all-reduce `tf.gradients`' outputs
+    ("destinations can not be empty").
     """
     variables = model.trainable_variables
+    colocate = is_default_strategy(strategy)
 
     def replica_step(images, labels):
-        logits = model(images, training=True)
-        loss = cross_entropy(labels, logits, global_batch_size)
-        scaled = optimizer.scale_loss(loss)
-        grads = tf.gradients(scaled, [v.value for v in variables])
+        with tf.GradientTape() as tape:
+            logits = model(images, training=True)
+            loss = cross_entropy(labels, logits, global_batch_size)
+            scaled = optimizer.scale_loss(loss)
+        if colocate:
+            grads = tf.gradients(scaled, [v.value for v in variables])
+        else:
+            grads = tape.gradient(scaled, variables)
         optimizer.apply(grads, variables)
         return (loss,) + top_k_errors(labels, logits)
 
@@ -190,7 +252,18 @@ def train(config, strategy=None, log=print):
     """Trains (or resumes training) AlexNet as `config` says; returns the final validation metrics."""
     strategy = strategy or tf.distribute.get_strategy()
     # Settings that can be checked before any work is done.
-    resolve_tower_devices(config.model.get("devices", "auto"))
+    model_kwargs = dict(config.model)
+    if is_default_strategy(strategy):
+        resolve_tower_devices(model_kwargs.get("devices", "auto"))
+    elif model_kwargs.get("devices", "auto") not in ("auto", None):
+        raise ValueError("tower placement (--towers_on) and data parallelism (--strategy) are "
+                         "alternatives: each replica holds the whole model; use --towers_on=none")
+    else:
+        model_kwargs["devices"] = None   # TF ignores tf.device for mirrored variables
+    chief, task = task_of(strategy)
+    # Checkpoints: the chief's in model_dir; every other worker must write too (TF saves
+    # distributed variables collectively), into its own folder under model_dir/.workers.
+    save_dir = config.model_dir if chief else os.path.join(config.model_dir, ".workers", task)
     replicas = strategy.num_replicas_in_sync
     if config.batch_size % replicas:
         raise ValueError(f"--batch_size={config.batch_size} is not divisible by the "
@@ -209,11 +282,12 @@ def train(config, strategy=None, log=print):
     total_steps = config.epochs * steps_per_epoch
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
-    write_run_files(config, source, stats, config.model_dir)
+    if chief:
+        write_run_files(config, source, stats, config.model_dir)
 
     # Model, optimiser and everything a checkpoint carries.
     with strategy.scope():
-        model = build_alexnet(num_classes, seed=config.seed, **config.model)
+        model = build_alexnet(num_classes, seed=config.seed, **model_kwargs)
         optimizer = make_optimizer(config)
         optimizer.build(model.trainable_variables)
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
@@ -225,14 +299,15 @@ def train(config, strategy=None, log=print):
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step, epoch=epoch,
                                      schedule=schedule,
                                      rng=[v.value for v in model.non_trainable_variables])
-    manager = tf.train.CheckpointManager(checkpoint, config.model_dir, config.keep_checkpoints,
+    manager = tf.train.CheckpointManager(checkpoint, save_dir,
+                                         config.keep_checkpoints if chief else 1,
                                          step_counter=step, checkpoint_name="ckpt")
-    best = tf.train.CheckpointManager(checkpoint, os.path.join(config.model_dir, "best"), 1,
+    best = tf.train.CheckpointManager(checkpoint, os.path.join(save_dir, "best"), 1,
                                       step_counter=step, checkpoint_name="ckpt")
-    if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        log(f"Resuming from step {int(step.numpy())} (epoch {int(epoch.numpy())}) of "
-            f"{manager.latest_checkpoint}")
+    latest = tf.train.latest_checkpoint(config.model_dir)   # every worker resumes from the chief's
+    if latest:
+        checkpoint.restore(latest).assert_existing_objects_matched()
+        log(f"Resuming from step {int(step.numpy())} (epoch {int(epoch.numpy())}) of {latest}")
     else:
         log(f"Starting from step 0 in {config.model_dir}")
     optimizer.learning_rate = schedule.learning_rate
@@ -242,8 +317,11 @@ def train(config, strategy=None, log=print):
     eval_data = input_pipeline.eval_dataset(source, stats, config.batch_size,
                                             split=config.eval_split, mean_mode=config.mean_mode,
                                             input_scale=config.input_scale)
-    train_writer = tf.summary.create_file_writer(os.path.join(config.model_dir, "train"))
-    val_writer = tf.summary.create_file_writer(os.path.join(config.model_dir, "validation"))
+    if chief:
+        train_writer = tf.summary.create_file_writer(os.path.join(config.model_dir, "train"))
+        val_writer = tf.summary.create_file_writer(os.path.join(config.model_dir, "validation"))
+    else:
+        train_writer = val_writer = tf.summary.create_noop_writer()
     log(f"{source.name}: {source.num_examples(config.train_split)} training images, "
         f"{num_classes} classes, {steps_per_epoch} steps/epoch, training to step {total_steps}")
 
@@ -261,50 +339,56 @@ def train(config, strategy=None, log=print):
     window = {"loss": 0.0, "miss1": 0.0, "miss5": 0.0, "steps": 0, "start": time.time()}
     run_start_step, run_start = int(step.numpy()), time.time()
     with _StopRequest() as stop:
-        while int(step.numpy()) < total_steps:
-            # One epoch (or its rest, after a restart mid-epoch).
-            e = int(epoch.numpy())
-            done_in_epoch = int(step.numpy()) - e * steps_per_epoch
-            data = input_pipeline.train_dataset(
-                source, stats, config.batch_size, split=config.train_split, seed=config.seed,
-                epoch=e, mean_mode=config.mean_mode, input_scale=config.input_scale, pca=config.pca,
-                skip_batches=done_in_epoch)
-            for batch in strategy.experimental_distribute_dataset(data):
-                s = int(step.numpy())
-                if s in config.profile_steps[:1]:
-                    tf.profiler.experimental.start(os.path.join(config.model_dir, "train"))
-                loss, miss1, miss5 = (float(t) for t in train_step(batch))
-                if not math.isfinite(loss):
-                    raise NonFiniteLoss(
-                        f"the loss became {loss} at step {s + 1}; stopped without saving, the last "
-                        f"good checkpoint ({manager.latest_checkpoint}) is intact: lower "
-                        "--learning_rate or use --kernel_init=he")
-                step.assign_add(1)
-                s += 1
-                if s in config.profile_steps[1:2]:
-                    tf.profiler.experimental.stop()
-                window = _log_window(window, loss, miss1, miss5, config, s, e, total_steps,
-                                     optimizer, model, train_writer, log, run_start_step, run_start)
-                if s % config.checkpoint_steps == 0:
-                    manager.save(checkpoint_number=s)
-                if stop.signal or s >= total_steps:
-                    break
-            if stop.signal:
-                path = manager.save(checkpoint_number=int(step.numpy()))
-                log(f"{stop.signal}: saved {path}; run again with the same --model_dir to resume")
-                return metrics
-            if int(step.numpy()) % steps_per_epoch == 0:     # the epoch is complete
-                epoch.assign_add(1)
-                metrics, validated_at = validate(), int(step.numpy())
-                _end_of_epoch_summaries(model, train_writer, int(step.numpy()), config.histograms)
-                improved = metrics["top1_error"] < float(schedule.best_error.numpy())
-                if schedule.end_of_epoch(int(epoch.numpy()), metrics["top1_error"]):
-                    log(f"learning rate divided by {schedule.factor:g}: now "
-                        f"{schedule.learning_rate:g}")
-                optimizer.learning_rate = schedule.learning_rate
-                manager.save(checkpoint_number=int(step.numpy()))
-                if improved:
-                    best.save(checkpoint_number=int(step.numpy()))
+        try:
+            while int(step.numpy()) < total_steps:
+                # One epoch (or its rest, after a restart mid-epoch).
+                e = int(epoch.numpy())
+                done_in_epoch = int(step.numpy()) - e * steps_per_epoch
+                data = distributed_epoch(strategy, source, stats, config, e, done_in_epoch,
+                                         steps_per_epoch)
+                for batch in data:
+                    s = int(step.numpy())
+                    if s in config.profile_steps[:1]:
+                        tf.profiler.experimental.start(os.path.join(config.model_dir, "train"))
+                    loss, miss1, miss5 = (float(t) for t in train_step(batch))
+                    if not math.isfinite(loss):
+                        raise NonFiniteLoss(
+                            f"the loss became {loss} at step {s + 1}; stopped without saving, the "
+                            f"last good checkpoint ({manager.latest_checkpoint}) is intact: lower "
+                            "--learning_rate or use --kernel_init=he")
+                    step.assign_add(1)
+                    s += 1
+                    if s in config.profile_steps[1:2]:
+                        tf.profiler.experimental.stop()
+                    window = _log_window(window, loss, miss1, miss5, config, s, e, total_steps,
+                                         optimizer, model, train_writer, log, run_start_step,
+                                         run_start)
+                    if s % config.checkpoint_steps == 0:
+                        manager.save(checkpoint_number=s)
+                    if stop.signal or s >= total_steps:
+                        break
+                if stop.signal:
+                    path = manager.save(checkpoint_number=int(step.numpy()))
+                    log(f"{stop.signal}: saved {path}; run again with the same --model_dir to "
+                        "resume")
+                    return metrics
+                if int(step.numpy()) % steps_per_epoch == 0:     # the epoch is complete
+                    epoch.assign_add(1)
+                    metrics, validated_at = validate(), int(step.numpy())
+                    _end_of_epoch_summaries(model, train_writer, int(step.numpy()),
+                                            config.histograms)
+                    improved = metrics["top1_error"] < float(schedule.best_error.numpy())
+                    if schedule.end_of_epoch(int(epoch.numpy()), metrics["top1_error"]):
+                        log(f"learning rate divided by {schedule.factor:g}: now "
+                            f"{schedule.learning_rate:g}")
+                    optimizer.learning_rate = schedule.learning_rate
+                    manager.save(checkpoint_number=int(step.numpy()))
+                    if improved:
+                        best.save(checkpoint_number=int(step.numpy()))
+        except PEER_ERRORS as error:
+            if task == LOCAL_TASK:
+                raise
+            raise WorkerLost(_peer_lost_message(error, task, config.model_dir)) from None
     if validated_at != int(step.numpy()):
         metrics = validate()
     manager.save(checkpoint_number=int(step.numpy()))

@@ -10,7 +10,8 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEYS = ("train_fp32_synthetic_img_s", "train_fp32_pipeline_img_s", "train_bf16_synthetic_img_s",
         "pipeline_img_s", "eval_img_s", "eval_10crop_img_s", "peak_rss_mb", "matmul_fp32_gflops",
-        "matmul_bf16_gflops", "retraces")
+        "matmul_bf16_gflops", "retraces", "serving_p50_ms", "serving_p99_ms", "serving_b32_img_s",
+        "train_fp32_jit_synthetic_img_s", "train_bf16_jit_synthetic_img_s")
 
 
 def test_quick_benchmark_writes_every_key(tiny_data_dir, tmp_path):
@@ -28,6 +29,9 @@ def test_quick_benchmark_writes_every_key(tiny_data_dir, tmp_path):
         assert payload[key] >= 0, key
     assert payload["retraces"] == 0                            # one trace per train step function
     assert payload["quick"] is True and payload["batch_size"] == 4
+    assert payload["serving_p50_ms"] <= payload["serving_p99_ms"]
+    assert payload["serving_p50_over_flop_bound"] == pytest.approx(
+        payload["serving_p50_ms"] / (1.45 / payload["matmul_fp32_gflops"] * 1000))
     assert payload["train_fp32_fraction_of_flop_limit"] == pytest.approx(
         payload["train_fp32_synthetic_img_s"] * 4.14 / payload["matmul_fp32_gflops"])
 

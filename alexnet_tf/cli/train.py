@@ -1,12 +1,15 @@
 """alexnet-train: train AlexNet with the paper's recipe (or a flagfile's)."""
 
+import json
+import os
 import sys
 
+import tensorflow as tf
 from absl import app, flags
 
 from alexnet_tf import input_pipeline, paper, schedule
 from alexnet_tf.cli import common, data_flags, model_flags  # noqa: F401  (shared flags)
-from alexnet_tf.train import PRECISIONS, NonFiniteLoss, TrainConfig, train
+from alexnet_tf.train import PRECISIONS, NonFiniteLoss, TrainConfig, WorkerLost, train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "Where checkpoints, TensorBoard logs and run files go; "
@@ -39,6 +42,13 @@ flags.DEFINE_enum("mixed_precision", "none", list(PRECISIONS),
 flags.DEFINE_boolean("jit_compile", False, "Compile the train step with XLA.")
 flags.DEFINE_list("profile_steps", [], "START,STOP: a TensorBoard profiler trace of these steps.")
 flags.DEFINE_boolean("histograms", False, "Weight histograms in TensorBoard every epoch.")
+flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"],
+                  "default: one replica, towers placed by --towers_on; mirrored: data parallel "
+                  "over --devices (default: all local GPUs); multi_worker: data parallel over the "
+                  "workers that the TF_CONFIG environment variable describes.")
+flags.DEFINE_list("devices", [], "mirrored: the replicas' devices, e.g. /GPU:0,/GPU:1.")
+flags.DEFINE_integer("worker_timeout", 600, "multi_worker: seconds a collective waits for the "
+                     "other workers before this worker stops with an error.")
 
 flags.register_validator("learning_rate", lambda v: v > 0, "--learning_rate must be > 0.")
 flags.register_validator("momentum", lambda v: 0 <= v < 1, "--momentum must be in [0, 1).")
@@ -49,6 +59,7 @@ flags.register_validator("checkpoint_steps", lambda v: v >= 1, "--checkpoint_ste
 flags.register_validator("log_steps", lambda v: v >= 1, "--log_steps must be >= 1.")
 flags.register_validator("lr_boundaries", lambda v: all(s.isdigit() for s in v),
                          "--lr_boundaries must be epochs, e.g. 30,60,80.")
+flags.register_validator("worker_timeout", lambda v: v >= 1, "--worker_timeout must be >= 1.")
 flags.register_validator("profile_steps", lambda v: not v or (
     len(v) == 2 and all(s.isdigit() for s in v) and int(v[0]) < int(v[1])),
     "--profile_steps must be START,STOP with START < STOP.")
@@ -70,13 +81,35 @@ def config_from_flags():
         model=model_flags.model_kwargs(FLAGS))
 
 
+def make_strategy():
+    """The tf.distribute strategy --strategy names (None for the default strategy)."""
+    if FLAGS.devices and FLAGS.strategy != "mirrored":
+        raise ValueError("--devices is for --strategy=mirrored")
+    if FLAGS.strategy == "mirrored":
+        return tf.distribute.MirroredStrategy(FLAGS.devices or None)
+    if FLAGS.strategy == "multi_worker":
+        try:
+            cluster = json.loads(os.environ["TF_CONFIG"])["cluster"]
+        except (KeyError, ValueError, TypeError):
+            raise ValueError("--strategy=multi_worker needs the TF_CONFIG environment variable "
+                             '(JSON: {"cluster": {"worker": ["host:port", ...]}, "task": '
+                             '{"type": "worker", "index": N}}), see README "Scaling out"') from None
+        if not cluster:
+            raise ValueError("TF_CONFIG names no cluster")
+        options = tf.distribute.experimental.CommunicationOptions(
+            timeout_seconds=FLAGS.worker_timeout)
+        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    return None
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     common.quiet_libraries()
     try:
-        train(config_from_flags(), log=lambda line: print(line, flush=True))
-    except (input_pipeline.DataError, ValueError, NonFiniteLoss) as error:
+        config = config_from_flags()
+        train(config, make_strategy(), log=lambda line: print(line, flush=True))
+    except (input_pipeline.DataError, ValueError, NonFiniteLoss, WorkerLost) as error:
         print(f"alexnet-train: error: {error}", file=sys.stderr)
         sys.exit(1)
 
