@@ -11,7 +11,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import input_pipeline
+from alexnet_tf import input_pipeline, paper
 from alexnet_tf.models import build_alexnet
 from alexnet_tf.train import RUN_CONFIG
 
@@ -113,7 +113,8 @@ def evaluate_model_dirs(model_dirs, *, split=None, dataset=None, data_dir=None, 
         cfg = run["train_config"]
         data = input_pipeline.eval_dataset(
             source, load_stats(model_dir), batch_size, split=split, mean_mode=cfg["mean_mode"],
-            input_scale=cfg.get("input_scale", "none"), ten_crop=ten_crop)
+            input_scale=cfg.get("input_scale", "none"), ten_crop=ten_crop,
+            image_size=cfg["model"].get("image_size", paper.IMAGE_SIZE))
         probs, labels = probabilities(model, data, ten_crop)
         all_probs.append(probs)
         rows.append({"model": model_dir, "checkpoint": path, **error_rates(probs, labels)})

@@ -364,8 +364,10 @@ def _options():
 
 def train_dataset(source, stats, batch_size, *, split="train", seed=0, epoch=0, mean_mode="image",
                   input_scale="none", pca=True, shuffle_buffer=10_000, skip_batches=0,
-                  num_shards=1, shard_index=0, max_batches=None):
-    """One epoch of training batches (float32 [B, 224, 224, 3], int64 [B]), drop_remainder.
+                  num_shards=1, shard_index=0, max_batches=None, image_size=paper.IMAGE_SIZE):
+    """One epoch of training batches (float32 [B, S, S, 3], int64 [B]), drop_remainder.
+
+    S is `image_size`: 224 (the paper), or 227 for `build_alexnet(image_size=227)`.
 
     Reproducible: the order and every crop, flip and PCA draw follow from
     (seed, epoch) alone, whatever the thread scheduling. `skip_batches` drops
@@ -387,7 +389,7 @@ def train_dataset(source, stats, batch_size, *, split="train", seed=0, epoch=0, 
         image_seed = tf.stack([tf.cast(epoch_seed, tf.int64), index])
         crop_seed, pca_seed = tf.unstack(tf.random.experimental.stateless_split(image_seed, 2))
         image = preprocessing.paper_256(encoded) - mean
-        image = preprocessing.random_crop_and_flip(image, crop_seed)
+        image = preprocessing.random_crop_and_flip(image, crop_seed, image_size)
         if pca:
             image += PIXEL_SCALE * preprocessing.pca_offset(pca_seed, eigenvalues, eigenvectors)
         return image / scale, label
@@ -404,10 +406,13 @@ def train_dataset(source, stats, batch_size, *, split="train", seed=0, epoch=0, 
 
 
 def eval_dataset(source, stats, batch_size, *, split="validation", mean_mode="image",
-                 input_scale="none", ten_crop=False):
-    """Evaluation batches: centre crop [B, 224, 224, 3] or ten crops [B, 10, 224, 224, 3]."""
+                 input_scale="none", ten_crop=False, image_size=paper.IMAGE_SIZE):
+    """Evaluation batches: centre crop [B, S, S, 3] or ten crops [B, 10, S, S, 3], S = image_size."""
     mean, scale = tf.constant(stats.mean(mean_mode)), tf.constant(stats.scale(input_scale))
-    crop = preprocessing.ten_crops if ten_crop else preprocessing.centre_crop
+    crop_fn = preprocessing.ten_crops if ten_crop else preprocessing.centre_crop
+
+    def crop(image):
+        return crop_fn(image, image_size)
 
     @tf.autograph.experimental.do_not_convert   # no Python control flow to convert
     def prepare(encoded, label):

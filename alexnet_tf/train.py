@@ -101,7 +101,8 @@ def distributed_epoch(strategy, source, stats, config, epoch, done_in_epoch, ste
             mean_mode=config.mean_mode, input_scale=config.input_scale, pca=config.pca,
             skip_batches=done_in_epoch * local_replicas, num_shards=context.num_input_pipelines,
             shard_index=context.input_pipeline_id,
-            max_batches=(steps_per_epoch - done_in_epoch) * local_replicas)
+            max_batches=(steps_per_epoch - done_in_epoch) * local_replicas,
+            image_size=config.model.get("image_size", paper.IMAGE_SIZE))
     return strategy.distribute_datasets_from_function(dataset_fn)
 
 
@@ -316,7 +317,9 @@ def train(config, strategy=None, log=print):
     eval_step = make_eval_step(model)
     eval_data = input_pipeline.eval_dataset(source, stats, config.batch_size,
                                             split=config.eval_split, mean_mode=config.mean_mode,
-                                            input_scale=config.input_scale)
+                                            input_scale=config.input_scale,
+                                            image_size=config.model.get("image_size",
+                                                                        paper.IMAGE_SIZE))
     if chief:
         train_writer = tf.summary.create_file_writer(os.path.join(config.model_dir, "train"))
         val_writer = tf.summary.create_file_writer(os.path.join(config.model_dir, "validation"))

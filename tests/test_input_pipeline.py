@@ -75,6 +75,20 @@ def test_eval_batches_centre_and_ten_crops(tiny):
     assert sum(len(b[1]) for b in batches) == 40               # evaluation keeps every image
 
 
+def test_227_pixel_models_get_227_pixel_crops(tiny):
+    """build_alexnet(image_size=227) (Caffe's input size) is fed 227 crops, train and eval."""
+    stats = input_pipeline.stats_for(tiny)
+    train_images, _ = _first_batch(input_pipeline.train_dataset(tiny, stats, 4, image_size=227))
+    assert train_images.shape == (4, 227, 227, 3)
+    c227, _ = _first_batch(input_pipeline.eval_dataset(tiny, stats, 4, image_size=227))
+    c224, _ = _first_batch(input_pipeline.eval_dataset(tiny, stats, 4))
+    ten, _ = _first_batch(input_pipeline.eval_dataset(tiny, stats, 4, image_size=227,
+                                                      ten_crop=True))
+    assert c227.shape == (4, 227, 227, 3) and ten.shape == (4, 10, 227, 227, 3)
+    # Centre crops of the same 256x256 image: 227 starts at (256-227)//2 = 14, 224 at 16.
+    np.testing.assert_allclose(c227[:, 2:226, 2:226], c224, atol=1e-4)
+
+
 def _save(path, image, fmt, **kwargs):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     image.save(path, fmt, **kwargs)
