@@ -42,6 +42,8 @@ SIGNATURE_TENSOR = "serving_image_tensor"
 SIGNATURE_FEATURES = "features"
 CLASS_NAMES_ASSET = "class_names.txt"
 EXPORT_INFO = os.path.join("assets.extra", "alexnet_tf_export.json")
+# One decoded image after section 2's preprocessing and the mean/scale, before cropping.
+NORMALISED_256 = tf.TensorSpec([paper.CENTRAL_CROP, paper.CENTRAL_CROP, 3], tf.float32)
 
 
 class ExportError(ValueError):
@@ -120,29 +122,18 @@ class ServingModule:
 
     def _normalised_256(self, image):
         """One uint8 image [h, w, 3] -> float32 [256, 256, 3], mean-subtracted and scaled."""
-        image = preprocessing.resize_shorter_side(image, paper.RESIZE_SHORTER_SIDE)
-        image = preprocessing.central_crop(image, paper.CENTRAL_CROP)
-        image.set_shape([paper.CENTRAL_CROP, paper.CENTRAL_CROP, 3])
-        return (image - self.mean) / self.scale
+        return (preprocessing.to_256(image) - self.mean) / self.scale
 
     def _decode_batch(self, image_bytes):
         return tf.map_fn(lambda b: self._normalised_256(preprocessing.decode_rgb(b)), image_bytes,
-                         fn_output_signature=tf.TensorSpec([256, 256, 3], tf.float32))
-
-    def _centre(self, images):
-        top = (paper.CENTRAL_CROP - self.image_size) // 2
-        return images[:, top:top + self.image_size, top:top + self.image_size, :]
+                         fn_output_signature=NORMALISED_256)
 
     def _crops(self, images):
         """[B, 256, 256, 3] -> [B * crops, S, S, 3] (crops = 10 or 1), image-major."""
-        size = self.image_size
         if not self.ten_crop:
-            return self._centre(images)
-        patches = tf.stack([images[:, t:t + size, l:l + size, :] for t, l in
-                            preprocessing.ten_crop_offsets(paper.CENTRAL_CROP, paper.CENTRAL_CROP,
-                                                           size)], axis=1)
-        patches = tf.concat([patches, tf.reverse(patches, axis=[3])], axis=1)
-        return tf.reshape(patches, [-1, size, size, 3])
+            return preprocessing.centre_crop(images, self.image_size)
+        crops = preprocessing.ten_crops(images, self.image_size)
+        return tf.reshape(crops, [-1, self.image_size, self.image_size, 3])
 
     def _classify(self, images):
         probs = tf.nn.softmax(tf.cast(self.classifier(self._crops(images), training=False),
@@ -170,11 +161,11 @@ class ServingModule:
         with tf.control_dependencies([check]):
             images = tf.ensure_shape(tf.identity(image_tensor), [None, None, None, 3])
         normalised = tf.map_fn(self._normalised_256, images,
-                               fn_output_signature=tf.TensorSpec([256, 256, 3], tf.float32))
+                               fn_output_signature=NORMALISED_256)
         return self._classify(normalised)
 
     def _features(self, image_bytes):
-        crops = self._centre(self._decode_batch(image_bytes))
+        crops = preprocessing.centre_crop(self._decode_batch(image_bytes), self.image_size)
         return {"features": tf.cast(self.extractor(crops, training=False), tf.float32)}
 
 

@@ -39,18 +39,22 @@ def resize_shorter_side(image, size=paper.RESIZE_SHORTER_SIDE):
 
 
 def central_crop(image, size):
-    """The central `size` x `size` patch of an image at least that large."""
+    """The central `size` x `size` patch of an image [h, w, c] (or a batch [..., h, w, c])."""
     shape = tf.shape(image)
-    top, left = (shape[0] - size) // 2, (shape[1] - size) // 2
-    return image[top:top + size, left:left + size, :]
+    top, left = (shape[-3] - size) // 2, (shape[-2] - size) // 2
+    return image[..., top:top + size, left:left + size, :]
+
+
+def to_256(image):
+    """Section 2 on a decoded image: shorter side to 256, the central 256x256. float32."""
+    image = central_crop(resize_shorter_side(image, paper.RESIZE_SHORTER_SIDE), paper.CENTRAL_CROP)
+    image.set_shape([paper.CENTRAL_CROP, paper.CENTRAL_CROP, 3])
+    return image
 
 
 def paper_256(encoded):
     """Section 2: decode, rescale the shorter side to 256, crop the central 256x256. float32."""
-    image = resize_shorter_side(decode_rgb(encoded), paper.RESIZE_SHORTER_SIDE)
-    image = central_crop(image, paper.CENTRAL_CROP)
-    image.set_shape([paper.CENTRAL_CROP, paper.CENTRAL_CROP, 3])
-    return image
+    return to_256(decode_rgb(encoded))
 
 
 def random_crop_and_flip(image, seed, size=paper.IMAGE_SIZE):
@@ -77,9 +81,9 @@ def pca_offset(seed, eigenvalues, eigenvectors, stddev=paper.PCA_STDDEV):
 
 
 def centre_crop(image, size=paper.IMAGE_SIZE):
-    """Evaluation: the centre `size` x `size` crop of a 256x256 image."""
+    """Evaluation: the centre `size` x `size` crop of a 256x256 image [256, 256, 3] or batch."""
     cropped = central_crop(image, size)
-    cropped.set_shape([size, size, 3])
+    cropped.set_shape(image.shape[:-3].concatenate([size, size, 3]))
     return cropped
 
 
@@ -90,8 +94,11 @@ def ten_crop_offsets(height, width, size=paper.IMAGE_SIZE):
 
 
 def ten_crops(image, size=paper.IMAGE_SIZE):
-    """Section 4.1: [10, size, size, 3]: four corners and the centre, then their reflections."""
-    height, width = image.shape[0], image.shape[1]
-    patches = tf.stack([image[top:top + size, left:left + size, :]
-                        for top, left in ten_crop_offsets(height, width, size)])
-    return tf.concat([patches, tf.reverse(patches, axis=[2])], axis=0)
+    """Section 4.1: the four corners and the centre, then their reflections.
+
+    [h, w, 3] -> [10, size, size, 3]; a batch [B, h, w, 3] -> [B, 10, size, size, 3].
+    """
+    height, width = image.shape[-3], image.shape[-2]
+    patches = tf.stack([image[..., top:top + size, left:left + size, :]
+                        for top, left in ten_crop_offsets(height, width, size)], axis=-4)
+    return tf.concat([patches, tf.reverse(patches, axis=[-2])], axis=-4)
