@@ -1,6 +1,8 @@
 """Helpers shared by the test files that run the CLIs as a user does."""
 
+import contextlib
 import os
+import socket
 import subprocess
 import sys
 
@@ -12,3 +14,12 @@ def cli(module, *args, timeout=300):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     return subprocess.run([sys.executable, "-m", f"alexnet_tf.cli.{module}", *args], cwd=REPO,
                           env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def free_ports(n):
+    """`n` distinct TCP ports free on 127.0.0.1 (all held open together while picked)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]

@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ import numpy as np
 import pytest
 
 from alexnet_tf import evaluate
-from helpers import REPO, cli
+from helpers import REPO, cli, free_ports
 
 QUICK = ["--flagfile=" + os.path.join(REPO, "flags", "quickstart.cfg"), "--batch_size=8",
          "--dataset=alexnet_shapes/tiny", "--log_steps=1", "--mixed_precision=none"]
@@ -82,17 +81,11 @@ def test_sigterm_saves_a_checkpoint_first(tiny_data_dir, tmp_path):
     assert [f for f in os.listdir(tmp_path) if f.startswith("ckpt-") and f.endswith(".index")]
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_tensorboard_serves_the_runs_scalars(tiny_data_dir, tmp_path):
     model_dir = str(tmp_path / "run")
     assert cli("train", *QUICK, f"--data_dir={tiny_data_dir}", f"--model_dir={model_dir}",
                "--max_steps=2").returncode == 0
-    port = _free_port()
+    port, = free_ports(1)
     server = subprocess.Popen(
         [sys.executable, "-m", "tensorboard.main", f"--logdir={model_dir}", "--host=127.0.0.1",
          f"--port={port}", "--reload_interval=1"],

@@ -1,10 +1,8 @@
 """Data parallelism with tf.distribute, on CPUs: mirrored replicas and two local worker processes."""
 
-import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +14,7 @@ import tensorflow as tf
 from alexnet_tf import input_pipeline, train
 from alexnet_tf.models import build_alexnet
 from alexnet_tf.optimizer import PaperSGD
-from helpers import REPO
+from helpers import REPO, free_ports
 
 TINY = "alexnet_shapes/tiny"
 # Two replicas sum their halves' gradients in another order than one device sums the whole
@@ -82,14 +80,6 @@ def test_towers_on_devices_are_refused_under_data_parallelism(tmp_path):
 
 # --- Two worker processes on 127.0.0.1 ----------------------------------------------
 
-def _free_ports(n):
-    with contextlib.ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(n)]
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-
-
 def _start_workers(ports, args, log_dir):
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     procs = []
@@ -135,7 +125,7 @@ def test_two_workers_train_agree_and_resume(tiny_data_dir, tmp_path):
             "--worker_timeout=120", "--seed=1"]
     logs = tmp_path / "logs1"
     logs.mkdir()
-    codes = _wait_all(_start_workers(_free_ports(2), [*args, "--max_steps=2"], str(logs)), 400)
+    codes = _wait_all(_start_workers(free_ports(2), [*args, "--max_steps=2"], str(logs)), 400)
     texts = [(logs / f"worker{i}.log").read_text() for i in range(2)]
     assert codes == [0, 0], "\n\n".join(t[-3000:] for t in texts)
 
@@ -151,7 +141,7 @@ def test_two_workers_train_agree_and_resume(tiny_data_dir, tmp_path):
 
     logs = tmp_path / "logs2"
     logs.mkdir()
-    codes = _wait_all(_start_workers(_free_ports(2), [*args, "--max_steps=3"], str(logs)), 400)
+    codes = _wait_all(_start_workers(free_ports(2), [*args, "--max_steps=3"], str(logs)), 400)
     texts = [(logs / f"worker{i}.log").read_text() for i in range(2)]
     assert codes == [0, 0], "\n\n".join(t[-3000:] for t in texts)
     for text in texts:
@@ -164,7 +154,7 @@ def test_a_dead_worker_stops_the_other_with_a_clear_message(tiny_data_dir, tmp_p
             "--strategy=multi_worker", "--batch_size=8", "--kernel_init=he", "--bias_init=zeros",
             "--input_scale=std", "--learning_rate=0.001", "--log_steps=1", "--max_steps=500",
             "--worker_timeout=20"]
-    procs = _start_workers(_free_ports(2), args, str(tmp_path))
+    procs = _start_workers(free_ports(2), args, str(tmp_path))
     try:
         log0 = tmp_path / "worker0.log"
         deadline = time.time() + 300

@@ -19,15 +19,13 @@ flags.DEFINE_boolean("json", False, "Print one JSON document instead of a table.
 
 def predict_file(serve, path):
     """{"image", "top_k": [{"id", "name", "probability"}]} or {"image", "error"} for one file."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as error:
-        return {"image": path, "error": f"cannot read it ({error.strerror})"}
+    data, problem = common.read_file(path)
+    if problem:
+        return {"image": path, "error": problem}
     try:
         out = serve(image_bytes=tf.constant([data]))
     except tf.errors.InvalidArgumentError:
-        return {"image": path, "error": "not a JPEG, PNG, GIF or BMP image"}
+        return {"image": path, "error": common.NOT_AN_IMAGE}
     top = zip(out["top_k_ids"][0].numpy(), out["top_k_names"][0].numpy(),
               out["top_k_probabilities"][0].numpy())
     return {"image": path, "top_k": [{"id": int(i), "name": n.decode(), "probability": float(p)}

@@ -31,13 +31,12 @@ def read_queries(paths, source):
                 for i, (x, y) in enumerate(ds.as_numpy_iterator())], 0
     queries, failures = [], 0
     for path in paths:
-        try:
-            with open(path, "rb") as f:
-                queries.append((path, f.read()))
-        except OSError as error:
-            print(f"alexnet-retrieve: error: {path}: cannot read it ({error.strerror})",
-                  file=sys.stderr)
+        data, problem = common.read_file(path)
+        if problem:
+            print(f"alexnet-retrieve: error: {path}: {problem}", file=sys.stderr)
             failures += 1
+        else:
+            queries.append((path, data))
     return queries, failures
 
 
@@ -66,8 +65,7 @@ def main(argv):
         try:
             query = features_fn(image_bytes=tf.constant([encoded]))["features"].numpy()
         except tf.errors.InvalidArgumentError:
-            print(f"alexnet-retrieve: error: {name}: not a JPEG, PNG, GIF or BMP image",
-                  file=sys.stderr)
+            print(f"alexnet-retrieve: error: {name}: {common.NOT_AN_IMAGE}", file=sys.stderr)
             failures += 1
             continue
         positions, distances = retrieval.nearest(features, query, FLAGS.k)
