@@ -3,13 +3,18 @@
 * `plateau` (the paper, section 5): divide by 10 when the validation error has
   not improved for `patience` epochs, at most `max_decays` (3) times.
 * `step`: divide by 10 at the given epochs.
+* `cosine` (not the paper; for short runs): a linear warm-up over the first
+  `warmup_steps`, then half a cosine from the initial rate down to 0 at
+  `total_steps`. It depends on the global step only, so a restart resumes it.
 """
+
+import math
 
 import tensorflow as tf
 
 from alexnet_tf import paper
 
-SCHEDULES = ("plateau", "step")
+SCHEDULES = ("plateau", "step", "cosine")
 
 
 class LearningRateSchedule(tf.Module):
@@ -17,23 +22,36 @@ class LearningRateSchedule(tf.Module):
 
     Args:
       initial: Learning rate at the start (0.01).
-      kind: "plateau" or "step".
+      kind: "plateau", "step" or "cosine".
       patience: plateau: epochs without improvement before a decay.
       max_decays: plateau: how many decays at most (3 in the paper).
       boundaries: step: the epochs after which the rate is divided.
       factor: the divisor (10).
       min_delta: plateau: an improvement must exceed this much error.
+      total_steps: cosine: the step at which the rate reaches 0 (the whole run's
+        length, not a `--max_steps` cut, so a cut-short run follows the full one).
+      warmup_steps: cosine: steps of linear warm-up from initial / warmup_steps.
+
+    Example:
+
+    >>> schedule = LearningRateSchedule(0.01, "cosine", total_steps=1000, warmup_steps=100)
+    >>> schedule.learning_rate_at(99), schedule.learning_rate_at(550)
+    (0.01, 0.005)
     """
 
     def __init__(self, initial=paper.LEARNING_RATE, kind="plateau", patience=1,
                  max_decays=paper.LR_MAX_DECAYS, boundaries=(), factor=paper.LR_DECAY_FACTOR,
-                 min_delta=0.0):
+                 min_delta=0.0, total_steps=None, warmup_steps=0):
         super().__init__(name="lr_schedule")
         if kind not in SCHEDULES:
             raise ValueError(f"lr schedule must be one of {', '.join(SCHEDULES)}, got {kind!r}.")
         self.kind, self.initial, self.factor = kind, float(initial), float(factor)
         self.patience, self.max_decays, self.min_delta = int(patience), int(max_decays), min_delta
         self.boundaries = tuple(sorted(int(b) for b in boundaries))
+        if kind == "cosine" and not (total_steps and 0 <= warmup_steps < total_steps):
+            raise ValueError(f"cosine needs 0 <= warmup_steps < total_steps, got {warmup_steps} "
+                             f"and {total_steps}.")
+        self.total_steps, self.warmup_steps = total_steps, int(warmup_steps)
         self.best_error = tf.Variable(float("inf"), dtype=tf.float64, trainable=False)
         self.epochs_without_improvement = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.decays = tf.Variable(0, dtype=tf.int64, trainable=False)
@@ -41,6 +59,15 @@ class LearningRateSchedule(tf.Module):
     @property
     def learning_rate(self):
         return self.initial / self.factor ** int(self.decays.numpy())
+
+    def learning_rate_at(self, step):
+        """The rate for the update that follows `step` completed steps."""
+        if self.kind != "cosine":
+            return self.learning_rate
+        if step < self.warmup_steps:
+            return self.initial * (step + 1) / self.warmup_steps
+        progress = (step - self.warmup_steps) / (self.total_steps - self.warmup_steps)
+        return self.initial * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
     def end_of_epoch(self, epoch, validation_error):
         """Updates the state after `epoch` (1-based, completed); returns True if it decayed."""
@@ -50,7 +77,9 @@ class LearningRateSchedule(tf.Module):
             self.epochs_without_improvement.assign(0)
         else:
             self.epochs_without_improvement.assign_add(1)
-        if self.kind == "step":
+        if self.kind == "cosine":
+            decay = False                       # the step alone decides the rate
+        elif self.kind == "step":
             due = sum(1 for b in self.boundaries if epoch >= b)
             decay = due > int(self.decays.numpy())
         else:

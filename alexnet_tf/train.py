@@ -48,6 +48,7 @@ class TrainConfig:
     lr_patience: int = 1
     lr_max_decays: int = paper.LR_MAX_DECAYS
     lr_boundaries: tuple = ()
+    lr_warmup_epochs: float = 0.0
     mean_mode: str = "image"
     input_scale: str = "none"
     pca: bool = True
@@ -294,7 +295,9 @@ def train(config, strategy=None, log=print):
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
         epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
     schedule = LearningRateSchedule(config.learning_rate, config.lr_schedule, config.lr_patience,
-                                    config.lr_max_decays, config.lr_boundaries)
+                                    config.lr_max_decays, config.lr_boundaries,
+                                    total_steps=config.epochs * steps_per_epoch,
+                                    warmup_steps=round(config.lr_warmup_epochs * steps_per_epoch))
     # Keras does not expose the dropout layers' RNG states to tf.train.Checkpoint: add
     # them (the model's non-trainable variables) so a resumed run draws the same masks.
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step, epoch=epoch,
@@ -311,7 +314,6 @@ def train(config, strategy=None, log=print):
         log(f"Resuming from step {int(step.numpy())} (epoch {int(epoch.numpy())}) of {latest}")
     else:
         log(f"Starting from step 0 in {config.model_dir}")
-    optimizer.learning_rate = schedule.learning_rate
 
     train_step = make_train_step(model, optimizer, config.batch_size, strategy, config.jit_compile)
     eval_step = make_eval_step(model)
@@ -353,6 +355,7 @@ def train(config, strategy=None, log=print):
                     s = int(step.numpy())
                     if s in config.profile_steps[:1]:
                         tf.profiler.experimental.start(os.path.join(config.model_dir, "train"))
+                    optimizer.learning_rate = schedule.learning_rate_at(s)
                     loss, miss1, miss5 = (float(t) for t in train_step(batch))
                     if not math.isfinite(loss):
                         raise NonFiniteLoss(
@@ -384,7 +387,6 @@ def train(config, strategy=None, log=print):
                     if schedule.end_of_epoch(int(epoch.numpy()), metrics["top1_error"]):
                         log(f"learning rate divided by {schedule.factor:g}: now "
                             f"{schedule.learning_rate:g}")
-                    optimizer.learning_rate = schedule.learning_rate
                     manager.save(checkpoint_number=int(step.numpy()))
                     if improved:
                         best.save(checkpoint_number=int(step.numpy()))

@@ -77,6 +77,24 @@ def test_step_schedule():
     np.testing.assert_allclose(rates, [0.1, 0.01, 0.01, 0.001, 0.001], rtol=1e-12)
 
 
+def test_cosine_schedule_warms_up_then_follows_half_a_cosine():
+    schedule = LearningRateSchedule(0.04, "cosine", total_steps=10, warmup_steps=4)
+    rates = [schedule.learning_rate_at(step) for step in range(11)]
+    # Warm-up: 0.04 * 1/4 .. 4/4 (steps 0-3); then 0.04 * (1 + cos(pi * k / 6)) / 2 at step 4 + k.
+    cosine = [0.04 * (1 + np.cos(np.pi * k / 6)) / 2 for k in range(7)]
+    np.testing.assert_allclose(rates, [0.01, 0.02, 0.03, 0.04] + cosine, atol=1e-15)
+    assert rates[-1] == pytest.approx(0.0, abs=1e-15)
+    # The epochs' ends do not move it (it depends on the step only).
+    schedule.end_of_epoch(1, 0.9)
+    schedule.end_of_epoch(2, 0.95)
+    assert schedule.learning_rate_at(5) == pytest.approx(cosine[1])
+
+
+def test_cosine_schedule_refuses_a_warmup_as_long_as_the_run():
+    with pytest.raises(ValueError, match="warmup_steps < total_steps"):
+        LearningRateSchedule(0.01, "cosine", total_steps=10, warmup_steps=10)
+
+
 def test_schedule_state_survives_a_checkpoint(tmp_path):
     schedule = LearningRateSchedule(0.01, "plateau", patience=1)
     for epoch, error in enumerate([0.5, 0.6], start=1):

@@ -22,10 +22,12 @@ flags.DEFINE_float("weight_decay", paper.WEIGHT_DECAY,
                    "Weight decay inside the momentum, kernels only (0.0005).")
 flags.DEFINE_enum("lr_schedule", "plateau", schedule.SCHEDULES,
                   "plateau: /10 when validation error stops improving (the paper); step: /10 at "
-                  "--lr_boundaries epochs.")
+                  "--lr_boundaries epochs; cosine: --lr_warmup_epochs of linear warm-up, then a "
+                  "half cosine to 0 at the last step (not the paper; for short runs).")
 flags.DEFINE_integer("lr_patience", 1, "plateau: epochs without improvement before dividing.")
 flags.DEFINE_integer("lr_max_decays", paper.LR_MAX_DECAYS, "plateau: divide at most this often.")
 flags.DEFINE_list("lr_boundaries", [], "step: epochs after which the rate is divided by 10.")
+flags.DEFINE_float("lr_warmup_epochs", 0.0, "cosine: epochs of linear warm-up (may be a fraction).")
 flags.DEFINE_enum("mean", "image", input_pipeline.MEAN_MODES,
                   "Subtract the training set's mean image (the paper) or per-channel mean.")
 flags.DEFINE_enum("input_scale", "none", input_pipeline.INPUT_SCALES,
@@ -59,6 +61,7 @@ flags.register_validator("checkpoint_steps", lambda v: v >= 1, "--checkpoint_ste
 flags.register_validator("log_steps", lambda v: v >= 1, "--log_steps must be >= 1.")
 flags.register_validator("lr_boundaries", lambda v: all(s.isdigit() for s in v),
                          "--lr_boundaries must be epochs, e.g. 30,60,80.")
+flags.register_validator("lr_warmup_epochs", lambda v: v >= 0, "--lr_warmup_epochs must be >= 0.")
 flags.register_validator("worker_timeout", lambda v: v >= 1, "--worker_timeout must be >= 1.")
 flags.register_validator("profile_steps", lambda v: not v or (
     len(v) == 2 and all(s.isdigit() for s in v) and int(v[0]) < int(v[1])),
@@ -72,7 +75,8 @@ def config_from_flags():
         epochs=FLAGS.epochs, max_steps=FLAGS.max_steps, learning_rate=FLAGS.learning_rate,
         momentum=FLAGS.momentum, weight_decay=FLAGS.weight_decay, lr_schedule=FLAGS.lr_schedule,
         lr_patience=FLAGS.lr_patience, lr_max_decays=FLAGS.lr_max_decays,
-        lr_boundaries=tuple(int(b) for b in FLAGS.lr_boundaries), mean_mode=FLAGS.mean,
+        lr_boundaries=tuple(int(b) for b in FLAGS.lr_boundaries),
+        lr_warmup_epochs=FLAGS.lr_warmup_epochs, mean_mode=FLAGS.mean,
         input_scale=FLAGS.input_scale, pca=FLAGS.pca, seed=FLAGS.seed,
         deterministic=FLAGS.deterministic, checkpoint_steps=FLAGS.checkpoint_steps,
         keep_checkpoints=FLAGS.keep_checkpoints, log_steps=FLAGS.log_steps,
