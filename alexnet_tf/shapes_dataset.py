@@ -16,7 +16,10 @@ tests and demos; its images are the first of `standard`'s).
     ds = tfds.load("alexnet_shapes", split="train", data_dir="~/tensorflow_datasets")
 """
 
+import collections
+import concurrent.futures
 import dataclasses
+import os
 
 import numpy as np
 import tensorflow as tf
@@ -78,9 +81,9 @@ def shape_mask(name, x, y):
     return _inside_polygon(x, y, _POLYGONS[name])
 
 
-def _smooth_noise(rng, height, width, cells):
-    """Low-frequency texture: a coarse random grid upsampled bilinearly, in [0, 1]."""
-    grid = rng.random((cells + 1, cells + 1))
+def _upsample(grid, height, width):
+    """A coarse grid upsampled bilinearly to height x width (a smooth texture in [0, 1])."""
+    cells = grid.shape[0] - 1
     ys, xs = np.linspace(0, cells, height), np.linspace(0, cells, width)
     y0, x0 = np.minimum(ys.astype(int), cells - 1), np.minimum(xs.astype(int), cells - 1)
     fy, fx = (ys - y0)[:, None], (xs - x0)[None, :]
@@ -98,42 +101,74 @@ def unit_area(name, resolution=400):
 _UNIT_AREAS = {}
 
 
-def render(name, rng):
-    """One RGB uint8 image of shape `name`, every nuisance drawn from `rng`.
+def draw(name, rng):
+    """Every random choice of one image of shape `name`, drawn from `rng` in a fixed order.
 
     One of shape and background is dark (each channel in [0, 0.4]) and the other
     light ([0.6, 1]), which one at random; hues are random. The shape's area, a
     random 6-20% of the shorter side squared, does not depend on the class.
+    Returns a dict for `paint`.
     """
     if name not in _UNIT_AREAS:
         _UNIT_AREAS[name] = unit_area(name)
-    height, width = rng.integers(MIN_SIDE, MAX_SIDE + 1, size=2)
+    height, width = (int(side) for side in rng.integers(MIN_SIDE, MAX_SIDE + 1, size=2))
     dark, light = rng.random(3) * 0.4, 0.6 + rng.random(3) * 0.4
     shape_colour, background = (dark, light) if rng.random() < 0.5 else (light, dark)
-    # Background: its colour shaded by a smooth random texture (+-0.1), plus grain below.
-    texture = _smooth_noise(rng, height, width, int(rng.integers(2, 6)))[..., None]
-    image = background + 0.2 * (texture - 0.5) * rng.uniform(-1, 1, 3)
+    texture_cells = int(rng.integers(2, 6))
+    texture_grid = rng.random((texture_cells + 1, texture_cells + 1))
+    texture_tint = rng.uniform(-1, 1, 3)
     side = min(height, width)
     scale = np.sqrt(rng.uniform(0.06, 0.20) * side ** 2 / _UNIT_AREAS[name])
     cx = rng.uniform(scale, width - scale)
     cy = rng.uniform(scale, height - scale)
     angle = np.deg2rad(rng.uniform(-MAX_ROTATION, MAX_ROTATION))
+    shade_grid = rng.random((4, 4))
+    grain = rng.normal(0.0, 0.03, (height, width, 3))
+    return dict(name=name, height=height, width=width, shape_colour=shape_colour,
+                background=background, texture_grid=texture_grid, texture_tint=texture_tint,
+                scale=scale, cx=cx, cy=cy, angle=angle, shade_grid=shade_grid, grain=grain)
+
+
+def paint(d):
+    """The RGB uint8 image that `draw`'s choices `d` describe (no randomness left)."""
+    height, width = d["height"], d["width"]
+    # Background: its colour shaded by a smooth random texture (+-0.1), plus grain below.
+    texture = _upsample(d["texture_grid"], height, width)[..., None]
+    image = d["background"] + 0.2 * (texture - 0.5) * d["texture_tint"]
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
-    u, v = (xx - cx) / scale, (yy - cy) / scale
-    cos, sin = np.cos(angle), np.sin(angle)
-    mask = shape_mask(name, cos * u + sin * v, -sin * u + cos * v)
-    shade = 0.9 + 0.1 * _smooth_noise(rng, height, width, 3)[..., None]
-    image = np.where(mask[..., None], shape_colour * shade, image)
-    image = image + rng.normal(0.0, 0.03, image.shape)
+    u, v = (xx - d["cx"]) / d["scale"], (yy - d["cy"]) / d["scale"]
+    cos, sin = np.cos(d["angle"]), np.sin(d["angle"])
+    mask = shape_mask(d["name"], cos * u + sin * v, -sin * u + cos * v)
+    shade = 0.9 + 0.1 * _upsample(d["shade_grid"], height, width)[..., None]
+    image = np.where(mask[..., None], d["shape_colour"] * shade, image)
+    image = image + d["grain"]
     return np.clip(np.round(image * 255.0), 0, 255).astype(np.uint8)
 
 
-def generate(split, per_class, seed=SEED):
-    """Yields (key, image uint8 HxWx3, class index) for a split, deterministically."""
+def render(name, rng):
+    """One RGB uint8 image of shape `name`, every nuisance drawn from `rng` (see `draw`)."""
+    return paint(draw(name, rng))
+
+
+def generate(split, per_class, seed=SEED, threads=None):
+    """Yields (key, image uint8 HxWx3, class index) for a split, deterministically.
+
+    The random choices are drawn in order from one generator (they fix the
+    images); the painting, pure numpy, runs on `threads` threads (all cores).
+    """
     rng = np.random.default_rng([seed, SPLIT_SEEDS[split]])
-    for i in range(per_class * len(CLASS_NAMES)):
-        label = i % len(CLASS_NAMES)
-        yield i, render(CLASS_NAMES[label], rng), label
+    threads = threads or os.cpu_count() or 1
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        pending = collections.deque()
+        for i in range(per_class * len(CLASS_NAMES)):
+            label = i % len(CLASS_NAMES)
+            pending.append((i, pool.submit(paint, draw(CLASS_NAMES[label], rng)), label))
+            if len(pending) > 2 * threads:
+                key, image, label = pending.popleft()
+                yield key, image.result(), label
+        while pending:
+            key, image, label = pending.popleft()
+            yield key, image.result(), label
 
 
 @dataclasses.dataclass

@@ -10,9 +10,10 @@ from alexnet_tf import shapes_dataset
 
 
 def test_generation_is_deterministic_and_sized():
-    first = list(shapes_dataset.generate("train", per_class=1))
-    second = list(shapes_dataset.generate("train", per_class=1))
+    first = list(shapes_dataset.generate("train", per_class=1, threads=1))
+    second = list(shapes_dataset.generate("train", per_class=1, threads=3))  # painted in parallel
     assert [label for _, _, label in first] == list(range(10))
+    assert [key for key, _, _ in second] == list(range(10))    # in order, whatever the threads
     for (_, a, _), (_, b, _) in zip(first, second):
         np.testing.assert_array_equal(a, b)
         assert a.dtype == np.uint8 and a.ndim == 3 and a.shape[2] == 3
