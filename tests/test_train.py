@@ -117,6 +117,23 @@ def test_summaries_are_written(trained_dir):
     assert top1[-1] == pytest.approx(metrics["top1_error"], abs=1e-6)
 
 
+def test_cosine_schedule_sets_every_steps_rate_also_after_a_restart(tiny_data_dir, tmp_path):
+    # 10 steps an epoch, 2 epochs: 5 warm-up steps, then half a cosine over the other 15.
+    settings = dict(epochs=2, log_steps=1, lr_schedule="cosine", lr_warmup_epochs=0.5)
+    train.train(tiny_config(tmp_path, tiny_data_dir, max_steps=4, **settings), log=lambda l: None)
+    train.train(tiny_config(tmp_path, tiny_data_dir, max_steps=8, **settings), log=lambda l: None)
+    logged = {event.step: float(tf.make_ndarray(value.tensor))
+              for path in glob.glob(os.path.join(tmp_path, "train", "events.out.tfevents.*"))
+              for event in tf.compat.v1.train.summary_iterator(path)
+              for value in event.summary.value if value.tag == "learning_rate"}
+    # The scalar at step s is the rate of the update that made step s (k = s - 1 steps before it).
+    expected = {s: 0.001 * s / 5 if s <= 5 else 0.001 * (1 + np.cos(np.pi * (s - 6) / 15)) / 2
+                for s in range(1, 9)}
+    assert sorted(logged) == list(range(1, 9))
+    np.testing.assert_allclose([logged[s] for s in range(1, 9)],
+                               [expected[s] for s in range(1, 9)], rtol=1e-6)
+
+
 def test_resume_equals_an_uninterrupted_run(tiny_data_dir, tmp_path):
     straight = tiny_config(tmp_path / "straight", tiny_data_dir, epochs=2, max_steps=12)
     train.train(straight, log=lambda line: None)
