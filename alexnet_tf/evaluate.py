@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from alexnet_tf import input_pipeline, paper
 from alexnet_tf.models import build_alexnet
-from alexnet_tf.train import RUN_CONFIG
+from alexnet_tf.train import RUN_CONFIG, top_k_errors
 
 
 class ModelDirError(ValueError):
@@ -83,12 +83,15 @@ def probabilities(model, dataset, ten_crop=False):
 
 
 def error_rates(probs, labels):
-    """Top-1 and top-5 error of probabilities [N, C] against labels [N] (ties count as misses)."""
-    k = min(5, probs.shape[1])
-    order = np.argsort(-probs, axis=1, kind="stable")
-    top1 = float(np.mean(order[:, 0] != labels))
-    top5 = float(np.mean(~np.any(order[:, :k] == labels[:, None], axis=1)))
-    return {"top1_error": top1, "top5_error": top5, "examples": int(len(labels))}
+    """Top-1 and top-5 error of probabilities [N, C] against labels [N].
+
+    Counted as validation during training counts them (`train.top_k_errors`), so
+    the two agree on the same predictions.
+    """
+    miss1, miss5 = top_k_errors(tf.constant(labels, tf.int64), tf.constant(probs))
+    n = int(len(labels))
+    return {"top1_error": float(miss1) / max(n, 1), "top5_error": float(miss5) / max(n, 1),
+            "examples": n}
 
 
 def evaluate_model_dirs(model_dirs, *, split=None, dataset=None, data_dir=None, which="best",

@@ -34,8 +34,8 @@ def resolve_tower_devices(devices="auto"):
     Returns:
       A pair of device strings, or (None, None) for no placement.
     """
-    if devices is None:
-        return (None, None)
+    if devices is None or (not isinstance(devices, str) and tuple(devices) == (None, None)):
+        return (None, None)                      # (None, None): already resolved to no placement
     if isinstance(devices, str):
         if devices != "auto":
             devices = tuple(d.strip() for d in devices.split(","))

@@ -63,6 +63,11 @@ class TrainConfig:
     histograms: bool = False
     model: dict = dataclasses.field(default_factory=dict)   # build_alexnet keyword arguments
 
+    @property
+    def image_size(self):
+        """The model's input side, which the pipelines crop to (224, or 227)."""
+        return self.model.get("image_size", paper.IMAGE_SIZE)
+
 
 class WorkerLost(RuntimeError):
     """Another worker of a multi-worker job stopped; the message is one line."""
@@ -103,7 +108,7 @@ def distributed_epoch(strategy, source, stats, config, epoch, done_in_epoch, ste
             skip_batches=done_in_epoch * local_replicas, num_shards=context.num_input_pipelines,
             shard_index=context.input_pipeline_id,
             max_batches=(steps_per_epoch - done_in_epoch) * local_replicas,
-            image_size=config.model.get("image_size", paper.IMAGE_SIZE))
+            image_size=config.image_size)
     return strategy.distribute_datasets_from_function(dataset_fn)
 
 
@@ -256,7 +261,7 @@ def train(config, strategy=None, log=print):
     # Settings that can be checked before any work is done.
     model_kwargs = dict(config.model)
     if is_default_strategy(strategy):
-        resolve_tower_devices(model_kwargs.get("devices", "auto"))
+        model_kwargs["devices"] = resolve_tower_devices(model_kwargs.get("devices", "auto"))
     elif model_kwargs.get("devices", "auto") not in ("auto", None):
         raise ValueError("tower placement (--towers_on) and data parallelism (--strategy) are "
                          "alternatives: each replica holds the whole model; use --towers_on=none")
@@ -320,8 +325,7 @@ def train(config, strategy=None, log=print):
     eval_data = input_pipeline.eval_dataset(source, stats, config.batch_size,
                                             split=config.eval_split, mean_mode=config.mean_mode,
                                             input_scale=config.input_scale,
-                                            image_size=config.model.get("image_size",
-                                                                        paper.IMAGE_SIZE))
+                                            image_size=config.image_size)
     if chief:
         train_writer = tf.summary.create_file_writer(os.path.join(config.model_dir, "train"))
         val_writer = tf.summary.create_file_writer(os.path.join(config.model_dir, "validation"))
@@ -341,8 +345,8 @@ def train(config, strategy=None, log=print):
         return metrics
 
     metrics, validated_at = None, -1
-    window = {"loss": 0.0, "miss1": 0.0, "miss5": 0.0, "steps": 0, "start": time.time()}
-    run_start_step, run_start = int(step.numpy()), time.time()
+    progress = Progress(config.batch_size, config.log_steps, total_steps, train_writer, log,
+                        start_step=int(step.numpy()))
     with _StopRequest() as stop:
         try:
             while int(step.numpy()) < total_steps:
@@ -366,9 +370,7 @@ def train(config, strategy=None, log=print):
                     s += 1
                     if s in config.profile_steps[1:2]:
                         tf.profiler.experimental.stop()
-                    window = _log_window(window, loss, miss1, miss5, config, s, e, total_steps,
-                                         optimizer, model, train_writer, log, run_start_step,
-                                         run_start)
+                    progress.step_done(s, e, loss, miss1, miss5, optimizer, model)
                     if s % config.checkpoint_steps == 0:
                         manager.save(checkpoint_number=s)
                     if stop.signal or s >= total_steps:
@@ -402,31 +404,50 @@ def train(config, strategy=None, log=print):
     return metrics
 
 
-def _log_window(window, loss, miss1, miss5, config, s, e, total_steps, optimizer, model, writer,
-                log, run_start_step, run_start):
-    """Accumulates per-step numbers; every `log_steps` writes scalars and a progress line."""
-    window["loss"] += loss
-    window["miss1"] += miss1
-    window["miss5"] += miss5
-    window["steps"] += 1
-    if s % config.log_steps and s != total_steps:
-        return window
-    n = window["steps"]
-    elapsed = time.time() - window["start"]
-    images_per_second = n * config.batch_size / max(elapsed, 1e-9)
-    lr = float(optimizer.learning_rate.numpy())
-    with writer.as_default(step=s):
-        tf.summary.scalar("loss", window["loss"] / n)
-        tf.summary.scalar("top1_error", window["miss1"] / (n * config.batch_size))
-        tf.summary.scalar("top5_error", window["miss5"] / (n * config.batch_size))
-        tf.summary.scalar("learning_rate", lr)
-        tf.summary.scalar("images_per_second", images_per_second)
-        tf.summary.scalar("weight_norm", weight_norm(model))
-    rate = (s - run_start_step) / max(time.time() - run_start, 1e-9)
-    log(f"epoch {e + 1} step {s}/{total_steps} loss {window['loss'] / n:.4f} "
-        f"top-1 error {window['miss1'] / (n * config.batch_size):.3f} lr {lr:g} "
-        f"{images_per_second:.1f} img/s ETA {_format_eta((total_steps - s) / max(rate, 1e-9))}")
-    return {"loss": 0.0, "miss1": 0.0, "miss5": 0.0, "steps": 0, "start": time.time()}
+class Progress:
+    """Sums each step's numbers; every `log_steps` steps writes the train scalars and a line.
+
+    Args:
+      batch_size: Global batch size (images per step).
+      log_steps: How often to write.
+      total_steps: The run's last step (for the ETA; always written).
+      writer: The train/ summary writer.
+      log: Where the progress line goes.
+      start_step: The step this run (or its restart) starts from (for the ETA).
+    """
+
+    def __init__(self, batch_size, log_steps, total_steps, writer, log, start_step):
+        self.batch_size, self.log_steps, self.total_steps = batch_size, log_steps, total_steps
+        self.writer, self.log = writer, log
+        self.start_step, self.start = start_step, time.time()
+        self._reset()
+
+    def _reset(self):
+        self.loss = self.miss1 = self.miss5 = 0.0
+        self.steps, self.window_start = 0, time.time()
+
+    def step_done(self, s, e, loss, miss1, miss5, optimizer, model):
+        """Adds step `s` (1-based, of 0-based epoch `e`); writes when it is time."""
+        self.loss, self.miss1, self.miss5 = self.loss + loss, self.miss1 + miss1, self.miss5 + miss5
+        self.steps += 1
+        if s % self.log_steps and s != self.total_steps:
+            return
+        n, images = self.steps, self.steps * self.batch_size
+        images_per_second = images / max(time.time() - self.window_start, 1e-9)
+        lr = float(optimizer.learning_rate.numpy())
+        with self.writer.as_default(step=s):
+            tf.summary.scalar("loss", self.loss / n)
+            tf.summary.scalar("top1_error", self.miss1 / images)
+            tf.summary.scalar("top5_error", self.miss5 / images)
+            tf.summary.scalar("learning_rate", lr)
+            tf.summary.scalar("images_per_second", images_per_second)
+            tf.summary.scalar("weight_norm", weight_norm(model))
+        rate = (s - self.start_step) / max(time.time() - self.start, 1e-9)
+        self.log(f"epoch {e + 1} step {s}/{self.total_steps} loss {self.loss / n:.4f} "
+                 f"top-1 error {self.miss1 / images:.3f} lr {lr:g} "
+                 f"{images_per_second:.1f} img/s ETA "
+                 f"{_format_eta((self.total_steps - s) / max(rate, 1e-9))}")
+        self._reset()
 
 
 def _end_of_epoch_summaries(model, writer, step, histograms):
