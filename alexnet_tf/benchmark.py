@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import export, input_pipeline, paper, train
+from alexnet_tf import export, hardware, input_pipeline, paper, train
 from alexnet_tf.models import build_alexnet
 from alexnet_tf.optimizer import PaperSGD
 
@@ -36,20 +36,45 @@ def median_rate(run, items_per_run, warmup=1, repeats=3):
     return statistics.median(rates)
 
 
+MATMUL_SIZES = (2048, 4096)
+
+
 def matmul_gflops(dtype, size=2048, repeats=5):
-    """Dense matmul GFLOP/s of this machine in `dtype` (2 * n^3 FLOPs a product)."""
+    """TensorFlow's dense matmul GFLOP/s in `dtype` at one square size (2 * n^3 FLOPs a product)."""
     a = tf.random.normal([size, size], dtype=tf.float32)
     a = tf.cast(a, dtype)
     product = tf.function(lambda x: tf.reduce_sum(tf.cast(tf.matmul(x, x), tf.float32)))
     return median_rate(lambda: float(product(a)), 2 * size ** 3 / 1e9, warmup=2, repeats=repeats)
 
 
-def train_step_rate(batch_size, precision="none", jit_compile=False, steps=3, dataset=None,
-                    num_classes=1000):
+def numpy_matmul_gflops(size=2048, repeats=5):
+    """numpy's (its bundled BLAS's) float32 matmul GFLOP/s at one square size."""
+    a = np.random.default_rng(0).standard_normal((size, size), dtype=np.float32)
+    return median_rate(lambda: a @ a, 2 * size ** 3 / 1e9, warmup=2, repeats=repeats)
+
+
+def best_matmul_gflops(dtype, sizes=MATMUL_SIZES, repeats=3):
+    """The machine's matmul rate as the fastest library here gets it: {probe: GFLOP/s, "best": ...}.
+
+    The FLOP-bound limit divides by the best probe, so that a fraction of the
+    limit is not flattered by a slow probe: TensorFlow and (for float32) numpy,
+    each at every size in `sizes`; larger sizes run closer to the peak.
+    """
+    probes = {f"tf_{n}": matmul_gflops(dtype, n, repeats) for n in sizes}
+    if dtype == "float32":
+        probes.update({f"numpy_{n}": numpy_matmul_gflops(n, repeats) for n in sizes})
+    probes["best"] = max(probes.values())
+    return probes
+
+
+def train_step_rate(batch_size, precision="float32", jit_compile=False, steps=3, dataset=None,
+                    num_classes=1000, repeats=3):
     """Training images/s of the real train step: synthetic input, or batches of `dataset`.
 
     Returns (images/s, number of traces of the step function).
     """
+    if jit_compile:
+        hardware.configure_xla_cpu()
     keras.mixed_precision.set_dtype_policy(train.PRECISIONS[precision] or "float32")
     try:
         strategy = tf.distribute.get_strategy()
@@ -67,7 +92,7 @@ def train_step_rate(batch_size, precision="none", jit_compile=False, steps=3, da
         def run():
             for _ in range(steps):
                 [float(t) for t in step(next(batches))]
-        rate = median_rate(run, steps * batch_size)
+        rate = median_rate(run, steps * batch_size, repeats=repeats)
         return rate, step.experimental_get_tracing_count()
     finally:
         keras.mixed_precision.set_dtype_policy("float32")
@@ -143,11 +168,4 @@ def peak_rss_mb():
 def fraction_of_limit(images_per_second, gflop_per_image, machine_gflops):
     return images_per_second * gflop_per_image / machine_gflops
 
-
-def has_avx512_bf16():
-    try:
-        with open("/proc/cpuinfo") as f:
-            return "avx512_bf16" in f.read()
-    except OSError:
-        return False
 

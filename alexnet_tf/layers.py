@@ -9,12 +9,61 @@
 """
 
 import keras
+import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import paper
+from alexnet_tf import hardware, paper
 
 _PACKAGE = "alexnet_tf"
 _HALF_DTYPES = (tf.float16, tf.bfloat16)
+LRN_IMPLEMENTATIONS = ("auto", "kernel", "matmul")
+
+
+def window_matrix(channels, n, scale=1.0):
+    """[channels, channels] band matrix: entry (j, i) is `scale` where |i - j| <= n // 2.
+
+    `x @ window_matrix(...)` sums each channel's clipped window of n channels
+    (the sum in LRN's denominator), as one small matmul over the channel axis.
+    """
+    index = np.arange(channels)
+    band = np.abs(index[:, None] - index[None, :]) <= n // 2
+    return band.astype(np.float32) * np.float32(scale)
+
+
+def _channel_matmul(x, matrix):
+    """x [..., C] times matrix [C, C] along the channel axis."""
+    flat = tf.reshape(x, [-1, x.shape[-1]])
+    return tf.reshape(tf.matmul(flat, matrix), tf.shape(x))
+
+
+def lrn_matmul(x, n, k, alpha, beta):
+    """The paper's LRN (float32 `x`) with the window sums as band-matrix matmuls.
+
+    Forward: t = k + alpha * W(x^2), b = x * t^-beta, where W sums the window.
+    Its gradient is written out rather than derived by autodiff (W is symmetric):
+      dL/da = g * t^-beta - 2 * alpha * beta * a * W(g * b / t).
+    On a 2-core AVX2 CPU this measured 1.6x (conv1's shape) to 2.3x (conv2's)
+    faster than TF's LRN + LRNGrad kernels, forward and backward together.
+    """
+    channels = x.shape[-1]
+    sum_alpha = tf.constant(window_matrix(channels, n, alpha))
+    sum_grad = tf.constant(window_matrix(channels, n, -2.0 * alpha * beta))
+
+    @tf.custom_gradient
+    def forward(a):
+        t = k + _channel_matmul(tf.square(a), sum_alpha)
+        if beta == 0.75:                       # the paper's beta: two roots instead of pow
+            root = tf.math.rsqrt(t)
+            scale = root * tf.sqrt(root)
+        else:
+            scale = tf.pow(t, -beta)
+        b = a * scale
+
+        def grad(g):
+            return g * scale + a * _channel_matmul(g * b / t, sum_grad)
+        return b, grad
+
+    return forward(x)
 
 
 class _PlacedMixin:
@@ -59,6 +108,10 @@ class LocalResponseNormalization(keras.layers.Layer):
       k: Additive constant (TF's `bias`).
       alpha: Scale of the sum of squares (not divided by n).
       beta: Exponent.
+      implementation: "kernel" (TF's LRN and LRNGrad kernels), "matmul" (the
+        window sums as band-matrix matmuls, `lrn_matmul`) or "auto" (the one
+        measured faster on this hardware, `hardware.choose_lrn`). All three
+        compute the same formula.
       device: Optional device string (e.g. "/GPU:1") for this layer's ops.
       **kwargs: Standard Keras layer arguments (name, dtype, ...).
 
@@ -70,7 +123,7 @@ class LocalResponseNormalization(keras.layers.Layer):
     """
 
     def __init__(self, n=paper.LRN_N, k=paper.LRN_K, alpha=paper.LRN_ALPHA,
-                 beta=paper.LRN_BETA, device=None, **kwargs):
+                 beta=paper.LRN_BETA, implementation="auto", device=None, **kwargs):
         super().__init__(**kwargs)
         if int(n) != n or n < 1 or n % 2 == 0:
             raise ValueError(f"LocalResponseNormalization: n must be a positive odd integer "
@@ -79,6 +132,10 @@ class LocalResponseNormalization(keras.layers.Layer):
         self.k = float(k)
         self.alpha = float(alpha)
         self.beta = float(beta)
+        if implementation not in LRN_IMPLEMENTATIONS:
+            raise ValueError(f"LocalResponseNormalization: implementation must be one of "
+                             f"{', '.join(LRN_IMPLEMENTATIONS)}, got {implementation!r}.")
+        self.implementation = implementation
         self.device = device
 
     def call(self, inputs):
@@ -87,8 +144,14 @@ class LocalResponseNormalization(keras.layers.Layer):
             out_dtype = x.dtype
             if out_dtype in _HALF_DTYPES:
                 x = tf.cast(x, tf.float32)
-            y = tf.nn.local_response_normalization(
-                x, depth_radius=self.n // 2, bias=self.k, alpha=self.alpha, beta=self.beta)
+            implementation = self.implementation
+            if implementation == "auto":
+                implementation = hardware.choose_lrn(hardware.detected())[0]
+            if implementation == "matmul":
+                y = lrn_matmul(x, self.n, self.k, self.alpha, self.beta)
+            else:
+                y = tf.nn.local_response_normalization(
+                    x, depth_radius=self.n // 2, bias=self.k, alpha=self.alpha, beta=self.beta)
             return tf.cast(y, out_dtype)
 
     def compute_output_shape(self, input_shape):
@@ -96,7 +159,7 @@ class LocalResponseNormalization(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "n": self.n, "k": self.k, "alpha": self.alpha,
-                "beta": self.beta, "device": self.device}
+                "beta": self.beta, "implementation": self.implementation, "device": self.device}
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)

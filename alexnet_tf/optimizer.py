@@ -10,7 +10,7 @@ which decays after the momentum step (decoupled) and decays biases too.
 """
 
 import keras
-from keras import ops
+import tensorflow as tf
 
 from alexnet_tf import paper
 
@@ -18,6 +18,11 @@ from alexnet_tf import paper
 def is_decayed(variable):
     """Weight decay applies to kernels (rank >= 2), not to biases (rank 1)."""
     return len(variable.shape) >= 2
+
+
+def _tf_variable(variable):
+    """The tf.Variable behind a Keras variable (the TF kernels take its handle)."""
+    return variable.value if isinstance(variable, keras.Variable) else variable
 
 
 @keras.saving.register_keras_serializable(package="alexnet_tf")
@@ -57,16 +62,21 @@ class PaperSGD(keras.optimizers.Optimizer):
         self.velocities = [self.add_variable_from_reference(v, name="velocity") for v in variables]
 
     def update_step(self, gradient, variable, learning_rate):
+        # One fused TF kernel (ResourceApplyKerasMomentum) does both lines of the update:
+        #   v <- momentum * v - lr * g';  w <- w + v,   with g' = g + weight_decay * w
+        # for kernels (g' = g for biases), which is the paper's rule term by term. Written as
+        # separate element-wise ops the update read and wrote the 57 M parameters ~19 times a
+        # step (13% of the fp32 step on a 2-core AVX2 CPU); fused, about 8 times.
+        velocity = _tf_variable(self.velocities[self._get_variable_index(variable)])
+        variable = _tf_variable(variable)
         dtype = variable.dtype
-        lr = ops.cast(learning_rate, dtype)
-        velocity = self.velocities[self._get_variable_index(variable)]
-        step = ops.multiply(ops.cast(gradient, dtype), lr)
+        gradient = tf.cast(gradient, dtype)
         if is_decayed(variable) and self.coupled_weight_decay:
-            decay = ops.cast(self.coupled_weight_decay, dtype)
-            step = ops.add(step, ops.multiply(ops.multiply(variable, decay), lr))
-        self.assign(velocity, ops.subtract(ops.multiply(velocity, ops.cast(self.momentum, dtype)),
-                                           step))
-        self.assign_add(variable, velocity)
+            gradient = gradient + tf.cast(self.coupled_weight_decay, dtype) * variable
+        tf.raw_ops.ResourceApplyKerasMomentum(
+            var=variable.handle, accum=velocity.handle, lr=tf.cast(learning_rate, dtype),
+            grad=gradient, momentum=tf.cast(self.momentum, dtype), use_locking=False,
+            use_nesterov=False)
 
     def get_config(self):
         return {**super().get_config(), "momentum": self.momentum,

@@ -21,13 +21,15 @@ from typing import Optional
 import keras
 import tensorflow as tf
 
-from alexnet_tf import figures, input_pipeline, paper
+from alexnet_tf import figures, hardware, input_pipeline, paper
 from alexnet_tf.models import build_alexnet, resolve_tower_devices
 from alexnet_tf.optimizer import PaperSGD
 from alexnet_tf.schedule import LearningRateSchedule
 
 RUN_CONFIG = "run_config.json"
-PRECISIONS = {"none": None, "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+# Resolved --mixed_precision values -> Keras dtype policies ("none": older runs' float32).
+PRECISIONS = {"float32": "float32", "none": "float32",
+              "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 
 
 @dataclasses.dataclass
@@ -40,6 +42,9 @@ class TrainConfig:
     eval_split: str = "validation"
     batch_size: int = paper.BATCH_SIZE
     epochs: int = paper.EPOCHS
+    # ((precision, epochs), ...): a run computing in that precision trains that many epochs
+    # instead (--epochs=14,float32:4), so one recipe fits hardware of different speeds.
+    epochs_by_precision: tuple = ()
     max_steps: Optional[int] = None
     learning_rate: float = paper.LEARNING_RATE
     momentum: float = paper.MOMENTUM
@@ -57,16 +62,48 @@ class TrainConfig:
     checkpoint_steps: int = 1000
     keep_checkpoints: int = 3
     log_steps: int = 20
-    mixed_precision: str = "none"
-    jit_compile: bool = False
+    mixed_precision: str = "auto"      # auto (by the hardware: hardware.py), float32, ...
+    jit_compile: str = "auto"          # auto (by the hardware), "true" or "false"
     profile_steps: tuple = ()
     histograms: bool = False
     model: dict = dataclasses.field(default_factory=dict)   # build_alexnet keyword arguments
+
+    def epochs_for(self, precision):
+        """The epochs of a run that computes in `precision` (see `epochs_by_precision`)."""
+        return dict(self.epochs_by_precision).get(precision, self.epochs)
 
     @property
     def image_size(self):
         """The model's input side, which the pipelines crop to (224, or 227)."""
         return self.model.get("image_size", paper.IMAGE_SIZE)
+
+
+def parse_epochs(text):
+    """(epochs, epochs_by_precision) of an --epochs value such as "90" or "14,float32:4".
+
+    A plain number is every run's length; "PRECISION:N" entries give the length
+    of a run that computes in that precision (after --mixed_precision=auto has
+    chosen it), so that one recipe fits both fast and slow hardware.
+    """
+    default, by_precision = None, []
+    for part in str(text).split(","):
+        name, _, number = part.strip().rpartition(":")
+        if not number.strip().isdigit() or int(number) < 1:
+            raise ValueError(f"--epochs={text}: {part.strip()!r} is not a number of epochs >= 1 "
+                             "(write e.g. 90, or 14,float32:4)")
+        if not name:
+            if default is not None:
+                raise ValueError(f"--epochs={text} gives two default lengths; give one number")
+            default = int(number)
+        elif name.strip() not in hardware.PRECISIONS:
+            raise ValueError(f"--epochs={text}: {name.strip()!r} is not a precision (one of "
+                             f"{', '.join(hardware.PRECISIONS)})")
+        else:
+            by_precision.append((name.strip(), int(number)))
+    if default is None:
+        raise ValueError(f"--epochs={text} needs a plain number for the other precisions, e.g. "
+                         "14,float32:4")
+    return default, tuple(by_precision)
 
 
 class WorkerLost(RuntimeError):
@@ -144,9 +181,9 @@ def top_k_errors(labels, scores):
     return tf.reduce_sum(tf.cast(miss1, tf.float32)), tf.reduce_sum(tf.cast(miss5, tf.float32))
 
 
-def make_optimizer(config):
+def make_optimizer(config, precision):
     optimizer = PaperSGD(config.learning_rate, config.momentum, config.weight_decay)
-    if config.mixed_precision == "float16":
+    if precision == hardware.FLOAT16:
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
 
@@ -208,11 +245,15 @@ def weight_norm(model):
     return float(tf.linalg.global_norm([tf.cast(k.value, tf.float32) for k in kernels]))
 
 
-def write_run_files(config, source, stats, model_dir):
-    """What eval/export need besides the checkpoint: config, class names, statistics."""
+def write_run_files(config, source, stats, model_dir, runtime):
+    """What eval/export need besides the checkpoint: config, class names, statistics.
+
+    `runtime` records what the run resolved on its machine (precision, XLA, the
+    hardware that decided them); a resumed run rewrites it.
+    """
     os.makedirs(model_dir, exist_ok=True)
     run = {"train_config": dataclasses.asdict(config), "class_names": source.class_names,
-           "num_classes": len(source.class_names)}
+           "num_classes": len(source.class_names), "runtime": runtime}
     input_pipeline.atomic_write(os.path.join(model_dir, RUN_CONFIG),
                                 json.dumps(run, indent=2, default=list).encode())
     input_pipeline.save_stats(stats, model_dir)
@@ -242,11 +283,37 @@ class _StopRequest:
             signal.signal(sig, handler)
 
 
-def _set_up_runtime(config):
+def resolve_runtime(config, placed_towers, data_parallel):
+    """The precision and XLA setting this run uses on this machine, and why.
+
+    Returns a dict for the run files: mixed_precision, jit_compile, their
+    reasons, the hardware that decided them, and `warning` (a line to print
+    about an explicit choice the hardware only emulates, or None).
+    """
+    found = hardware.detected()
+    precision, precision_why, warning = hardware.resolve_precision(config.mixed_precision, found)
+    jit, jit_why = hardware.resolve_jit(config.jit_compile, found, precision, placed_towers,
+                                        data_parallel)
+    if jit and found.accelerator is None:
+        hardware.configure_xla_cpu()
+    return {"mixed_precision": precision, "mixed_precision_reason": precision_why,
+            "jit_compile": jit, "jit_compile_reason": jit_why, "warning": warning,
+            "hardware": found.as_dict()}
+
+
+def runtime_lines(runtime):
+    """What the run says about its precision and XLA (and a warning, if any)."""
+    lines = [runtime["warning"]] if runtime["warning"] else []
+    return lines + [f"precision {runtime['mixed_precision']} ({runtime['mixed_precision_reason']}"
+                    f"); XLA {'on' if runtime['jit_compile'] else 'off'} "
+                    f"({runtime['jit_compile_reason']})"]
+
+
+def _set_up_runtime(config, precision):
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(config.seed)
-    keras.mixed_precision.set_dtype_policy(PRECISIONS[config.mixed_precision] or "float32")
+    keras.mixed_precision.set_dtype_policy(PRECISIONS[precision])
 
 
 def _format_eta(seconds):
@@ -275,7 +342,9 @@ def train(config, strategy=None, log=print):
     if config.batch_size % replicas:
         raise ValueError(f"--batch_size={config.batch_size} is not divisible by the "
                          f"{replicas} replicas; use a multiple of {replicas}")
-    _set_up_runtime(config)
+    placed = any(model_kwargs["devices"] or ())
+    runtime = resolve_runtime(config, placed, not is_default_strategy(strategy))
+    _set_up_runtime(config, runtime["mixed_precision"])
 
     # Data: source, training-set statistics (computed once, stored beside the data).
     source = input_pipeline.open_source(config.dataset, config.data_dir)
@@ -286,22 +355,26 @@ def train(config, strategy=None, log=print):
         raise input_pipeline.DataError(
             f"--batch_size={config.batch_size} is larger than the {config.train_split} split "
             f"({source.num_examples(config.train_split)} images); use a smaller batch")
-    total_steps = config.epochs * steps_per_epoch
+    epochs = config.epochs_for(runtime["mixed_precision"])
+    runtime["epochs"] = epochs
+    epochs_note = (f" (the --epochs entry for {runtime['mixed_precision']})"
+                   if epochs != config.epochs else "")
+    total_steps = epochs * steps_per_epoch
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
     if chief:
-        write_run_files(config, source, stats, config.model_dir)
+        write_run_files(config, source, stats, config.model_dir, runtime)
 
     # Model, optimiser and everything a checkpoint carries.
     with strategy.scope():
         model = build_alexnet(num_classes, seed=config.seed, **model_kwargs)
-        optimizer = make_optimizer(config)
+        optimizer = make_optimizer(config, runtime["mixed_precision"])
         optimizer.build(model.trainable_variables)
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
         epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
     schedule = LearningRateSchedule(config.learning_rate, config.lr_schedule, config.lr_patience,
                                     config.lr_max_decays, config.lr_boundaries,
-                                    total_steps=config.epochs * steps_per_epoch,
+                                    total_steps=epochs * steps_per_epoch,
                                     warmup_steps=round(config.lr_warmup_epochs * steps_per_epoch))
     # Keras does not expose the dropout layers' RNG states to tf.train.Checkpoint: add
     # them (the model's non-trainable variables) so a resumed run draws the same masks.
@@ -319,8 +392,12 @@ def train(config, strategy=None, log=print):
         log(f"Resuming from step {int(step.numpy())} (epoch {int(epoch.numpy())}) of {latest}")
     else:
         log(f"Starting from step 0 in {config.model_dir}")
+    if chief:
+        for line in runtime_lines(runtime):
+            log(line)
 
-    train_step = make_train_step(model, optimizer, config.batch_size, strategy, config.jit_compile)
+    train_step = make_train_step(model, optimizer, config.batch_size, strategy,
+                                 runtime["jit_compile"])
     eval_step = make_eval_step(model)
     eval_data = input_pipeline.eval_dataset(source, stats, config.batch_size,
                                             split=config.eval_split, mean_mode=config.mean_mode,
@@ -332,7 +409,8 @@ def train(config, strategy=None, log=print):
     else:
         train_writer = val_writer = tf.summary.create_noop_writer()
     log(f"{source.name}: {source.num_examples(config.train_split)} training images, "
-        f"{num_classes} classes, {steps_per_epoch} steps/epoch, training to step {total_steps}")
+        f"{num_classes} classes, {steps_per_epoch} steps/epoch, {epochs} epochs"
+        f"{epochs_note}, training to step {total_steps}")
 
     def validate():
         metrics = evaluate(eval_step, eval_data, num_classes)

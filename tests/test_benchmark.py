@@ -11,7 +11,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEYS = ("train_fp32_synthetic_img_s", "train_fp32_pipeline_img_s", "train_bf16_synthetic_img_s",
         "pipeline_img_s", "eval_img_s", "eval_10crop_img_s", "peak_rss_mb", "matmul_fp32_gflops",
         "matmul_bf16_gflops", "retraces", "serving_p50_ms", "serving_p99_ms", "serving_b32_img_s",
-        "train_fp32_jit_synthetic_img_s", "train_bf16_jit_synthetic_img_s")
+        "train_fp32_jit_synthetic_img_s", "train_bf16_jit_synthetic_img_s", "train_fp32_auto_img_s",
+        "matmul_fp32_tf_1024_gflops", "matmul_fp32_numpy_1024_gflops")
 
 
 def test_quick_benchmark_writes_every_key(tiny_data_dir, tmp_path):
@@ -32,8 +33,22 @@ def test_quick_benchmark_writes_every_key(tiny_data_dir, tmp_path):
     assert payload["serving_p50_ms"] <= payload["serving_p99_ms"]
     assert payload["serving_p50_over_flop_bound"] == pytest.approx(
         payload["serving_p50_ms"] / (1.45 / payload["matmul_fp32_gflops"] * 1000))
+    # The limit divides by the best matmul probe; the fp32 step is the one auto XLA picks.
+    assert payload["matmul_fp32_gflops"] == max(payload["matmul_fp32_tf_1024_gflops"],
+                                                payload["matmul_fp32_numpy_1024_gflops"])
+    fp32 = payload["train_fp32_jit_synthetic_img_s" if payload["auto_fp32_jit"]
+                   else "train_fp32_synthetic_img_s"]
+    assert payload["train_fp32_auto_img_s"] == fp32
     assert payload["train_fp32_fraction_of_flop_limit"] == pytest.approx(
-        payload["train_fp32_synthetic_img_s"] * 4.14 / payload["matmul_fp32_gflops"])
+        fp32 * 4.14 / payload["matmul_fp32_gflops"])
+    with open("/proc/cpuinfo") as f:                           # recorded beside the numbers
+        flags = set(f.read().split())
+    machine = payload["machine"]
+    assert set(machine["cpu_flags"]) == flags & {"avx2", "fma", "avx512f", "avx512_bf16",
+                                                 "amx_bf16"}
+    assert machine["cpu_class"] and machine["cpu_model"]
+    assert payload["auto_precision"] == ("bfloat16" if flags & {"avx512_bf16", "amx_bf16"}
+                                         else "float32")
 
 
 if __name__ == "__main__":

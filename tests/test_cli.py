@@ -15,7 +15,8 @@ from alexnet_tf import evaluate
 from helpers import REPO, cli, free_ports
 
 QUICK = ["--flagfile=" + os.path.join(REPO, "flags", "quickstart.cfg"), "--batch_size=8",
-         "--dataset=alexnet_shapes/tiny", "--log_steps=1", "--mixed_precision=none"]
+         "--dataset=alexnet_shapes/tiny", "--log_steps=1", "--mixed_precision=float32",
+         "--jit_compile=false"]
 
 
 def test_train_resume_and_evaluate_end_to_end(tiny_data_dir, tmp_path):

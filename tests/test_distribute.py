@@ -122,6 +122,7 @@ def test_two_workers_train_agree_and_resume(tiny_data_dir, tmp_path):
     args = [f"--model_dir={model_dir}", f"--dataset={TINY}", f"--data_dir={tiny_data_dir}",
             "--strategy=multi_worker", "--batch_size=8", "--kernel_init=he", "--bias_init=zeros",
             "--input_scale=std", "--learning_rate=0.001", "--log_steps=1", "--checkpoint_steps=2",
+            "--mixed_precision=float32",
             "--worker_timeout=120", "--seed=1"]
     logs = tmp_path / "logs1"
     logs.mkdir()
@@ -153,6 +154,7 @@ def test_a_dead_worker_stops_the_other_with_a_clear_message(tiny_data_dir, tmp_p
     args = [f"--model_dir={tmp_path / 'run'}", f"--dataset={TINY}", f"--data_dir={tiny_data_dir}",
             "--strategy=multi_worker", "--batch_size=8", "--kernel_init=he", "--bias_init=zeros",
             "--input_scale=std", "--learning_rate=0.001", "--log_steps=1", "--max_steps=500",
+            "--mixed_precision=float32",
             "--worker_timeout=20"]
     procs = _start_workers(free_ports(2), args, str(tmp_path))
     try:

@@ -25,6 +25,7 @@ def run_dir(tiny_data_dir, tmp_path_factory):
     config = train.TrainConfig(model_dir=model_dir, dataset=TINY, data_dir=tiny_data_dir,
                                batch_size=8, max_steps=4, checkpoint_steps=4, seed=3,
                                input_scale="std", learning_rate=0.002,
+                               mixed_precision="float32", jit_compile="false",
                                model=dict(devices=None, kernel_init="he", bias_init="zeros"))
     train.train(config, log=lambda line: None)
     return model_dir

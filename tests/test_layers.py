@@ -8,6 +8,10 @@ import pytest
 import tensorflow as tf
 
 from alexnet_tf import LocalResponseNormalization
+from alexnet_tf.layers import window_matrix
+
+# TF's LRN kernels, and band-matrix window sums with a hand-written gradient: the same formula.
+IMPLEMENTATIONS = ["kernel", "matmul"]
 
 
 def lrn_reference(a, n=5, k=2.0, alpha=1e-4, beta=0.75):
@@ -22,6 +26,7 @@ def lrn_reference(a, n=5, k=2.0, alpha=1e-4, beta=0.75):
     return b
 
 
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
 @pytest.mark.parametrize("n,k,alpha,beta,channels", [
     (5, 2.0, 1e-4, 0.75, 48),   # the paper's constants, one tower's conv1 width
     (5, 2.0, 1e-2, 0.75, 7),    # large alpha so the sum matters; few channels: edges dominate
@@ -29,37 +34,46 @@ def lrn_reference(a, n=5, k=2.0, alpha=1e-4, beta=0.75):
     (1, 0.5, 1.0, 1.0, 3),      # window of one channel
     (9, 2.0, 1e-3, 0.75, 5),    # window wider than the channel count: clipped both sides
 ])
-def test_lrn_matches_numpy_formula(n, k, alpha, beta, channels):
+def test_lrn_matches_numpy_formula(n, k, alpha, beta, channels, implementation):
     rng = np.random.default_rng(0)
     a = rng.normal(0.0, 10.0, size=(2, 3, 4, channels)).astype(np.float32)
-    layer = LocalResponseNormalization(n=n, k=k, alpha=alpha, beta=beta)
+    layer = LocalResponseNormalization(n=n, k=k, alpha=alpha, beta=beta,
+                                       implementation=implementation)
     got = layer(a).numpy()
     np.testing.assert_allclose(got, lrn_reference(a, n, k, alpha, beta), rtol=1e-5, atol=1e-6)
 
 
-def test_lrn_edge_channels_use_clipped_window():
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_lrn_edge_channels_use_clipped_window(implementation):
     # One position, 3 channels, n=5: every window covers all 3 channels, nothing more.
     a = np.array([[[[1.0, 2.0, 3.0]]]], np.float32)
-    got = LocalResponseNormalization(n=5, k=1.0, alpha=1.0, beta=1.0)(a).numpy().ravel()
+    got = LocalResponseNormalization(n=5, k=1.0, alpha=1.0, beta=1.0,
+                                     implementation=implementation)(a).numpy().ravel()
     np.testing.assert_allclose(got, np.array([1.0, 2.0, 3.0]) / (1.0 + 14.0), rtol=1e-6)
     # n=3: channel 0 sees channels 0..1, channel 2 sees 1..2.
-    got = LocalResponseNormalization(n=3, k=1.0, alpha=1.0, beta=1.0)(a).numpy().ravel()
+    got = LocalResponseNormalization(n=3, k=1.0, alpha=1.0, beta=1.0,
+                                     implementation=implementation)(a).numpy().ravel()
     np.testing.assert_allclose(got, [1 / 6.0, 2 / 15.0, 3 / 14.0], rtol=1e-6)
 
 
-def test_lrn_alpha_is_not_divided_by_n():
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_lrn_alpha_is_not_divided_by_n(implementation):
     a = np.full((1, 1, 1, 5), 10.0, np.float32)     # centre channel's window: 5 * 100 = 500
-    got = LocalResponseNormalization(n=5, k=2.0, alpha=1e-2, beta=0.75)(a).numpy()[0, 0, 0, 2]
+    got = LocalResponseNormalization(n=5, k=2.0, alpha=1e-2, beta=0.75,
+                                     implementation=implementation)(a).numpy()[0, 0, 0, 2]
     assert got == pytest.approx(10.0 / (2.0 + 1e-2 * 500.0) ** 0.75, rel=1e-6)
     assert got != pytest.approx(10.0 / (2.0 + 1e-2 / 5 * 500.0) ** 0.75, rel=1e-3)
 
 
-def test_lrn_gradient_matches_finite_differences_of_the_formula():
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+@pytest.mark.parametrize("n,beta", [(5, 0.75), (3, 0.5)])   # 0.75 has its own two-root path
+def test_lrn_gradient_matches_finite_differences_of_the_formula(implementation, n, beta):
     rng = np.random.default_rng(1)
     a = rng.normal(0.0, 3.0, size=(1, 2, 2, 6))
     weights = rng.normal(size=a.shape)               # a random linear read-out of the output
-    n, k, alpha, beta = 5, 2.0, 0.05, 0.75
-    layer = LocalResponseNormalization(n=n, k=k, alpha=alpha, beta=beta)
+    k, alpha = 2.0, 0.05
+    layer = LocalResponseNormalization(n=n, k=k, alpha=alpha, beta=beta,
+                                       implementation=implementation)
     x = tf.constant(a, tf.float32)
     with tf.GradientTape() as tape:
         tape.watch(x)
@@ -77,12 +91,13 @@ def test_lrn_gradient_matches_finite_differences_of_the_formula():
     np.testing.assert_allclose(grad, numeric, rtol=1e-3, atol=1e-5)
 
 
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
 @pytest.mark.parametrize("dtype,rtol", [("float32", 1e-5), ("float16", 2e-3), ("bfloat16", 1e-2)])
-def test_lrn_runs_in_every_float_dtype_on_cpu(dtype, rtol):
+def test_lrn_runs_in_every_float_dtype_on_cpu(dtype, rtol, implementation):
     rng = np.random.default_rng(2)
     a = rng.normal(0.0, 50.0, size=(2, 5, 5, 16)).astype(np.float32)
     x = tf.cast(a, dtype)
-    layer = LocalResponseNormalization(dtype=dtype, alpha=1e-3)
+    layer = LocalResponseNormalization(dtype=dtype, alpha=1e-3, implementation=implementation)
     with tf.GradientTape() as tape:
         tape.watch(x)
         y = layer(x)
@@ -96,21 +111,34 @@ def test_lrn_runs_in_every_float_dtype_on_cpu(dtype, rtol):
     np.testing.assert_allclose(tf.cast(y, tf.float32).numpy(), expected, rtol=rtol, atol=rtol)
 
 
-def test_lrn_float16_does_not_overflow_on_large_activations():
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_lrn_float16_does_not_overflow_on_large_activations(implementation):
     # 300**2 * 5 = 450,000 exceeds float16's range: the sum must not be taken in float16.
     x = tf.fill([1, 1, 1, 5], tf.constant(300.0, tf.float16))
-    y = LocalResponseNormalization(dtype="float16")(x)
+    y = LocalResponseNormalization(dtype="float16", implementation=implementation)(x)
     expected = lrn_reference(np.full((1, 1, 1, 5), 300.0))
     np.testing.assert_allclose(tf.cast(y, tf.float32).numpy(), expected, rtol=2e-3)
 
 
 def test_lrn_config_round_trip_and_registration():
-    layer = LocalResponseNormalization(n=3, k=1.5, alpha=2e-4, beta=0.5, name="lrn")
+    layer = LocalResponseNormalization(n=3, k=1.5, alpha=2e-4, beta=0.5, implementation="matmul",
+                                       name="lrn")
     config = layer.get_config()
     assert {config[key] for key in ("n", "k", "alpha", "beta")} == {3, 1.5, 2e-4, 0.5}
     clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
     assert isinstance(clone, LocalResponseNormalization)
     assert (clone.n, clone.k, clone.alpha, clone.beta) == (3, 1.5, 2e-4, 0.5)
+    assert clone.implementation == "matmul"
+    with pytest.raises(ValueError, match="implementation must be one of"):
+        LocalResponseNormalization(implementation="fast")
+
+
+def test_window_matrix_sums_each_clipped_window():
+    # Hand-written: 4 channels, n=3 -> each channel's window is itself and its neighbours.
+    expected = np.array([[1, 1, 0, 0], [1, 1, 1, 0], [0, 1, 1, 1], [0, 0, 1, 1]], np.float32)
+    np.testing.assert_array_equal(window_matrix(4, 3), expected)
+    np.testing.assert_array_equal(window_matrix(4, 3, scale=0.5), expected * 0.5)
+    np.testing.assert_array_equal(window_matrix(3, 9), np.ones((3, 3), np.float32))
 
 
 @pytest.mark.parametrize("bad_n", [0, 4, -1, 2.5])

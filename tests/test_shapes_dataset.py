@@ -35,22 +35,49 @@ def test_every_class_draws_a_distinct_shape():
             assert overlap < 0.9, (a, b)   # distinct masks (circle vs square, the closest: 0.83)
 
 
-def test_colour_statistics_do_not_separate_the_classes():
-    rng = np.random.default_rng(11)
-    features, labels = [], []
-    for _ in range(24):
-        for label, name in enumerate(shapes_dataset.CLASS_NAMES):
-            image = shapes_dataset.render(name, rng).astype(np.float64)
-            features.append([*image.mean(axis=(0, 1)), image.mean(), image.std()])
-            labels.append(label)
-    features, labels = np.asarray(features), np.asarray(labels)
+def colour_neighbour_accuracy(images, labels):
+    """1-nearest-neighbour accuracy on per-channel means and contrast (standardised).
+
+    Neighbours come from the first half of the images, accuracy from the second;
+    both halves hold every class (the images come class by class, round by round).
+    One neighbour, not a class centroid: with dark and light images in every
+    class, a class's colours form several clusters whose mean says little.
+    """
+    features = np.asarray([[*im.mean(axis=(0, 1)), im.std()] for im in images])
+    labels = np.asarray(labels)
     features = (features - features.mean(0)) / features.std(0)
-    train, test = np.arange(len(labels)) % 2 == 0, np.arange(len(labels)) % 2 == 1
-    # Nearest class centroid on per-channel means, brightness and contrast.
-    centroids = np.stack([features[train & (labels == c)].mean(0) for c in range(10)])
-    predicted = np.argmin(((features[test][:, None] - centroids[None]) ** 2).sum(-1), axis=1)
-    accuracy = np.mean(predicted == labels[test])
+    train = np.arange(len(labels)) < len(labels) // 2
+    test = ~train
+    assert set(labels[train]) == set(labels[test]) == set(range(10))
+    distances = ((features[test][:, None] - features[train][None]) ** 2).sum(-1)
+    predicted = labels[train][np.argmin(distances, axis=1)]
+    return np.mean(predicted == labels[test])
+
+
+@pytest.fixture(scope="module")
+def drawn():
+    """24 rounds of the ten classes: each image's random choices (`draw`) and its label."""
+    rng = np.random.default_rng(11)
+    return [(shapes_dataset.draw(name, rng), label)
+            for _ in range(24) for label, name in enumerate(shapes_dataset.CLASS_NAMES)]
+
+
+def test_colour_statistics_do_not_separate_the_classes(drawn):
+    images = [shapes_dataset.paint(d).astype(np.float64) for d, _ in drawn]
+    accuracy = colour_neighbour_accuracy(images, [label for _, label in drawn])
     assert accuracy < 0.22, accuracy   # chance is 0.10; 120 test images
+
+
+def test_the_colour_check_catches_a_colour_coded_variant(drawn):
+    # The same images, but each class's background in a hue of its own (as dark or light
+    # as drawn): colour now gives the class away, and the check above must see it.
+    palette = np.random.default_rng(5).random((10, 3))
+    images = []
+    for d, label in drawn:
+        dark = d["background"].max() <= 0.4
+        images.append(shapes_dataset.paint(
+            {**d, "background": palette[label] * 0.4 + (0.0 if dark else 0.6)}).astype(np.float64))
+    assert colour_neighbour_accuracy(images, [label for _, label in drawn]) > 0.5
 
 
 def test_registered_with_tfds(tiny_data_dir):

@@ -1,6 +1,7 @@
 """The training loop: the paper's update through the real step, placement, resume, NaN, summaries."""
 
 import glob
+import json
 import os
 import re
 import sys
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_tf import train
+from alexnet_tf import hardware, train
 from alexnet_tf.models import build_alexnet
 from alexnet_tf.optimizer import PaperSGD
 
@@ -20,19 +21,22 @@ def tiny_config(model_dir, data_dir, **overrides):
     """A CPU-cheap run on the built-in dataset's tiny config (80 training images)."""
     settings = dict(model_dir=str(model_dir), dataset="alexnet_shapes/tiny", data_dir=data_dir,
                     batch_size=8, epochs=1, log_steps=5, checkpoint_steps=5, seed=1,
-                    input_scale="std", learning_rate=0.001,
+                    input_scale="std", learning_rate=0.001, mixed_precision="float32",
+                    jit_compile="false",
                     model=dict(devices=None, kernel_init="he", bias_init="zeros"))
     settings.update(overrides)
     return train.TrainConfig(**settings)
 
 
-def test_train_step_is_the_papers_update(tmp_path):
+@pytest.mark.parametrize("jit_compile", [False, True])     # True: XLA (the AVX2 default)
+def test_train_step_is_the_papers_update(jit_compile):
     # A large decay (1.0) so that the decay term stands well above float32 noise.
     lr, momentum, decay = 0.01, 0.9, 1.0
+    hardware.configure_xla_cpu()                    # as a run does before XLA compiles
     model = build_alexnet(10, devices=None, dropout_rate=0.0, seed=2, kernel_init="he")
     optimizer = PaperSGD(learning_rate=lr, momentum=momentum, weight_decay=decay)
     optimizer.build(model.trainable_variables)
-    step = train.make_train_step(model, optimizer, 2, tf.distribute.get_strategy())
+    step = train.make_train_step(model, optimizer, 2, tf.distribute.get_strategy(), jit_compile)
     rng = np.random.default_rng(0)
     images = tf.constant(rng.normal(size=(2, 224, 224, 3)), tf.float32)
     labels = tf.constant([3, 7], tf.int64)
@@ -132,6 +136,44 @@ def test_cosine_schedule_sets_every_steps_rate_also_after_a_restart(tiny_data_di
     assert sorted(logged) == list(range(1, 9))
     np.testing.assert_allclose([logged[s] for s in range(1, 9)],
                                [expected[s] for s in range(1, 9)], rtol=1e-6)
+
+
+def test_parse_epochs():
+    assert train.parse_epochs("90") == (90, ())
+    assert train.parse_epochs("14,float32:4") == (14, (("float32", 4),))
+    assert train.parse_epochs(" float32:4 , 14,bfloat16:20") == (14, (("float32", 4),
+                                                                      ("bfloat16", 20)))
+    config = train.TrainConfig(model_dir="x", epochs=14, epochs_by_precision=(("float32", 4),))
+    assert (config.epochs_for("float32"), config.epochs_for("bfloat16")) == (4, 14)
+    for bad, message in (("0", "not a number"), ("float32:4", "needs a plain number"),
+                         ("14,fp8:3", "not a precision"), ("14,15", "two default"),
+                         ("14,float32:x", "not a number")):
+        with pytest.raises(ValueError, match=message):
+            train.parse_epochs(bad)
+
+
+def test_auto_precision_and_xla_follow_the_cpu_and_are_recorded(tiny_data_dir, tmp_path):
+    # The rule of issue #12, read independently from /proc/cpuinfo: bfloat16 where the CPU
+    # computes it natively, float32 (and 2 epochs here) elsewhere; XLA for float32 on AVX2.
+    with open("/proc/cpuinfo") as f:
+        flags = set(f.read().split())
+    native = bool(flags & {"avx512_bf16", "amx_bf16"})
+    precision = "bfloat16" if native else "float32"
+    jit = precision == "float32" and "avx2" in flags and "avx512f" not in flags
+    lines = []
+    config = tiny_config(tmp_path, tiny_data_dir, mixed_precision="auto", jit_compile="auto",
+                         epochs=3, epochs_by_precision=(("float32", 2),), max_steps=3)
+    metrics = train.train(config, log=lines.append)
+    assert np.isfinite(metrics["loss"])
+    said = [line for line in lines if line.startswith("precision ")]
+    assert said == [f"precision {precision} (auto: " + said[0].split("(auto: ", 1)[1]]
+    assert f"XLA {'on' if jit else 'off'} (auto: " in said[0]
+    assert any(f"{2 if precision == 'float32' else 3} epochs" in line for line in lines), lines
+    with open(os.path.join(tmp_path, "run_config.json")) as f:
+        runtime = json.load(f)["runtime"]
+    assert (runtime["mixed_precision"], runtime["jit_compile"]) == (precision, jit)
+    assert runtime["epochs"] == (2 if precision == "float32" else 3)
+    assert runtime["hardware"]["cpu_class"] in ("avx2", "avx512", "avx512_bf16", "other")
 
 
 def test_resume_equals_an_uninterrupted_run(tiny_data_dir, tmp_path):

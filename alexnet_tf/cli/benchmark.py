@@ -1,12 +1,13 @@
 """alexnet-benchmark: training, pipeline and evaluation speed on this machine; table + JSON."""
 
 import json
+import os
 import platform
 
 import tensorflow as tf
 from absl import app, flags
 
-from alexnet_tf import benchmark, input_pipeline
+from alexnet_tf import benchmark, hardware, input_pipeline
 from alexnet_tf.cli import common
 
 FLAGS = flags.FLAGS
@@ -17,37 +18,51 @@ flags.DEFINE_boolean("quick", False, "Fewer steps and repeats (same keys), for a
 flags.DEFINE_string("json", None, "Write the results to this JSON file.")
 
 
+flags.DEFINE_string("reference_json", None,
+                    "JSON of docs/torch_reference/alexnet_torch.py run in the same session at the "
+                    "same batch: adds its rate and the ratio to ours.")
+
+
 def measure(quick):
     """Every measurement, as one flat dict of numbers (keys documented in docs/BENCHMARKS.md)."""
     steps = 1 if quick else 4
     batch = FLAGS.batch_size
+    found = hardware.detected()
+    native_bf16 = hardware.native_bfloat16(found)
     source = input_pipeline.open_source(FLAGS.dataset, FLAGS.data_dir)
     num_classes = len(source.class_names)
     stats = input_pipeline.stats_for(source)
     results = {"batch_size": batch}
-    results["matmul_fp32_gflops"] = benchmark.matmul_gflops("float32")
-    results["matmul_bf16_gflops"] = benchmark.matmul_gflops("bfloat16")
+    sizes = (1024,) if quick else benchmark.MATMUL_SIZES
+    fp32_probes = benchmark.best_matmul_gflops("float32", sizes)
+    results.update({f"matmul_fp32_{k}_gflops": v for k, v in fp32_probes.items() if k != "best"})
+    results["matmul_fp32_gflops"] = fp32_probes["best"]
+    results["matmul_bf16_gflops"] = benchmark.best_matmul_gflops("bfloat16", sizes)["best"]
     results["pipeline_img_s"] = benchmark.pipeline_rate(source, stats, batch,
                                                         batches=5 if quick else 20)
     retraces = 0
 
     def train_rate(precision, jit=False, dataset=None):
         nonlocal retraces
-        rate, traces = benchmark.train_step_rate(batch, precision, jit_compile=jit, steps=steps,
-                                                 dataset=dataset, num_classes=num_classes)
+        # Emulated bfloat16 (no native support) runs ~10x slower than float32: one timed step.
+        slow = precision == hardware.BFLOAT16 and not native_bf16 and not quick
+        rate, traces = benchmark.train_step_rate(batch, precision, jit_compile=jit,
+                                                 steps=1 if slow else steps, dataset=dataset,
+                                                 num_classes=num_classes, repeats=1 if slow else 3)
         retraces += traces - 1
         return rate
 
-    results["train_fp32_synthetic_img_s"] = train_rate("none")
+    auto_precision = hardware.choose_precision(found)[0]
+    fp32_jit = hardware.choose_jit(found, hardware.FLOAT32)[0]
+    results["train_fp32_synthetic_img_s"] = train_rate("float32")
+    results["train_fp32_jit_synthetic_img_s"] = train_rate("float32", jit=True)
     results["train_bf16_synthetic_img_s"] = train_rate("bfloat16")
-    results["train_fp32_pipeline_img_s"] = train_rate(
-        "none", dataset=input_pipeline.train_dataset(source, stats, batch))
-    results["train_fp32_jit_synthetic_img_s"] = train_rate("none", jit=True)
     results["train_bf16_jit_synthetic_img_s"] = train_rate("bfloat16", jit=True)
-    # float16 has no fast path on CPUs (measured 7.5 images/s here, 72 s for one look): only
-    # measured with a GPU, or in the full run.
-    fp16 = not quick or bool(tf.config.list_physical_devices("GPU"))
-    results["train_fp16_synthetic_img_s"] = train_rate("float16") if fp16 else None
+    results["train_fp32_pipeline_img_s"] = train_rate(
+        "float32", jit=fp32_jit, dataset=input_pipeline.train_dataset(source, stats, batch))
+    # float16 has no fast path on CPUs (7.5 images/s on the AVX-512 CPU, 2026-11-22): GPUs only.
+    gpu = bool(tf.config.list_physical_devices("GPU"))
+    results["train_fp16_synthetic_img_s"] = train_rate("float16") if gpu else None
     results["retraces"] = retraces
     results["eval_img_s"] = benchmark.eval_rate(source, stats, 64, ten_crop=False,
                                                 batches=2 if quick else 4)
@@ -56,27 +71,48 @@ def measure(quick):
     p50, p99, b32 = benchmark.serving_latency(requests=30 if quick else 100)
     results.update(serving_p50_ms=p50, serving_p99_ms=p99, serving_b32_img_s=b32)
     results["peak_rss_mb"] = benchmark.peak_rss_mb()
+    results.update(auto_precision=auto_precision, auto_fp32_jit=fp32_jit,
+                   native_bfloat16=native_bf16)
+    if FLAGS.reference_json:
+        with open(FLAGS.reference_json) as f:
+            reference = json.load(f)
+        if reference.get("batch_size") != batch:
+            raise app.UsageError(f"--reference_json was measured at batch "
+                                 f"{reference.get('batch_size')}, this run at {batch}; run both "
+                                 "at one --batch_size")
+        results["reference_torch_fp32_img_s"] = reference["train_fp32_img_s"]
     results.update(ratios(results))
     return results
 
 
 def ratios(r):
-    """The issue's targets as ratios of measurements taken in the same run."""
-    fp32, bf16 = r["train_fp32_synthetic_img_s"], r["train_bf16_synthetic_img_s"]
+    """The issues' targets as ratios of measurements taken in the same run.
+
+    The fp32 figures are those of the step `--jit_compile=auto` runs in float32 on
+    this hardware (XLA on AVX2-only CPUs, off elsewhere).
+    """
+    fp32_key = "train_fp32_jit_synthetic_img_s" if r["auto_fp32_jit"] else \
+        "train_fp32_synthetic_img_s"
+    fp32, bf16 = r[fp32_key], r["train_bf16_synthetic_img_s"]
     flop_bound_forward_ms = benchmark.FORWARD_GFLOP / r["matmul_fp32_gflops"] * 1000
-    return {
+    out = {
+        "train_fp32_auto_img_s": fp32,
         "train_fp32_fraction_of_flop_limit": benchmark.fraction_of_limit(
             fp32, benchmark.TRAIN_GFLOP, r["matmul_fp32_gflops"]),
         "train_bf16_fraction_of_flop_limit": benchmark.fraction_of_limit(
             bf16, benchmark.TRAIN_GFLOP, r["matmul_bf16_gflops"]),
         "train_bf16_over_fp32": bf16 / fp32,
-        "train_fp32_jit_over_nojit": r["train_fp32_jit_synthetic_img_s"] / fp32,
+        "train_fp32_jit_over_nojit": (r["train_fp32_jit_synthetic_img_s"]
+                                      / r["train_fp32_synthetic_img_s"]),
         "train_bf16_jit_over_nojit": r["train_bf16_jit_synthetic_img_s"] / bf16,
         "pipeline_over_train_fp32": r["pipeline_img_s"] / fp32,
         "pipeline_train_over_synthetic": r["train_fp32_pipeline_img_s"] / fp32,
         "serving_flop_bound_ms": flop_bound_forward_ms,
         "serving_p50_over_flop_bound": r["serving_p50_ms"] / flop_bound_forward_ms,
     }
+    if r.get("reference_torch_fp32_img_s"):
+        out["train_fp32_over_torch"] = fp32 / r["reference_torch_fp32_img_s"]
+    return out
 
 
 def main(argv):
@@ -84,8 +120,10 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     common.quiet_libraries()
     results = measure(FLAGS.quick)
-    machine = {"processor": platform.processor() or platform.machine(),
-               "avx512_bf16": benchmark.has_avx512_bf16()}
+    machine = {**hardware.detected().as_dict(), "cores": os.cpu_count(),
+               "tensorflow": tf.__version__, "python": platform.python_version()}
+    print(f"machine: {machine['cpu_model']}, class {machine['cpu_class']} "
+          f"(flags {' '.join(machine['cpu_flags']) or 'none relevant'}), {machine['cores']} cores")
     print(f"{'measurement':<36} {'value':>12}")
     for key, value in results.items():
         print(f"{key:<36} {value:>12.3f}" if isinstance(value, float)

@@ -9,12 +9,15 @@ from absl import app, flags
 
 from alexnet_tf import input_pipeline, paper, schedule
 from alexnet_tf.cli import common, data_flags, model_flags  # noqa: F401  (shared flags)
-from alexnet_tf.train import PRECISIONS, NonFiniteLoss, TrainConfig, WorkerLost, train
+from alexnet_tf.train import NonFiniteLoss, parse_epochs, TrainConfig, WorkerLost, train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "Where checkpoints, TensorBoard logs and run files go; "
                     "running again on the same dir resumes.", required=True)
-flags.DEFINE_integer("epochs", paper.EPOCHS, "Epochs (section 5: about 90).")
+flags.DEFINE_string("epochs", str(paper.EPOCHS),
+                    "Epochs (section 5: about 90). PRECISION:N entries set the length of a run "
+                    "computing in that precision, e.g. 14,float32:4: 14 epochs, but 4 where "
+                    "--mixed_precision=auto chose float32 (hardware without fast bfloat16).")
 flags.DEFINE_integer("max_steps", None, "Stop after this many steps in all (cuts a run short).")
 flags.DEFINE_float("learning_rate", paper.LEARNING_RATE, "Initial learning rate (0.01).")
 flags.DEFINE_float("momentum", paper.MOMENTUM, "Momentum (0.9).")
@@ -39,9 +42,14 @@ flags.DEFINE_boolean("deterministic", False, "Deterministic ops (slower; same se
 flags.DEFINE_integer("checkpoint_steps", 1000, "Also checkpoint every this many steps.")
 flags.DEFINE_integer("keep_checkpoints", 3, "Keep the last this many checkpoints (+ the best).")
 flags.DEFINE_integer("log_steps", 20, "Progress line and train scalars every this many steps.")
-flags.DEFINE_enum("mixed_precision", "none", list(PRECISIONS),
-                  "bfloat16 or float16 (with loss scaling) compute; variables stay float32.")
-flags.DEFINE_boolean("jit_compile", False, "Compile the train step with XLA.")
+flags.DEFINE_enum("mixed_precision", "auto", ["auto", "float32", "bfloat16", "float16", "none"],
+                  "Compute precision; variables stay float32. auto: bfloat16 where the hardware "
+                  "computes it natively (CPUs with avx512_bf16/amx_bf16, GPUs of compute "
+                  "capability 8.0+, TPUs), float16 with loss scaling on GPUs of compute "
+                  "capability 7.x, float32 otherwise. none = float32.")
+flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"],
+                  "XLA-compile the train step. auto: on where it measured faster (float32 on "
+                  "AVX2 CPUs without AVX-512), off elsewhere (docs/BENCHMARKS.md).")
 flags.DEFINE_list("profile_steps", [], "START,STOP: a TensorBoard profiler trace of these steps.")
 flags.DEFINE_boolean("histograms", False, "Weight histograms in TensorBoard every epoch.")
 flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"],
@@ -55,7 +63,8 @@ flags.DEFINE_integer("worker_timeout", 600, "multi_worker: seconds a collective 
 flags.register_validator("learning_rate", lambda v: v > 0, "--learning_rate must be > 0.")
 flags.register_validator("momentum", lambda v: 0 <= v < 1, "--momentum must be in [0, 1).")
 flags.register_validator("weight_decay", lambda v: v >= 0, "--weight_decay must be >= 0.")
-flags.register_validator("epochs", lambda v: v >= 1, "--epochs must be >= 1.")
+flags.register_validator("epochs", lambda v: _parses(parse_epochs, v),
+                         "--epochs must be a number of epochs, e.g. 90, or 14,float32:4.")
 flags.register_validator("max_steps", lambda v: v is None or v >= 1, "--max_steps must be >= 1.")
 flags.register_validator("checkpoint_steps", lambda v: v >= 1, "--checkpoint_steps must be >= 1.")
 flags.register_validator("log_steps", lambda v: v >= 1, "--log_steps must be >= 1.")
@@ -68,11 +77,20 @@ flags.register_validator("profile_steps", lambda v: not v or (
     "--profile_steps must be START,STOP with START < STOP.")
 
 
+def _parses(parse, value):
+    try:
+        parse(value)
+    except ValueError:
+        return False
+    return True
+
+
 def config_from_flags():
     return TrainConfig(
         model_dir=FLAGS.model_dir, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir,
         train_split=FLAGS.train_split, eval_split=FLAGS.eval_split, batch_size=FLAGS.batch_size,
-        epochs=FLAGS.epochs, max_steps=FLAGS.max_steps, learning_rate=FLAGS.learning_rate,
+        epochs=parse_epochs(FLAGS.epochs)[0],
+        epochs_by_precision=parse_epochs(FLAGS.epochs)[1], max_steps=FLAGS.max_steps, learning_rate=FLAGS.learning_rate,
         momentum=FLAGS.momentum, weight_decay=FLAGS.weight_decay, lr_schedule=FLAGS.lr_schedule,
         lr_patience=FLAGS.lr_patience, lr_max_decays=FLAGS.lr_max_decays,
         lr_boundaries=tuple(int(b) for b in FLAGS.lr_boundaries),

@@ -1,0 +1,240 @@
+"""What this machine computes fast, and the choices that follow from it.
+
+The same code meets CPUs with native bfloat16 (AVX512_BF16, AMX), CPUs with
+AVX2/FMA only (where bfloat16 is emulated and ~10x slower than float32), and
+GPUs and TPUs. `--mixed_precision=auto` and `--jit_compile=auto` (the defaults)
+let the hardware decide, through the small pure functions `choose_precision`,
+`choose_jit` and `choose_lrn`, which take a `Hardware` description and are
+tested against CPU flag sets and device lists. `detect()` builds that
+description from /proc/cpuinfo and TensorFlow's device list.
+
+Every choice comes with the reason, which the run prints and records.
+Measurements behind the rules: docs/BENCHMARKS.md, one table per CPU class.
+"""
+
+import dataclasses
+import platform
+from typing import Tuple
+
+# CPU flags (as /proc/cpuinfo spells them) that decide precision and compilation.
+RELEVANT_CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16")
+NATIVE_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+FLOAT32 = "float32"
+BFLOAT16 = "bfloat16"
+FLOAT16 = "float16"
+PRECISIONS = (FLOAT32, BFLOAT16, FLOAT16)
+AUTO = "auto"
+
+
+@dataclasses.dataclass(frozen=True)
+class Hardware:
+    """What the choices depend on.
+
+    Args:
+      cpu_model: The CPU's model name (for the record).
+      cpu_flags: The relevant CPU flags present (a subset of RELEVANT_CPU_FLAGS).
+      gpu_compute_capabilities: (major, minor) of each visible NVIDIA GPU.
+      tpu: Whether TPU devices are visible.
+    """
+    cpu_model: str = ""
+    cpu_flags: Tuple[str, ...] = ()
+    gpu_compute_capabilities: Tuple[Tuple[int, int], ...] = ()
+    tpu: bool = False
+
+    @property
+    def cpu_class(self):
+        """'avx512_bf16', 'avx512', 'avx2' or 'other': the CPU class benchmarks are filed under."""
+        flags = set(self.cpu_flags)
+        if flags & set(NATIVE_BF16_CPU_FLAGS):
+            return "avx512_bf16"
+        if "avx512f" in flags:
+            return "avx512"
+        if "avx2" in flags:
+            return "avx2"
+        return "other"
+
+    @property
+    def accelerator(self):
+        """'tpu', 'gpu' or None (the CPU computes)."""
+        if self.tpu:
+            return "tpu"
+        return "gpu" if self.gpu_compute_capabilities else None
+
+    def as_dict(self):
+        return {"cpu_model": self.cpu_model, "cpu_flags": list(self.cpu_flags),
+                "cpu_class": self.cpu_class,
+                "gpu_compute_capabilities": [list(c) for c in self.gpu_compute_capabilities],
+                "tpu": self.tpu}
+
+
+def parse_cpuinfo(text):
+    """(model name, relevant flags) from the text of /proc/cpuinfo."""
+    model, flags = "", set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "model name" and not model:
+            model = value.strip()
+        elif key == "flags":
+            flags.update(value.split())
+    return model, tuple(f for f in RELEVANT_CPU_FLAGS if f in flags)
+
+
+def detect():
+    """The `Hardware` of this process: /proc/cpuinfo and TensorFlow's visible devices."""
+    import tensorflow as tf   # here, so that the pure functions need no TensorFlow
+    try:
+        with open("/proc/cpuinfo") as f:
+            model, flags = parse_cpuinfo(f.read())
+    except OSError:          # not Linux: no flags known, so nothing is assumed
+        model, flags = "", ()
+    capabilities = []
+    for gpu in tf.config.list_physical_devices("GPU"):
+        details = tf.config.experimental.get_device_details(gpu)
+        capability = details.get("compute_capability")
+        if capability:
+            capabilities.append(tuple(int(c) for c in capability))
+    tpu = bool(tf.config.list_logical_devices("TPU"))
+    return Hardware(model or platform.processor() or platform.machine(), flags,
+                    tuple(capabilities), tpu)
+
+
+def native_bfloat16(hardware):
+    """Whether the device that computes has bfloat16 arithmetic of its own."""
+    if hardware.accelerator == "tpu":
+        return True
+    if hardware.accelerator == "gpu":
+        return all(c >= (8, 0) for c in hardware.gpu_compute_capabilities)
+    return bool(set(hardware.cpu_flags) & set(NATIVE_BF16_CPU_FLAGS))
+
+
+def choose_precision(hardware):
+    """(precision, reason) for --mixed_precision=auto.
+
+    bfloat16 where the hardware computes it natively (TPUs, NVIDIA GPUs of
+    compute capability 8.0 and up, CPUs with AVX512_BF16 or AMX_BF16); float16
+    with loss scaling on NVIDIA GPUs of compute capability 7.x; float32
+    otherwise. With several GPUs the oldest decides.
+    """
+    if hardware.accelerator == "tpu":
+        return BFLOAT16, "TPUs compute bfloat16 natively"
+    if hardware.accelerator == "gpu":
+        oldest = min(hardware.gpu_compute_capabilities)
+        name = f"GPU compute capability {oldest[0]}.{oldest[1]}"
+        if oldest >= (8, 0):
+            return BFLOAT16, f"{name} computes bfloat16 natively"
+        if oldest >= (7, 0):
+            return FLOAT16, f"{name} has float16 tensor cores but no bfloat16"
+        return FLOAT32, f"{name} has no fast half precision"
+    native = [f for f in NATIVE_BF16_CPU_FLAGS if f in hardware.cpu_flags]
+    if native:
+        return BFLOAT16, f"the CPU computes bfloat16 natively ({', '.join(native)})"
+    return FLOAT32, ("the CPU has no native bfloat16 (no avx512_bf16 or amx_bf16 flag), "
+                     "where bfloat16 is emulated and several times slower")
+
+
+def precision_warning(precision, hardware):
+    """One warning line for an explicit precision the hardware only emulates, else None."""
+    if precision == BFLOAT16 and not native_bfloat16(hardware):
+        return ("warning: --mixed_precision=bfloat16 on hardware without native bfloat16 "
+                f"({hardware.cpu_class} CPU): it is emulated and several times slower than "
+                "float32; --mixed_precision=auto picks float32 here")
+    if precision == FLOAT16 and hardware.accelerator != "gpu":
+        return ("warning: --mixed_precision=float16 without a GPU: CPUs have no float16 fast "
+                "path and it is several times slower than float32; --mixed_precision=auto "
+                "picks the fast precision")
+    return None
+
+
+def choose_jit(hardware, precision, placed_towers=False, data_parallel=False):
+    """(jit_compile, reason) for --jit_compile=auto.
+
+    XLA compiles the train step on CPUs with AVX2 but no AVX-512 in float32,
+    where it measured faster than TensorFlow's own kernels (docs/BENCHMARKS.md);
+    on AVX-512 CPUs it measured slower (0.78x fp32, 0.48x bf16), and on GPUs
+    and TPUs it was not measured, so it stays off there. It is off whenever the
+    towers are placed on two devices or a data-parallel strategy runs, since one
+    compiled step runs on one device.
+    """
+    if placed_towers:
+        return False, "the towers are placed on two devices; a compiled step runs on one"
+    if data_parallel:
+        return False, "a data-parallel strategy runs the step on several devices"
+    if hardware.accelerator:
+        return False, f"not measured on {hardware.accelerator.upper()}s; TensorFlow's kernels"
+    if hardware.cpu_class == "avx2" and precision == FLOAT32:
+        return True, "float32 on an AVX2 CPU without AVX-512 trains faster compiled by XLA"
+    return False, (f"{precision} on a CPU of class {hardware.cpu_class} trains faster with "
+                   "TensorFlow's (oneDNN) kernels than compiled by XLA")
+
+
+def choose_lrn(hardware):
+    """(implementation, reason) of LocalResponseNormalization's "auto".
+
+    "matmul" (band-matrix window sums, a hand-written gradient) measured 1.6-2.3x
+    faster than TF's LRN/LRNGrad kernels on an AVX2 CPU; on AVX-512 CPUs TF's
+    kernel was the fastest of the replacements measured, and GPUs have their own
+    (cuDNN) LRN, so "kernel" stays there.
+    """
+    if hardware.accelerator is None and hardware.cpu_class == "avx2":
+        return "matmul", "band-matrix LRN measured faster than TF's kernel on AVX2 CPUs"
+    return "kernel", f"TF's LRN kernel on {hardware.accelerator or hardware.cpu_class}"
+
+
+_DETECTED = []
+
+
+def detected():
+    """`detect()`, computed once per process."""
+    if not _DETECTED:
+        _DETECTED.append(detect())
+    return _DETECTED[0]
+
+
+def resolve_precision(requested, hardware):
+    """(precision, reason, warning or None) of a --mixed_precision value.
+
+    `requested` is "auto", one of PRECISIONS, or "none" (older runs' name for
+    float32).
+    """
+    if requested == AUTO:
+        precision, reason = choose_precision(hardware)
+        return precision, f"auto: {reason}", None
+    precision = FLOAT32 if requested in ("none", None) else requested
+    if precision not in PRECISIONS:
+        raise ValueError(f"--mixed_precision must be auto or one of {', '.join(PRECISIONS)}; "
+                         f"got {requested!r}")
+    return precision, "as asked", precision_warning(precision, hardware)
+
+
+def resolve_jit(requested, hardware, precision, placed_towers=False, data_parallel=False):
+    """(jit_compile, reason) of a --jit_compile value: "auto", "true"/"false" or a bool."""
+    if requested == AUTO:
+        jit, reason = choose_jit(hardware, precision, placed_towers, data_parallel)
+        return jit, f"auto: {reason}"
+    if isinstance(requested, str):
+        if requested.lower() not in ("true", "false"):
+            raise ValueError(f"--jit_compile must be auto, true or false; got {requested!r}")
+        requested = requested.lower() == "true"
+    return bool(requested), "as asked"
+
+
+# XLA's CPU backend calls oneDNN for convolutions and matmuls with this flag: the compiled
+# fp32 train step measured 24.9 images/s with it and 19.2 without (2-core AVX2 CPU, batch 64).
+XLA_CPU_FLAGS = ("--xla_cpu_use_onednn=true",)
+
+
+def configure_xla_cpu(environ=None):
+    """Adds XLA_CPU_FLAGS to XLA_FLAGS unless the user set them; before XLA's first compile.
+
+    XLA reads XLA_FLAGS once, when it first compiles; a flag the user already
+    set (to any value) is left as it is.
+    """
+    import os
+    environ = os.environ if environ is None else environ
+    current = environ.get("XLA_FLAGS", "")
+    missing = [f for f in XLA_CPU_FLAGS if f.split("=")[0] not in current]
+    if missing:
+        environ["XLA_FLAGS"] = " ".join([current] + missing).strip()
+    return environ["XLA_FLAGS"]

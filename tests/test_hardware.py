@@ -1,0 +1,142 @@
+"""Choices by the hardware: precision, XLA and LRN against CPU flag sets and device lists."""
+
+import sys
+
+import pytest
+
+from alexnet_tf import hardware
+from alexnet_tf.hardware import Hardware
+
+# /proc/cpuinfo excerpts of the two CPU classes this project meets, and two more.
+AVX2_CPUINFO = """processor\t: 0
+model name\t: AMD EPYC
+flags\t\t: fpu vme sse sse2 ssse3 fma sse4_1 sse4_2 avx f16c avx2 bmi2 sha_ni
+"""
+AVX512_BF16_CPUINFO = """processor\t: 0
+model name\t: AMD EPYC 9R14
+flags\t\t: fpu sse2 fma avx avx2 avx512f avx512dq avx512cd avx512bw avx512vl avx512_bf16 avx512_vnni
+processor\t: 1
+model name\t: AMD EPYC 9R14
+flags\t\t: fpu sse2 fma avx avx2 avx512f avx512dq avx512cd avx512bw avx512vl avx512_bf16 avx512_vnni
+"""
+AMX_CPUINFO = "model name\t: Intel Xeon\nflags\t\t: avx2 fma avx512f amx_bf16 amx_tile\n"
+AVX512_ONLY_CPUINFO = "model name\t: Intel Xeon\nflags\t\t: avx2 fma avx512f avx512bw\n"
+
+
+def cpu(text):
+    model, flags = hardware.parse_cpuinfo(text)
+    return Hardware(model, flags)
+
+
+def test_parse_cpuinfo_keeps_the_relevant_flags_and_the_model():
+    assert hardware.parse_cpuinfo(AVX2_CPUINFO) == ("AMD EPYC", ("avx2", "fma"))
+    assert hardware.parse_cpuinfo(AVX512_BF16_CPUINFO) == (
+        "AMD EPYC 9R14", ("avx2", "fma", "avx512f", "avx512_bf16"))
+    assert hardware.parse_cpuinfo("") == ("", ())
+    # "avx512_bf16" must not be read into "avx512f" nor the other way round.
+    assert hardware.parse_cpuinfo("flags : avx512_bf16x avx2x")[1] == ()
+
+
+@pytest.mark.parametrize("text,cpu_class,precision", [
+    (AVX2_CPUINFO, "avx2", "float32"),
+    (AVX512_BF16_CPUINFO, "avx512_bf16", "bfloat16"),
+    (AMX_CPUINFO, "avx512_bf16", "bfloat16"),
+    (AVX512_ONLY_CPUINFO, "avx512", "float32"),
+    ("flags : sse2", "other", "float32"),
+])
+def test_cpu_precision_is_bfloat16_only_where_it_is_native(text, cpu_class, precision):
+    found = cpu(text)
+    assert found.cpu_class == cpu_class
+    assert hardware.choose_precision(found)[0] == precision
+
+
+@pytest.mark.parametrize("capabilities,precision", [
+    (((8, 0),), "bfloat16"), (((9, 0), (8, 6)), "bfloat16"),
+    (((7, 5),), "float16"), (((7, 0),), "float16"),
+    (((8, 6), (7, 0)), "float16"),                  # mixed GPUs: the oldest decides
+    (((6, 1),), "float32"),
+])
+def test_gpu_precision_follows_the_compute_capability(capabilities, precision):
+    # The CPU's own flags do not matter when a GPU computes.
+    found = Hardware("AMD EPYC", ("avx2", "fma"), capabilities)
+    assert hardware.choose_precision(found)[0] == precision
+
+
+def test_tpu_precision_is_bfloat16():
+    assert hardware.choose_precision(Hardware(tpu=True))[0] == "bfloat16"
+
+
+def test_explicit_bfloat16_on_an_avx2_cpu_runs_with_one_warning_line():
+    precision, reason, warning = hardware.resolve_precision("bfloat16", cpu(AVX2_CPUINFO))
+    assert (precision, reason) == ("bfloat16", "as asked")
+    assert "emulated" in warning and "\n" not in warning
+    assert hardware.resolve_precision("bfloat16", cpu(AVX512_BF16_CPUINFO))[2] is None
+    assert hardware.resolve_precision("float16", cpu(AVX2_CPUINFO))[2].startswith("warning:")
+    assert hardware.resolve_precision("float16", Hardware(gpu_compute_capabilities=((7, 0),)))[2] \
+        is None
+
+
+def test_auto_and_older_names_resolve():
+    assert hardware.resolve_precision("auto", cpu(AVX2_CPUINFO))[:2] == (
+        "float32", "auto: " + hardware.choose_precision(cpu(AVX2_CPUINFO))[1])
+    assert hardware.resolve_precision("none", cpu(AVX512_BF16_CPUINFO))[0] == "float32"
+    with pytest.raises(ValueError, match="--mixed_precision must be"):
+        hardware.resolve_precision("float8", cpu(AVX2_CPUINFO))
+
+
+@pytest.mark.parametrize("found,precision,placed,parallel,jit", [
+    (cpu(AVX2_CPUINFO), "float32", False, False, True),      # measured faster with XLA
+    (cpu(AVX2_CPUINFO), "bfloat16", False, False, False),
+    (cpu(AVX512_BF16_CPUINFO), "float32", False, False, False),   # measured 0.78x with XLA
+    (cpu(AVX512_BF16_CPUINFO), "bfloat16", False, False, False),  # measured 0.48x
+    (cpu(AVX512_ONLY_CPUINFO), "float32", False, False, False),
+    (cpu(AVX2_CPUINFO), "float32", True, False, False),      # towers on two devices
+    (cpu(AVX2_CPUINFO), "float32", False, True, False),      # data parallel
+    (Hardware("x", ("avx2", "fma"), ((8, 0),)), "float32", False, False, False),
+])
+def test_auto_jit_follows_the_measurements(found, precision, placed, parallel, jit):
+    assert hardware.choose_jit(found, precision, placed, parallel)[0] is jit
+
+
+def test_explicit_jit_values():
+    found = cpu(AVX512_BF16_CPUINFO)
+    assert hardware.resolve_jit("true", found, "bfloat16") == (True, "as asked")
+    assert hardware.resolve_jit("False", found, "float32") == (False, "as asked")
+    assert hardware.resolve_jit(False, found, "float32") == (False, "as asked")   # older runs
+    assert hardware.resolve_jit("auto", cpu(AVX2_CPUINFO), "float32")[0] is True
+    with pytest.raises(ValueError, match="--jit_compile must be"):
+        hardware.resolve_jit("sometimes", found, "float32")
+
+
+def test_lrn_implementation_by_cpu_class():
+    assert hardware.choose_lrn(cpu(AVX2_CPUINFO))[0] == "matmul"
+    assert hardware.choose_lrn(cpu(AVX512_BF16_CPUINFO))[0] == "kernel"
+    assert hardware.choose_lrn(Hardware("x", ("avx2",), ((8, 0),)))[0] == "kernel"
+
+
+def test_xla_cpu_flags_are_added_once_and_never_override_the_user():
+    env = {}
+    assert hardware.configure_xla_cpu(env) == "--xla_cpu_use_onednn=true"
+    assert hardware.configure_xla_cpu(env) == "--xla_cpu_use_onednn=true"
+    env = {"XLA_FLAGS": "--xla_dump_to=/tmp/x"}
+    assert hardware.configure_xla_cpu(env) == "--xla_dump_to=/tmp/x --xla_cpu_use_onednn=true"
+    env = {"XLA_FLAGS": "--xla_cpu_use_onednn=false"}
+    assert hardware.configure_xla_cpu(env) == "--xla_cpu_use_onednn=false"
+
+
+def test_detect_reads_this_machine():
+    # An independent read of /proc/cpuinfo's flags.
+    try:
+        with open("/proc/cpuinfo") as f:
+            words = set(f.read().split())
+    except OSError:
+        pytest.skip("no /proc/cpuinfo here")
+    found = hardware.detect()
+    assert set(found.cpu_flags) == words & set(hardware.RELEVANT_CPU_FLAGS)
+    native = bool(words & {"avx512_bf16", "amx_bf16"})
+    assert hardware.native_bfloat16(found) is native
+    assert found.as_dict()["cpu_class"] == found.cpu_class
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))
