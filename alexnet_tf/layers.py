@@ -16,7 +16,7 @@ from alexnet_tf import hardware, paper
 
 _PACKAGE = "alexnet_tf"
 _HALF_DTYPES = (tf.float16, tf.bfloat16)
-LRN_IMPLEMENTATIONS = ("auto", "kernel", "matmul", "shifted")
+LRN_IMPLEMENTATIONS = ("auto", "kernel", "matmul")
 
 
 def window_matrix(channels, n, scale=1.0):
@@ -34,33 +34,6 @@ def _channel_matmul(x, matrix):
     """x [..., C] times matrix [C, C] along the channel axis."""
     flat = tf.reshape(x, [-1, x.shape[-1]])
     return tf.reshape(tf.matmul(flat, matrix), tf.shape(x))
-
-
-def _window_sum_shifted(x, n):
-    """Each channel's clipped window sum of `x` as n shifted slices of a zero-padded copy."""
-    channels, radius = x.shape[-1], n // 2
-    padded = tf.pad(x, [[0, 0]] * (len(x.shape) - 1) + [[radius, radius]])
-    return tf.add_n([padded[..., i:i + channels] for i in range(n)])
-
-
-def lrn_shifted(x, n, k, alpha, beta):
-    """The paper's LRN (float32 `x`) with the window sums as n shifted slices.
-
-    Made for XLA, which fuses the slices and the element-wise arithmetic into a
-    few loops that read the activations once; outside XLA each slice is an op of
-    its own and `lrn_matmul` or TF's kernel is faster. Gradient as in `lrn_matmul`.
-    """
-    @tf.custom_gradient
-    def forward(a):
-        t = k + alpha * _window_sum_shifted(tf.square(a), n)
-        scale = _inverse_power(t, beta)
-        b = a * scale
-
-        def grad(g):
-            return g * scale - (2.0 * alpha * beta) * a * _window_sum_shifted(g * b / t, n)
-        return b, grad
-
-    return forward(x)
 
 
 def _inverse_power(t, beta):
@@ -177,11 +150,8 @@ class LocalResponseNormalization(keras.layers.Layer):
                 x = tf.cast(x, tf.float32)
             implementation = self.implementation
             if implementation == "auto":
-                implementation = ("shifted" if in_xla_compilation()
-                                  else hardware.choose_lrn(hardware.detected())[0])
-            if implementation == "shifted":
-                y = lrn_shifted(x, self.n, self.k, self.alpha, self.beta)
-            elif implementation == "matmul":
+                implementation = hardware.choose_lrn(hardware.detected())[0]
+            if implementation == "matmul":
                 y = lrn_matmul(x, self.n, self.k, self.alpha, self.beta)
             else:
                 y = tf.nn.local_response_normalization(
@@ -225,20 +195,26 @@ def max_pool_slices(x, pool_size, strides):
 
     @tf.custom_gradient
     def pool(a):
-        y = window(a, 0, 0)
-        for i, j in offsets[1:]:
-            y = tf.maximum(y, window(a, i, j))
+        # The maximum and, beside it, which offset held it first (strict ">": the first
+        # maximum in row-major order, as MaxPoolGrad picks). The gradient needs only that
+        # index, not the input again: XLA may recompute an input for a second consumer with
+        # a different rounding, and an equality test against the maximum would then miss.
+        y, first = window(a, 0, 0), None
+        for k, (i, j) in enumerate(offsets[1:], start=1):
+            candidate = window(a, i, j)
+            larger = tf.greater(candidate, y)
+            y = tf.where(larger, candidate, y)
+            index = tf.fill(tf.shape(y), tf.constant(k, tf.int32))
+            first = tf.where(larger, index, tf.zeros_like(index) if first is None else first)
 
         def grad(g):
             # Input row h = sh * q + r receives window offset i = sh * d + r of output row
             # o = q - d: per phase (r_h, r_w), a sum of the masked gradients shifted by d.
             q_h = max(-(-height // sh), out_h + (ph - 1) // sh)
             q_w = max(-(-width // sw), out_w + (pw - 1) // sw)
-            taken = tf.zeros_like(g, dtype=tf.bool)
             phases = {}
-            for i, j in offsets:
-                hit = tf.logical_and(tf.equal(window(a, i, j), y), tf.logical_not(taken))
-                taken = tf.logical_or(taken, hit)
+            for k, (i, j) in enumerate(offsets):
+                hit = tf.equal(first, k) if first is not None else tf.ones_like(g, tf.bool)
                 (d_h, r_h), (d_w, r_w) = divmod(i, sh), divmod(j, sw)
                 part = tf.pad(tf.where(hit, g, tf.zeros_like(g)),
                               [[0, 0], [d_h, q_h - out_h - d_h], [d_w, q_w - out_w - d_w], [0, 0]])

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from alexnet_tf import LocalResponseNormalization
-from alexnet_tf.layers import window_matrix
+from alexnet_tf.layers import PlacedMaxPooling2D, max_pool_slices, window_matrix
 
 # TF's LRN kernels, and band-matrix window sums with a hand-written gradient: the same formula.
 IMPLEMENTATIONS = ["kernel", "matmul"]
@@ -145,6 +145,66 @@ def test_window_matrix_sums_each_clipped_window():
 def test_lrn_rejects_a_window_without_a_centre(bad_n):
     with pytest.raises(ValueError, match="n must be a positive odd integer"):
         LocalResponseNormalization(n=bad_n)
+
+
+def max_pool_reference(x, size, stride, upstream):
+    """Max pooling ('valid') and its gradient in numpy: each window's gradient goes to the
+    first of its maxima in row-major order."""
+    n, h, w, c = x.shape
+    oh, ow = (h - size) // stride + 1, (w - size) // stride + 1
+    y = np.zeros((n, oh, ow, c))
+    grad = np.zeros_like(x, dtype=np.float64)
+    for b in range(n):
+        for i in range(oh):
+            for j in range(ow):
+                for ch in range(c):
+                    window = x[b, i * stride:i * stride + size, j * stride:j * stride + size, ch]
+                    first = np.argmax(window)              # numpy: the first maximum, row-major
+                    y[b, i, j, ch] = window.flat[first]
+                    di, dj = divmod(first, size)
+                    grad[b, i * stride + di, j * stride + dj, ch] += upstream[b, i, j, ch]
+    return y, grad
+
+
+@pytest.mark.parametrize("shape,size,stride", [
+    ((2, 13, 13, 3), 3, 2),     # overlapping 3/2 pooling on an odd side (conv5's 13x13)
+    ((1, 12, 10, 2), 3, 2),     # even sides: the last row and column are in no window
+    ((1, 8, 8, 2), 2, 2),       # the 2/2 ablation
+    ((1, 9, 7, 1), 3, 3),
+])
+@pytest.mark.parametrize("ties", [False, True])
+def test_max_pool_slices_matches_numpy_values_and_gradient(shape, size, stride, ties):
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=shape)
+    if ties:                                    # ReLU outputs: whole windows of equal zeros
+        x = np.maximum(x, 0.0)
+    out_shape = (shape[0], (shape[1] - size) // stride + 1, (shape[2] - size) // stride + 1,
+                 shape[3])
+    upstream = rng.normal(size=out_shape)
+    xt = tf.constant(x, tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        y = max_pool_slices(xt, (size, size), (stride, stride))
+    grad = tape.gradient(y, xt, output_gradients=tf.constant(upstream, tf.float32))
+    y_ref, grad_ref = max_pool_reference(x, size, stride, upstream)
+    np.testing.assert_allclose(y.numpy(), y_ref, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(grad.numpy(), grad_ref, rtol=1e-5, atol=1e-6)
+
+
+def test_pooling_inside_xla_gives_the_kernels_values_and_gradient():
+    layer = PlacedMaxPooling2D(3, 2)
+    x = tf.constant(np.random.default_rng(4).normal(size=(2, 27, 27, 4)), tf.float32)
+    upstream = tf.constant(np.random.default_rng(5).normal(size=(2, 13, 13, 4)), tf.float32)
+
+    def value_and_grad(a):
+        with tf.GradientTape() as tape:
+            tape.watch(a)
+            y = layer(a)
+        return y, tape.gradient(y, a, output_gradients=upstream)
+    eager = value_and_grad(x)                                    # TF's MaxPool kernels
+    compiled = tf.function(value_and_grad, jit_compile=True)(x)  # max_pool_slices
+    for a, b in zip(eager, compiled):
+        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-6, atol=1e-6)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,9 @@ import tensorflow as tf
 from alexnet_tf import build_alexnet
 from alexnet_tf.models import resolve_tower_devices
 
-TOWER_SCOPE = re.compile(r"/[a-z]+\d_([ab])(?:_\d+)?/")
-COMPUTE_OPS = {"Conv2D", "MatMul", "_FusedConv2D", "_FusedMatMul", "LRN", "MaxPool"}
+LAYER_SCOPE = re.compile(r"/([a-z]+\d)_([ab])(?:_\d+)?/")
+COMPUTE_OPS = {"Conv2D", "MatMul", "_FusedConv2D", "_FusedMatMul", "LRN", "MaxPool", "Square",
+               "Rsqrt", "BiasAdd", "Relu"}
 
 
 def _device_index(device_string):
@@ -36,17 +37,19 @@ def test_traced_forward_pass_places_tower_ops(placed_model):
     graph = forward.get_concrete_function(tf.TensorSpec([2, 224, 224, 3], tf.float32)).graph
     seen = {"_a": set(), "_b": set()}
     for op in graph.get_operations():
-        if op.type not in COMPUTE_OPS:
-            continue
         # Traced name scopes look like "alexnet_1/conv3_b_1/convolution".
-        match = TOWER_SCOPE.search(op.name)
-        if match:
-            tower = "_" + match.group(1)
-            seen[tower].add(op.type)
-            assert _device_index(op.device) == ("CPU", 1 if tower == "_b" else 0), op.name
-    # Both towers traced convolutions, matmuls, LRN and pooling.
-    assert {"Conv2D", "MatMul", "LRN", "MaxPool"} <= seen["_b"], seen
-    assert {"Conv2D", "MatMul", "LRN", "MaxPool"} <= seen["_a"], seen
+        match = LAYER_SCOPE.search(op.name)
+        if not match or op.type not in COMPUTE_OPS:
+            continue
+        tower = "_" + match.group(2)
+        seen[tower].add(match.group(1))
+        assert _device_index(op.device) == ("CPU", 1 if tower == "_b" else 0), op.name
+    # Both towers traced their convolutions, LRN (TF's kernel, or the band-matrix form some
+    # CPUs get), pooling and fully connected layers, each op on its tower's device.
+    layers = {"conv1", "lrn1", "pool1", "conv2", "lrn2", "pool2", "conv3", "conv4", "conv5",
+              "pool5", "fc6", "fc7"}
+    assert layers <= seen["_b"], seen
+    assert layers <= seen["_a"], seen
 
 
 def test_placed_model_computes_the_same_as_unplaced(placed_model):
