@@ -75,7 +75,7 @@ def train_step_rate(batch_size, precision="float32", jit_compile=False, steps=3,
     """
     if jit_compile:
         hardware.configure_xla_cpu()
-    keras.mixed_precision.set_dtype_policy(train.PRECISIONS[precision] or "float32")
+    keras.mixed_precision.set_dtype_policy(train.PRECISIONS[precision])
     try:
         strategy = tf.distribute.get_strategy()
         model = build_alexnet(num_classes, devices=None, seed=0)

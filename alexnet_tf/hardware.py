@@ -13,6 +13,8 @@ Measurements behind the rules: docs/BENCHMARKS.md, one table per CPU class.
 """
 
 import dataclasses
+import functools
+import os
 import platform
 from typing import Tuple
 
@@ -182,14 +184,10 @@ def choose_lrn(hardware):
     return "kernel", f"TF's LRN kernel on {hardware.accelerator or hardware.cpu_class}"
 
 
-_DETECTED = []
-
-
+@functools.lru_cache(maxsize=None)
 def detected():
     """`detect()`, computed once per process."""
-    if not _DETECTED:
-        _DETECTED.append(detect())
-    return _DETECTED[0]
+    return detect()
 
 
 def resolve_precision(requested, hardware):
@@ -231,7 +229,6 @@ def configure_xla_cpu(environ=None):
     XLA reads XLA_FLAGS once, when it first compiles; a flag the user already
     set (to any value) is left as it is.
     """
-    import os
     environ = os.environ if environ is None else environ
     current = environ.get("XLA_FLAGS", "")
     missing = [f for f in XLA_CPU_FLAGS if f.split("=")[0] not in current]

@@ -1,7 +1,8 @@
 """Layers the paper needs that Keras does not ship as the paper defines them.
 
 * `LocalResponseNormalization`: section 3.3 of the paper, with its own
-  argument names (`n`, `k`, `alpha`, `beta`) and alpha multiplying the plain sum.
+  argument names (`n`, `k`, `alpha`, `beta`) and alpha multiplying the plain sum;
+  TF's LRN kernels or, where they are slow (AVX2 CPUs), band-matrix window sums.
 * `Placed*`: Keras layers whose variables *and* ops live on one device, so a
   model can be split into the paper's two GPU towers (section 3.2). The device
   scope is entered in `build()` (variables) and in `call()` (ops): a scope
@@ -114,7 +115,7 @@ class LocalResponseNormalization(keras.layers.Layer):
       beta: Exponent.
       implementation: "kernel" (TF's LRN and LRNGrad kernels), "matmul" (the
         window sums as band-matrix matmuls, `lrn_matmul`) or "auto" (the one
-        measured faster on this hardware, `hardware.choose_lrn`). All three
+        measured faster on this hardware, `hardware.choose_lrn`). Both
         compute the same formula.
       device: Optional device string (e.g. "/GPU:1") for this layer's ops.
       **kwargs: Standard Keras layer arguments (name, dtype, ...).

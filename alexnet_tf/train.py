@@ -27,9 +27,8 @@ from alexnet_tf.optimizer import PaperSGD
 from alexnet_tf.schedule import LearningRateSchedule
 
 RUN_CONFIG = "run_config.json"
-# Resolved --mixed_precision values -> Keras dtype policies ("none": older runs' float32).
-PRECISIONS = {"float32": "float32", "none": "float32",
-              "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+# Resolved precisions (hardware.resolve_precision) -> Keras dtype policies.
+PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 
 
 @dataclasses.dataclass

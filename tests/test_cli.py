@@ -50,6 +50,8 @@ def test_train_resume_and_evaluate_end_to_end(tiny_data_dir, tmp_path):
     (["--dataset=no_such_data"], "unknown dataset 'no_such_data'"),
     (["--batch_size=512"], "--batch_size=512 is larger than the train split (80 images)"),
     (["--towers_on=/GPU:0,/GPU:1"], "tower device '/GPU:0' does not exist here"),
+    (["--epochs=14,fp8:2"], "--epochs must be a number of epochs, e.g. 90, or 14,float32:4"),
+    (["--jit_compile=maybe"], "--jit_compile=maybe: value should be one of <auto|true|false>"),
 ])
 def test_bad_flags_get_one_clear_line(args, message, tiny_data_dir, tmp_path):
     model_dir = [] if args == [] else [f"--model_dir={tmp_path}"]

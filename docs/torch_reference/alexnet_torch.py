@@ -72,7 +72,7 @@ def train_rate(batch_size, num_classes, channels_last, steps, repeats):
         loss = loss_fn(model(images), labels)
         loss.backward()
         optimizer.step()
-        return float(loss)
+        return loss.item()
 
     step()                                            # warm-up
     rates = []
