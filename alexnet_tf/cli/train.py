@@ -86,11 +86,12 @@ def _parses(parse, value):
 
 
 def config_from_flags():
+    epochs, epochs_by_precision = parse_epochs(FLAGS.epochs)
     return TrainConfig(
         model_dir=FLAGS.model_dir, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir,
         train_split=FLAGS.train_split, eval_split=FLAGS.eval_split, batch_size=FLAGS.batch_size,
-        epochs=parse_epochs(FLAGS.epochs)[0],
-        epochs_by_precision=parse_epochs(FLAGS.epochs)[1], max_steps=FLAGS.max_steps, learning_rate=FLAGS.learning_rate,
+        epochs=epochs, epochs_by_precision=epochs_by_precision, max_steps=FLAGS.max_steps,
+        learning_rate=FLAGS.learning_rate,
         momentum=FLAGS.momentum, weight_decay=FLAGS.weight_decay, lr_schedule=FLAGS.lr_schedule,
         lr_patience=FLAGS.lr_patience, lr_max_decays=FLAGS.lr_max_decays,
         lr_boundaries=tuple(int(b) for b in FLAGS.lr_boundaries),
