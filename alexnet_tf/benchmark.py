@@ -167,5 +167,3 @@ def peak_rss_mb():
 
 def fraction_of_limit(images_per_second, gflop_per_image, machine_gflops):
     return images_per_second * gflop_per_image / machine_gflops
-
-

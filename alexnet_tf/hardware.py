@@ -139,9 +139,11 @@ def choose_precision(hardware):
 def precision_warning(precision, hardware):
     """One warning line for an explicit precision the hardware only emulates, else None."""
     if precision == BFLOAT16 and not native_bfloat16(hardware):
+        device = ("GPUs of compute capability below 8.0" if hardware.accelerator == "gpu"
+                  else f"a CPU of class {hardware.cpu_class}")
         return ("warning: --mixed_precision=bfloat16 on hardware without native bfloat16 "
-                f"({hardware.cpu_class} CPU): it is emulated and several times slower than "
-                "float32; --mixed_precision=auto picks float32 here")
+                f"({device}): it is emulated and several times slower than float32; "
+                f"--mixed_precision=auto picks {choose_precision(hardware)[0]} here")
     if precision == FLOAT16 and hardware.accelerator != "gpu":
         return ("warning: --mixed_precision=float16 without a GPU: CPUs have no float16 fast "
                 "path and it is several times slower than float32; --mixed_precision=auto "
@@ -219,7 +221,8 @@ def resolve_jit(requested, hardware, precision, placed_towers=False, data_parall
 
 
 # XLA's CPU backend calls oneDNN for convolutions and matmuls with this flag: the compiled
-# fp32 train step measured 24.9 images/s with it and 19.2 without (2-core AVX2 CPU, batch 64).
+# fp32 train step measured 20.2-21.3 images/s with it and 19.2-19.6 without (2-core AVX2 CPU,
+# batch 64, before max pooling was rewritten for XLA; docs/BENCHMARKS.md).
 XLA_CPU_FLAGS = ("--xla_cpu_use_onednn=true",)
 
 

@@ -198,8 +198,7 @@ def max_pool_slices(x, pool_size, strides):
     def pool(a):
         # The maximum and, beside it, which offset held it first (strict ">": the first
         # maximum in row-major order, as MaxPoolGrad picks). The gradient needs only that
-        # index, not the input again: XLA may recompute an input for a second consumer with
-        # a different rounding, and an equality test against the maximum would then miss.
+        # index, not the input again.
         y, first = window(a, 0, 0), None
         for k, (i, j) in enumerate(offsets[1:], start=1):
             candidate = window(a, i, j)
