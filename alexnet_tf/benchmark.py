@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import export, hardware, input_pipeline, paper, train
+from alexnet_tf import dataset_stats, export, hardware, input_pipeline, paper, train
 from alexnet_tf.models import build_alexnet
 from alexnet_tf.optimizer import PaperSGD
 
@@ -68,22 +68,22 @@ def best_matmul_gflops(dtype, sizes=MATMUL_SIZES, repeats=3):
 
 
 def train_step_rate(batch_size, precision="float32", jit_compile=False, steps=3, dataset=None,
-                    num_classes=1000, repeats=3):
+                    num_classes=1000, repeats=3, image_size=paper.IMAGE_SIZE):
     """Training images/s of the real train step: synthetic input, or batches of `dataset`.
 
     Returns (images/s, number of traces of the step function).
     """
     if jit_compile:
         hardware.configure_xla_cpu()
-    keras.mixed_precision.set_dtype_policy(train.PRECISIONS[precision])
+    keras.mixed_precision.set_dtype_policy(hardware.KERAS_POLICIES[precision])
     try:
         strategy = tf.distribute.get_strategy()
-        model = build_alexnet(num_classes, devices=None, seed=0)
+        model = build_alexnet(num_classes, devices=None, seed=0, image_size=image_size)
         optimizer = PaperSGD(learning_rate=1e-4)
         optimizer.build(model.trainable_variables)
         step = train.make_train_step(model, optimizer, batch_size, strategy, jit_compile)
         if dataset is None:
-            images = tf.random.normal([batch_size, 224, 224, 3])
+            images = tf.random.normal([batch_size, image_size, image_size, 3])
             labels = tf.random.uniform([batch_size], 0, num_classes, tf.int64)
             batches = iter(lambda: (images, labels), None)
         else:
@@ -98,26 +98,28 @@ def train_step_rate(batch_size, precision="float32", jit_compile=False, steps=3,
         keras.mixed_precision.set_dtype_policy("float32")
 
 
-def pipeline_rate(source, stats, batch_size, batches=20):
+def pipeline_rate(source, normalization, batch_size, batches=20):
     """Training-pipeline images/s (decode, resize, crop, flip, PCA) with no model."""
     def run():
-        data = input_pipeline.train_dataset(source, stats, batch_size, epoch=0)
+        data = input_pipeline.train_dataset(source, normalization, batch_size, epoch=0)
         for _, _ in zip(range(batches), data):
             pass
     return median_rate(run, batches * batch_size)
 
 
-def eval_rate(source, stats, batch_size, ten_crop, batches=3, num_classes=10):
+def eval_rate(source, normalization, batch_size, ten_crop, batches=3, num_classes=10,
+              image_size=paper.IMAGE_SIZE):
     """Evaluation images/s (pipeline + forward pass), centre crop or 10-crop."""
-    model = build_alexnet(num_classes, devices=None, seed=0)
+    model = build_alexnet(num_classes, devices=None, seed=0, image_size=image_size)
     step = train.make_eval_step(model)
-    data = input_pipeline.eval_dataset(source, stats, batch_size, ten_crop=ten_crop)
+    data = input_pipeline.eval_dataset(source, normalization, batch_size, ten_crop=ten_crop,
+                                       image_size=image_size)
     data = data.take(batches).cache()
     list(data)  # decode once; time the model
 
     def run():
         for images, _ in data:
-            flat = tf.reshape(images, [-1, 224, 224, 3])
+            flat = tf.reshape(images, [-1, image_size, image_size, 3])
             step(flat).numpy()
     return median_rate(run, batches * batch_size)
 
@@ -139,11 +141,12 @@ def serving_latency(num_classes=1000, requests=50, batch=32, batch_repeats=3):
     """
     model = build_alexnet(num_classes, devices=None, seed=0)
     size = paper.CENTRAL_CROP
-    stats = input_pipeline.Stats(mean_image=np.zeros((size, size, 3), np.float32),
-                                 mean_channel=np.zeros(3, np.float32),
-                                 eigenvalues=np.ones(3, np.float32),
-                                 eigenvectors=np.eye(3, dtype=np.float32), num_images=0)
-    module = export.ServingModule(model, [f"class_{i}" for i in range(num_classes)], stats)
+    stats = dataset_stats.Stats(mean_image=np.zeros((size, size, 3), np.float32),
+                             mean_channel=np.zeros(3, np.float32),
+                             eigenvalues=np.ones(3, np.float32),
+                             eigenvectors=np.eye(3, dtype=np.float32), num_images=0)
+    module = export.ServingModule(model, [f"class_{i}" for i in range(num_classes)],
+                                  dataset_stats.Normalization(stats))
     with tempfile.TemporaryDirectory() as folder:
         module.archive().write_out(folder, verbose=False)
         serve = tf.saved_model.load(folder).signatures[export.SIGNATURE_BYTES]

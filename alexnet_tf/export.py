@@ -33,7 +33,8 @@ import tempfile
 import keras
 import tensorflow as tf
 
-from alexnet_tf import evaluate, paper, preprocessing
+from alexnet_tf import errors, files, metrics, paper, preprocessing
+from alexnet_tf.rundir import RunDir
 
 DEFAULT_EXPORT_BASE = os.path.join("savedmodel", "alexnet")
 TOP_K = 5                      # the paper reports top-5 (section 6)
@@ -46,7 +47,7 @@ EXPORT_INFO = os.path.join("assets.extra", "alexnet_tf_export.json")
 NORMALISED_256 = tf.TensorSpec([paper.CENTRAL_CROP, paper.CENTRAL_CROP, 3], tf.float32)
 
 
-class ExportError(ValueError):
+class ExportError(errors.UserError):
     """An export that cannot be done; the message is one line."""
 
 
@@ -77,22 +78,20 @@ class ServingModule:
     Args:
       model: A float32 AlexNet (logits out) with trained weights.
       class_names: One name per output, in output order.
-      stats: `input_pipeline.Stats` of the training set.
-      mean_mode, input_scale: As in training (`TrainConfig`).
+      normalization: The run's `dataset_stats.Normalization` (its training set's
+        statistics, mean mode and input scale).
       ten_crop: Average the softmax of the paper's ten crops (section 4.1)
         instead of one centre crop (10x the compute).
       top_k: How many classes top_k_* report (at most the number of classes).
     """
 
-    def __init__(self, model, class_names, stats, *, mean_mode="image", input_scale="none",
-                 ten_crop=False, top_k=TOP_K):
+    def __init__(self, model, class_names, normalization, *, ten_crop=False, top_k=TOP_K):
         if model.output.shape[-1] != len(class_names):
             raise ExportError(f"the model has {model.output.shape[-1]} outputs but there are "
                               f"{len(class_names)} class names")
         self.classifier = model
         self.extractor = feature_extractor(model)
-        self.mean = tf.constant(stats.mean(mean_mode), tf.float32)
-        self.scale = tf.constant(stats.scale(input_scale), tf.float32)
+        self.normalization = normalization
         self.class_names = tf.constant(list(class_names))
         self.image_size = int(model.input.shape[1])
         self.ten_crop = ten_crop
@@ -122,24 +121,20 @@ class ServingModule:
 
     def _normalised_256(self, image):
         """One uint8 image [h, w, 3] -> float32 [256, 256, 3], mean-subtracted and scaled."""
-        return (preprocessing.to_256(image) - self.mean) / self.scale
+        return self.normalization(preprocessing.image_256(image))
 
     def _decode_batch(self, image_bytes):
         return tf.map_fn(lambda b: self._normalised_256(preprocessing.decode_rgb(b)), image_bytes,
                          fn_output_signature=NORMALISED_256)
 
-    def _crops(self, images):
-        """[B, 256, 256, 3] -> [B * crops, S, S, 3] (crops = 10 or 1), image-major."""
-        if not self.ten_crop:
-            return preprocessing.centre_crop(images, self.image_size)
-        crops = preprocessing.ten_crops(images, self.image_size)
-        return tf.reshape(crops, [-1, self.image_size, self.image_size, 3])
-
     def _classify(self, images):
-        probs = tf.nn.softmax(tf.cast(self.classifier(self._crops(images), training=False),
-                                      tf.float32))
+        """[B, 256, 256, 3] -> the softmax of the centre crop, or averaged over the ten crops."""
         if self.ten_crop:
-            probs = tf.reduce_mean(tf.reshape(probs, [tf.shape(images)[0], 10, -1]), axis=1)
+            probs = metrics.crop_averaged_probabilities(
+                self.classifier, preprocessing.ten_crops(images, self.image_size))
+        else:
+            probs = metrics.probabilities(self.classifier(
+                preprocessing.centre_crop(images, self.image_size), training=False))
         top_probs, top_ids = tf.math.top_k(probs, k=self.top_k)
         return {"probabilities": probs, "top_k_ids": tf.cast(top_ids, tf.int64),
                 "top_k_names": tf.gather(self.class_names, top_ids),
@@ -170,12 +165,10 @@ class ServingModule:
 
 
 def serving_module(model_dir, which="best", *, ten_crop=False, top_k=TOP_K):
-    """(ServingModule, checkpoint path): a model_dir's checkpoint ready to serve, in float32."""
-    model, run, path = evaluate.load_model(model_dir, which, devices=None)
-    config = run["train_config"]
-    module = ServingModule(model, run["class_names"], evaluate.load_stats(model_dir),
-                           mean_mode=config["mean_mode"],
-                           input_scale=config.get("input_scale", "none"),
+    """(ServingModule, checkpoint path): a run's checkpoint ready to serve, in float32."""
+    run_dir = RunDir(model_dir)
+    model, run, path = run_dir.restore_model(which, devices=None)
+    module = ServingModule(model, run.class_names, run_dir.normalization(run),
                            ten_crop=ten_crop, top_k=top_k)
     return module, path
 
@@ -210,7 +203,7 @@ def export(model_dir, export_base=DEFAULT_EXPORT_BASE, *, which="best", version=
     staging = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=export_base)
     try:
         _save(module, staging, checkpoint, model_dir)
-        os.chmod(staging, 0o777 & ~_umask())
+        os.chmod(staging, 0o777 & ~files.current_umask())
         try:
             os.rename(staging, final)
         except OSError:
@@ -234,12 +227,6 @@ def _save(module, folder, checkpoint, model_dir):
     os.makedirs(os.path.join(folder, os.path.dirname(EXPORT_INFO)))
     with open(os.path.join(folder, EXPORT_INFO), "w") as f:
         json.dump(info, f, indent=2)
-
-
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def resolve_saved_model(path):

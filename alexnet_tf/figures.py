@@ -2,9 +2,7 @@
 
 import numpy as np
 import tensorflow as tf
-from PIL import Image, ImageDraw
-
-from alexnet_tf import input_pipeline, preprocessing
+from alexnet_tf import files, preprocessing
 
 GAP = 1          # pixels between kernels
 TOWER_GAP = 4    # extra pixels between the towers' row blocks
@@ -62,7 +60,7 @@ TRUE_COLOUR, OTHER_COLOUR = (235, 120, 120), (140, 175, 230)   # the paper's red
 
 def thumbnail(encoded, size):
     """JPEG/PNG/... bytes -> uint8 [size, size, 3]: the central square (as evaluation sees it)."""
-    image = preprocessing.paper_256(encoded)
+    image = preprocessing.decode_256(encoded)
     image = tf.image.resize(image, [size, size], method="area")
     return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8).numpy()
 
@@ -93,6 +91,7 @@ def prediction_panel(image, names, probabilities, true_name, size=PANEL_IMAGE):
     Returns:
       uint8 [size + (k + 1) * BAR_ROW, size, 3].
     """
+    from PIL import Image, ImageDraw    # here, so that training does not import Pillow
     k = len(names)
     panel = Image.new("RGB", (size, size + (k + 1) * BAR_ROW), "white")
     panel.paste(Image.fromarray(image).resize((size, size), Image.BILINEAR), (0, 0))
@@ -121,4 +120,4 @@ def panel_grid(panels, columns=4, gap=PANEL_GAP):
 
 def write_png(path, image):
     """Writes uint8 [h, w, 3] as a PNG, atomically."""
-    input_pipeline.atomic_write(path, tf.io.encode_png(image).numpy())
+    files.atomic_write(path, tf.io.encode_png(image).numpy())

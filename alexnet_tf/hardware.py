@@ -18,6 +18,8 @@ import os
 import platform
 from typing import Tuple
 
+from alexnet_tf import errors
+
 # CPU flags (as /proc/cpuinfo spells them) that decide precision and compilation.
 RELEVANT_CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16")
 NATIVE_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -26,6 +28,8 @@ FLOAT32 = "float32"
 BFLOAT16 = "bfloat16"
 FLOAT16 = "float16"
 PRECISIONS = (FLOAT32, BFLOAT16, FLOAT16)
+# Resolved precisions -> Keras dtype policies (variables stay float32).
+KERAS_POLICIES = {FLOAT32: "float32", BFLOAT16: "mixed_bfloat16", FLOAT16: "mixed_float16"}
 AUTO = "auto"
 
 
@@ -203,7 +207,7 @@ def resolve_precision(requested, hardware):
         return precision, f"auto: {reason}", None
     precision = FLOAT32 if requested in ("none", None) else requested
     if precision not in PRECISIONS:
-        raise ValueError(f"--mixed_precision must be auto or one of {', '.join(PRECISIONS)}; "
+        raise errors.ConfigError(f"--mixed_precision must be auto or one of {', '.join(PRECISIONS)}; "
                          f"got {requested!r}")
     return precision, "as asked", precision_warning(precision, hardware)
 
@@ -215,7 +219,7 @@ def resolve_jit(requested, hardware, precision, placed_towers=False, data_parall
         return jit, f"auto: {reason}"
     if isinstance(requested, str):
         if requested.lower() not in ("true", "false"):
-            raise ValueError(f"--jit_compile must be auto, true or false; got {requested!r}")
+            raise errors.ConfigError(f"--jit_compile must be auto, true or false; got {requested!r}")
         requested = requested.lower() == "true"
     return bool(requested), "as asked"
 

@@ -12,7 +12,7 @@ tower's previous layer; conv3, fc6, fc7 and fc8 see both towers.
 import keras
 import tensorflow as tf
 
-from alexnet_tf import paper
+from alexnet_tf import errors, paper
 from alexnet_tf.layers import (LocalResponseNormalization, PlacedConcatenate, PlacedConv2D,
                                PlacedDense, PlacedDropout, PlacedFlatten, PlacedMaxPooling2D)
 
@@ -44,12 +44,12 @@ def resolve_tower_devices(devices="auto"):
             return (gpus[0].name, gpus[1].name) if len(gpus) >= 2 else (None, None)
     devices = tuple(devices)
     if len(devices) != 2:
-        raise ValueError(f"towers need exactly two devices, got {devices!r}; "
+        raise errors.ConfigError(f"towers need exactly two devices, got {devices!r}; "
                          "pass e.g. ('/GPU:0', '/GPU:1'), 'auto' or None.")
     available = {_canonical(d.name) for d in tf.config.list_logical_devices()}
     for d in devices:
         if _canonical(d) not in available:
-            raise ValueError(f"tower device {d!r} does not exist here (available: "
+            raise errors.ConfigError(f"tower device {d!r} does not exist here (available: "
                              f"{', '.join(sorted(available))}); pick one of those, 'auto' or None.")
     return devices
 
@@ -196,4 +196,5 @@ def build_alexnet(num_classes=paper.NUM_CLASSES, *, towers=paper.NUM_TOWERS, lrn
 
 def _check_choice(name, value, choices):
     if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}.")
+        raise errors.ConfigError(f"{name} must be one of {', '.join(map(str, choices))}; "
+                                 f"got {value!r}.")

@@ -38,23 +38,23 @@ def resize_shorter_side(image, size=paper.RESIZE_SHORTER_SIDE):
                    lambda: tf.image.resize(image, new_size, method="bilinear"))
 
 
-def central_crop(image, size):
-    """The central `size` x `size` patch of an image [h, w, c] (or a batch [..., h, w, c])."""
+def image_256(image):
+    """Section 2 on a decoded image [h, w, 3]: shorter side to 256, the central 256x256. float32."""
+    return centre_crop(resize_shorter_side(image, paper.RESIZE_SHORTER_SIDE), paper.CENTRAL_CROP)
+
+
+def decode_256(encoded):
+    """Section 2 on encoded bytes: decode, then `image_256`. float32 [256, 256, 3]."""
+    return image_256(decode_rgb(encoded))
+
+
+def centre_crop(image, size=paper.IMAGE_SIZE):
+    """The centre `size` x `size` patch of an image [h, w, 3] or a batch [..., h, w, 3]."""
     shape = tf.shape(image)
     top, left = (shape[-3] - size) // 2, (shape[-2] - size) // 2
-    return image[..., top:top + size, left:left + size, :]
-
-
-def to_256(image):
-    """Section 2 on a decoded image: shorter side to 256, the central 256x256. float32."""
-    image = central_crop(resize_shorter_side(image, paper.RESIZE_SHORTER_SIDE), paper.CENTRAL_CROP)
-    image.set_shape([paper.CENTRAL_CROP, paper.CENTRAL_CROP, 3])
-    return image
-
-
-def paper_256(encoded):
-    """Section 2: decode, rescale the shorter side to 256, crop the central 256x256. float32."""
-    return to_256(decode_rgb(encoded))
+    cropped = image[..., top:top + size, left:left + size, :]
+    cropped.set_shape(image.shape[:-3].concatenate([size, size, 3]))
+    return cropped
 
 
 def random_crop_and_flip(image, seed, size=paper.IMAGE_SIZE):
@@ -78,13 +78,6 @@ def pca_offset(seed, eigenvalues, eigenvectors, stddev=paper.PCA_STDDEV):
     """
     alphas = tf.random.stateless_normal([3], seed=seed, stddev=stddev)
     return tf.linalg.matvec(tf.cast(eigenvectors, tf.float32), alphas * tf.cast(eigenvalues, tf.float32))
-
-
-def centre_crop(image, size=paper.IMAGE_SIZE):
-    """Evaluation: the centre `size` x `size` crop of a 256x256 image [256, 256, 3] or batch."""
-    cropped = central_crop(image, size)
-    cropped.set_shape(image.shape[:-3].concatenate([size, size, 3]))
-    return cropped
 
 
 def ten_crop_offsets(height, width, size=paper.IMAGE_SIZE):

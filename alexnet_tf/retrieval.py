@@ -13,7 +13,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import input_pipeline
+from alexnet_tf import files, sources
 
 NEIGHBOURS = 6   # figure 4 (right) shows the six nearest training images per query
 
@@ -30,7 +30,7 @@ def build_index(features_fn, source, split, batch_size=32):
         features.append(features_fn(image_bytes=encoded)["features"].numpy())
         labels.append(label.numpy())
     if not features:
-        raise input_pipeline.DataError(f"split {split!r} of {source.name} has no images to index")
+        raise sources.DataError(f"split {split!r} of {source.name} has no images to index")
     return np.concatenate(features).astype(np.float32), np.concatenate(labels).astype(np.int64)
 
 
@@ -38,9 +38,7 @@ def save_index(path, features, labels, meta):
     """Writes the index atomically; `meta` (a JSON-able dict) says what it was built from."""
     buffer = io.BytesIO()
     np.savez(buffer, features=features, labels=labels, meta=np.array(json.dumps(meta, sort_keys=True)))
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    input_pipeline.atomic_write(path, buffer.getvalue())
+    files.atomic_write(path, buffer.getvalue())
 
 
 def load_index(path, meta):

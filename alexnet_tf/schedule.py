@@ -6,15 +6,30 @@
 * `cosine` (not the paper; for short runs): a linear warm-up over the first
   `warmup_steps`, then half a cosine from the initial rate down to 0 at
   `total_steps`. It depends on the global step only, so a restart resumes it.
+
+The schedule owns the rate the optimiser uses: pass its `rate` method as the
+optimiser's `learning_rate` (a callable returning the variable the optimiser
+reads inside the compiled step) and call `set_step` before each step.
 """
 
 import math
 
 import tensorflow as tf
 
-from alexnet_tf import paper
+from alexnet_tf import errors, paper
 
 SCHEDULES = ("plateau", "step", "cosine")
+
+
+class _Rate:
+    """The current rate, in a variable the compiled step reads.
+
+    Not a tf.Module attribute of its own, so checkpoints do not carry it: the
+    step and the checkpointed state decide it.
+    """
+
+    def __init__(self, value):
+        self.variable = tf.Variable(value, dtype=tf.float32, trainable=False, name="learning_rate")
 
 
 class LearningRateSchedule(tf.Module):
@@ -37,6 +52,8 @@ class LearningRateSchedule(tf.Module):
     >>> schedule = LearningRateSchedule(0.01, "cosine", total_steps=1000, warmup_steps=100)
     >>> schedule.learning_rate_at(99), schedule.learning_rate_at(550)
     (0.01, 0.005)
+    >>> optimizer = PaperSGD(learning_rate=schedule.rate)   # read in each step
+    >>> schedule.set_step(0)                           # before the step that follows step 0
     """
 
     def __init__(self, initial=paper.LEARNING_RATE, kind="plateau", patience=1,
@@ -44,17 +61,31 @@ class LearningRateSchedule(tf.Module):
                  min_delta=0.0, total_steps=None, warmup_steps=0):
         super().__init__(name="lr_schedule")
         if kind not in SCHEDULES:
-            raise ValueError(f"lr schedule must be one of {', '.join(SCHEDULES)}, got {kind!r}.")
+            raise errors.ConfigError(f"lr schedule must be one of {', '.join(SCHEDULES)}, got {kind!r}.")
         self.kind, self.initial, self.factor = kind, float(initial), float(factor)
         self.patience, self.max_decays, self.min_delta = int(patience), int(max_decays), min_delta
         self.boundaries = tuple(sorted(int(b) for b in boundaries))
         if kind == "cosine" and not (total_steps and 0 <= warmup_steps < total_steps):
-            raise ValueError(f"cosine needs 0 <= warmup_steps < total_steps, got {warmup_steps} "
+            raise errors.ConfigError(f"cosine needs 0 <= warmup_steps < total_steps, got {warmup_steps} "
                              f"and {total_steps}.")
         self.total_steps, self.warmup_steps = total_steps, int(warmup_steps)
         self.best_error = tf.Variable(float("inf"), dtype=tf.float64, trainable=False)
         self.epochs_without_improvement = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.decays = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self._current = _Rate(self.learning_rate_at(0))
+
+    def rate(self):
+        """The variable holding the rate of the coming update (the optimiser's learning_rate)."""
+        return self._current.variable
+
+    def set_step(self, step):
+        """Sets the rate for the update that follows `step` completed steps."""
+        self._current.variable.assign(self.learning_rate_at(step))
+
+    @property
+    def current(self):
+        """The rate `set_step` last set, as the step uses it (float32)."""
+        return float(self._current.variable.numpy())
 
     @property
     def learning_rate(self):

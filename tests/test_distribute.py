@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_tf import input_pipeline, train
+from alexnet_tf import dataset_stats, input_pipeline, sources, train
+from alexnet_tf.config import ModelConfig, TrainConfig
 from alexnet_tf.models import build_alexnet
 from alexnet_tf.optimizer import PaperSGD
 from helpers import REPO, free_ports
@@ -57,12 +58,12 @@ def test_mirrored_step_equals_the_default_strategy_step():
 
 
 def test_worker_shards_are_disjoint_and_augmented_as_one_pipeline(tiny_data_dir):
-    source = input_pipeline.open_source(TINY, tiny_data_dir)
-    stats = input_pipeline.stats_for(source)
-    whole = list(input_pipeline.train_dataset(source, stats, 1, seed=3, epoch=1)
+    source = sources.open_source(TINY, tiny_data_dir)
+    normalization = dataset_stats.Normalization(dataset_stats.stats_for(source))
+    whole = list(input_pipeline.train_dataset(source, normalization, 1, seed=3, epoch=1)
                  .as_numpy_iterator())
-    shards = [list(input_pipeline.train_dataset(source, stats, 1, seed=3, epoch=1, num_shards=2,
-                                                shard_index=i, max_batches=30)
+    shards = [list(input_pipeline.train_dataset(source, normalization, 1, seed=3, epoch=1,
+                                                shard=(2, i), max_batches=30)
                    .as_numpy_iterator()) for i in range(2)]
     assert [len(s) for s in shards] == [30, 30]
     for i, shard in enumerate(shards):
@@ -73,7 +74,7 @@ def test_worker_shards_are_disjoint_and_augmented_as_one_pipeline(tiny_data_dir)
 
 
 def test_towers_on_devices_are_refused_under_data_parallelism(tmp_path):
-    config = train.TrainConfig(model_dir=str(tmp_path), model=dict(devices=("/CPU:0", "/CPU:1")))
+    config = TrainConfig(model_dir=str(tmp_path), model=ModelConfig(devices="/CPU:0,/CPU:1"))
     with pytest.raises(ValueError, match="alternatives"):
         train.train(config, tf.distribute.MirroredStrategy(["/CPU:0", "/CPU:1"]))
 

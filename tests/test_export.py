@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_tf import evaluate, export, input_pipeline, train
+from alexnet_tf import evaluate, export, input_pipeline, sources, train
+from alexnet_tf.config import ModelConfig, TrainConfig
+from alexnet_tf.rundir import RunDir
 from helpers import REPO, cli
 
 TINY = "alexnet_shapes/tiny"
@@ -22,11 +24,11 @@ EVAL_TOLERANCE = 1e-5   # float32 probabilities; the graphs are the same ops on 
 def run_dir(tiny_data_dir, tmp_path_factory):
     """A model_dir trained for a few steps on the tiny built-in dataset (two towers, unplaced)."""
     model_dir = str(tmp_path_factory.mktemp("run"))
-    config = train.TrainConfig(model_dir=model_dir, dataset=TINY, data_dir=tiny_data_dir,
-                               batch_size=8, max_steps=4, checkpoint_steps=4, seed=3,
-                               input_scale="std", learning_rate=0.002,
-                               mixed_precision="float32", jit_compile="false",
-                               model=dict(devices=None, kernel_init="he", bias_init="zeros"))
+    config = TrainConfig(model_dir=model_dir, dataset=TINY, data_dir=tiny_data_dir,
+                         batch_size=8, max_steps=4, checkpoint_steps=4, seed=3,
+                         input_scale="std", learning_rate=0.002,
+                         mixed_precision="float32", jit_compile="false",
+                         model=ModelConfig(devices="none", kernel_init="he", bias_init="zeros"))
     train.train(config, log=lambda line: None)
     return model_dir
 
@@ -40,7 +42,7 @@ def exported(run_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def validation(tiny_data_dir):
     """The tiny validation split: encoded bytes [N] and labels [N]."""
-    source = input_pipeline.open_source(TINY, tiny_data_dir)
+    source = sources.open_source(TINY, tiny_data_dir)
     encoded, labels = zip(*source.encoded("validation").as_numpy_iterator())
     return source, list(encoded), np.array(labels)
 
@@ -55,7 +57,7 @@ def test_versions_are_numbered_never_overwritten_and_written_atomically(run_dir,
     base, first = exported
     assert os.path.basename(first) == "1" and tf.saved_model.contains_saved_model(first)
     with open(os.path.join(first, "assets", "class_names.txt")) as f:
-        assert f.read().split() == evaluate.read_run_config(run_dir)["class_names"]
+        assert f.read().split() == RunDir(run_dir).read().class_names
 
     with pytest.raises(export.ExportError, match="never overwritten"):
         export.export(run_dir, base, version=1)
@@ -79,9 +81,8 @@ def test_serving_equals_evaluation_and_top_k_follows_the_probabilities(
     signatures = tf.saved_model.load(exported[1]).signatures
     out = signatures["serving_default"](image_bytes=tf.constant(encoded))
 
-    model, run, _ = evaluate.load_model(run_dir)
-    data = input_pipeline.eval_dataset(source, evaluate.load_stats(run_dir), 16,
-                                       input_scale=run["train_config"]["input_scale"])
+    model, run, _ = RunDir(run_dir).restore_model()
+    data = input_pipeline.eval_dataset(source, RunDir(run_dir).normalization(), 16)
     expected, expected_labels = evaluate.probabilities(model, data)
     np.testing.assert_array_equal(expected_labels, labels)
     np.testing.assert_allclose(out["probabilities"].numpy(), expected, atol=EVAL_TOLERANCE)
@@ -92,7 +93,7 @@ def test_serving_equals_evaluation_and_top_k_follows_the_probabilities(
     np.testing.assert_array_equal(ids, np.argsort(-probs, axis=1, kind="stable")[:, :5])
     np.testing.assert_allclose(out["top_k_probabilities"].numpy(),
                                np.take_along_axis(probs, ids, 1), rtol=0, atol=0)
-    names = np.array(run["class_names"])[ids]
+    names = np.array(run.class_names)[ids]
     assert (out["top_k_names"].numpy().astype(str) == names).all()
 
     # The same images as decoded tensors (all of one size per call) give the same outputs.
@@ -107,9 +108,9 @@ def test_ten_crop_export_equals_ten_crop_evaluation(run_dir, validation, tmp_pat
     path = export.export(run_dir, str(tmp_path), ten_crop=True, top_k=3)
     out = tf.saved_model.load(path).signatures["serving_default"](
         image_bytes=tf.constant(encoded[:6]))
-    model, run, _ = evaluate.load_model(run_dir)
-    data = input_pipeline.eval_dataset(source, evaluate.load_stats(run_dir), 6, ten_crop=True,
-                                       input_scale=run["train_config"]["input_scale"]).take(1)
+    data = input_pipeline.eval_dataset(source, RunDir(run_dir).normalization(), 6,
+                                       ten_crop=True).take(1)
+    model, _, _ = RunDir(run_dir).restore_model()
     expected, _ = evaluate.probabilities(model, data, ten_crop=True)
     np.testing.assert_allclose(out["probabilities"].numpy(), expected, atol=EVAL_TOLERANCE)
     assert out["top_k_names"].shape == (6, 3)
@@ -122,7 +123,7 @@ def test_features_are_fc7_the_input_of_fc8(run_dir, exported, validation):
     batch = tf.constant(encoded[:5])
     features = signatures["features"](image_bytes=batch)["features"].numpy()
     assert features.shape == (5, 4096) and features.min() >= 0.0            # after ReLU
-    model, _, _ = evaluate.load_model(run_dir)
+    model, _, _ = RunDir(run_dir).restore_model()
     kernel, bias = (np.asarray(v, np.float64) for v in model.get_layer("fc8").weights)
     logits = features.astype(np.float64) @ kernel + bias
     softmax = np.exp(logits - logits.max(1, keepdims=True))
@@ -323,7 +324,7 @@ def test_export_and_predict_clis(run_dir, validation, tmp_path):
                       f"alexnet-predict: error: {junk}: not a JPEG, PNG, GIF or BMP image"]
     assert text.stdout.count("%") == 10 and str(jpeg) in text.stdout and str(png) in text.stdout
 
-    as_json = cli("predict", f"--model_dir={run_dir}", "--json", str(jpeg), str(png))
+    as_json = cli("predict", f"--model_dir={run_dir}", "--json=-", str(jpeg), str(png))
     assert as_json.returncode == 0, as_json.stderr[-2000:]
     results = json.loads(as_json.stdout)
     assert [r["image"] for r in results] == [str(jpeg), str(png)]
@@ -337,7 +338,7 @@ def test_export_and_predict_clis(run_dir, validation, tmp_path):
 
 def test_retrieve_finds_an_images_duplicate_first_and_reuses_its_index(
         run_dir, exported, tiny_data_dir, tmp_path):
-    source = input_pipeline.open_source(TINY, tiny_data_dir)
+    source = sources.open_source(TINY, tiny_data_dir)
     train_images = [x for x, _ in source.encoded("train").as_numpy_iterator()]
     queries = [tmp_path / "q17.jpg", tmp_path / "q42.jpg"]
     queries[0].write_bytes(train_images[17])

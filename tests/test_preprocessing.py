@@ -39,9 +39,9 @@ def test_resize_of_a_256_image_is_the_identity():
     np.testing.assert_allclose(out, image.astype(np.float32), atol=1e-3)
 
 
-def test_paper_256_of_a_lossless_image():
+def test_decode_256_of_a_lossless_image():
     image = np.random.default_rng(1).integers(0, 256, (256, 320, 3)).astype(np.uint8)
-    out = preprocessing.paper_256(tf.io.encode_png(image)).numpy()
+    out = preprocessing.decode_256(tf.io.encode_png(image)).numpy()
     assert out.shape == (256, 256, 3)
     np.testing.assert_allclose(out, image[:, 32:288].astype(np.float32), atol=1e-3)
 

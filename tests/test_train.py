@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_tf import hardware, train
+from alexnet_tf import config as config_lib, hardware, metrics, train
+from alexnet_tf.config import ModelConfig, TrainConfig
 from alexnet_tf.models import build_alexnet
 from alexnet_tf.optimizer import PaperSGD
 
@@ -23,9 +24,9 @@ def tiny_config(model_dir, data_dir, **overrides):
                     batch_size=8, epochs=1, log_steps=5, checkpoint_steps=5, seed=1,
                     input_scale="std", learning_rate=0.001, mixed_precision="float32",
                     jit_compile="false",
-                    model=dict(devices=None, kernel_init="he", bias_init="zeros"))
+                    model=ModelConfig(devices="none", kernel_init="he", bias_init="zeros"))
     settings.update(overrides)
-    return train.TrainConfig(**settings)
+    return TrainConfig(**settings)
 
 
 @pytest.mark.parametrize("jit_compile", [False, True])     # True: XLA (the AVX2 default)
@@ -45,7 +46,7 @@ def test_train_step_is_the_papers_update(jit_compile):
     for _ in range(3):
         before = {v.path: v.numpy().astype(np.float64) for v in model.trainable_variables}
         with tf.GradientTape() as tape:                     # an independent gradient: the tape
-            loss = train.cross_entropy(labels, model(images, training=True), 2)
+            loss = metrics.cross_entropy(labels, model(images, training=True), 2)
         grads = dict(zip(names, (g.numpy() for g in tape.gradient(loss, model.trainable_variables))))
         step((images, labels))
         for v in model.trainable_variables:
@@ -138,20 +139,45 @@ def test_cosine_schedule_sets_every_steps_rate_also_after_a_restart(tiny_data_di
     assert sorted(logged) == list(range(1, 9))
     np.testing.assert_allclose([logged[s] for s in range(1, 9)],
                                [expected[s] for s in range(1, 9)], rtol=1e-6)
+    # Each run was cut short by --max_steps before an epoch's end: each still ends with what
+    # an epoch's end writes (validation, and the conv1 kernels at its last step).
+    def steps_of(folder, tag):
+        return sorted(event.step for path in glob.glob(os.path.join(folder, "events.out.*"))
+                      for event in tf.compat.v1.train.summary_iterator(path)
+                      for value in event.summary.value if value.tag == tag)
+    assert steps_of(os.path.join(tmp_path, "train"), "conv1_kernels") == [4, 8]
+    assert steps_of(os.path.join(tmp_path, "validation"), "top1_error") == [4, 8]
+
+
+def parse_epochs(text):
+    return config_lib.parse_per_precision("epochs", text, int)
 
 
 def test_parse_epochs():
-    assert train.parse_epochs("90") == (90, ())
-    assert train.parse_epochs("14,float32:4") == (14, (("float32", 4),))
-    assert train.parse_epochs(" float32:4 , 14,bfloat16:20") == (14, (("float32", 4),
-                                                                      ("bfloat16", 20)))
-    config = train.TrainConfig(model_dir="x", epochs=14, epochs_by_precision=(("float32", 4),))
-    assert (config.epochs_for("float32"), config.epochs_for("bfloat16")) == (4, 14)
-    for bad, message in (("0", "not a number"), ("float32:4", "needs a plain number"),
+    assert parse_epochs("90") == (90, ())
+    assert parse_epochs("14,float32:4") == (14, (("float32", 4),))
+    assert parse_epochs(" float32:4 , 14,bfloat16:20") == (14, (("float32", 4),
+                                                                ("bfloat16", 20)))
+    config = TrainConfig(model_dir="x", epochs=14, by_precision=(("float32", "epochs", 4),))
+    assert (config.for_precision("float32").epochs, config.for_precision("bfloat16").epochs) == \
+        (4, 14)
+    for bad, message in (("float32:4", "needs a plain number"),
                          ("14,fp8:3", "not a precision"), ("14,15", "two default"),
                          ("14,float32:x", "not a number")):
         with pytest.raises(ValueError, match=message):
-            train.parse_epochs(bad)
+            parse_epochs(bad)
+    assert config_lib.check(TrainConfig, "epochs", 0) is not None     # 0 epochs: refused
+
+
+def test_per_precision_settings_follow_the_precision():
+    assert config_lib.parse_per_precision("learning_rate", "0.004,float32:0.005", float) == \
+        (0.004, (("float32", 0.005),))
+    config = TrainConfig(model_dir="x", batch_size=64, learning_rate=0.004, by_precision=(
+        ("float32", "batch_size", 32), ("float32", "learning_rate", 0.005)))
+    fp32, bf16 = config.for_precision("float32"), config.for_precision("bfloat16")
+    assert (fp32.batch_size, fp32.learning_rate, fp32.by_precision) == (32, 0.005, ())
+    assert (bf16.batch_size, bf16.learning_rate) == (64, 0.004)
+    assert TrainConfig.from_dict(config.to_dict()) == config     # the run file's round trip
 
 
 def test_auto_precision_and_xla_follow_the_cpu_and_are_recorded(tiny_data_dir, tmp_path):
@@ -164,7 +190,7 @@ def test_auto_precision_and_xla_follow_the_cpu_and_are_recorded(tiny_data_dir, t
     jit = precision == "float32" and "avx2" in flags and "avx512f" not in flags
     lines = []
     config = tiny_config(tmp_path, tiny_data_dir, mixed_precision="auto", jit_compile="auto",
-                         epochs=3, epochs_by_precision=(("float32", 2),), max_steps=3)
+                         epochs=3, by_precision=(("float32", "epochs", 2),), max_steps=3)
     metrics = train.train(config, log=lines.append)
     assert np.isfinite(metrics["loss"])
     said = [line for line in lines if line.startswith("precision ")]
@@ -200,7 +226,7 @@ def test_resume_equals_an_uninterrupted_run(tiny_data_dir, tmp_path):
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_data_dir, tmp_path):
     config = tiny_config(tmp_path, tiny_data_dir, learning_rate=1e6, checkpoint_steps=1,
-                         model=dict(devices=None, kernel_init="he", bias_init="zeros"))
+                         model=ModelConfig(devices="none", kernel_init="he", bias_init="zeros"))
     with pytest.raises(train.NonFiniteLoss, match=r"the loss became (nan|inf) at step \d+; "
                                                   "stopped without saving"):
         train.train(config, log=lambda line: None)

@@ -7,7 +7,7 @@ import platform
 import tensorflow as tf
 from absl import app, flags
 
-from alexnet_tf import benchmark, hardware, input_pipeline
+from alexnet_tf import benchmark, dataset_stats, files, hardware, input_pipeline, sources
 from alexnet_tf.cli import common
 
 FLAGS = flags.FLAGS
@@ -29,16 +29,16 @@ def measure(quick):
     batch = FLAGS.batch_size
     found = hardware.detected()
     native_bf16 = hardware.native_bfloat16(found)
-    source = input_pipeline.open_source(FLAGS.dataset, FLAGS.data_dir)
+    source = sources.open_source(FLAGS.dataset, FLAGS.data_dir)
     num_classes = len(source.class_names)
-    stats = input_pipeline.stats_for(source)
+    normalization = dataset_stats.Normalization(dataset_stats.stats_for(source))
     results = {"batch_size": batch}
     sizes = (1024,) if quick else benchmark.MATMUL_SIZES
     fp32_probes = benchmark.best_matmul_gflops("float32", sizes)
     results.update({f"matmul_fp32_{k}_gflops": v for k, v in fp32_probes.items() if k != "best"})
     results["matmul_fp32_gflops"] = fp32_probes["best"]
     results["matmul_bf16_gflops"] = benchmark.best_matmul_gflops("bfloat16", sizes)["best"]
-    results["pipeline_img_s"] = benchmark.pipeline_rate(source, stats, batch,
+    results["pipeline_img_s"] = benchmark.pipeline_rate(source, normalization, batch,
                                                         batches=5 if quick else 20)
     retraces = 0
 
@@ -59,14 +59,14 @@ def measure(quick):
     results["train_bf16_synthetic_img_s"] = train_rate("bfloat16")
     results["train_bf16_jit_synthetic_img_s"] = train_rate("bfloat16", jit=True)
     results["train_fp32_pipeline_img_s"] = train_rate(
-        "float32", jit=fp32_jit, dataset=input_pipeline.train_dataset(source, stats, batch))
+        "float32", jit=fp32_jit, dataset=input_pipeline.train_dataset(source, normalization, batch))
     # float16 has no fast path on CPUs (7.5 images/s on the AVX-512 CPU, 2026-11-22): GPUs only.
     gpu = bool(tf.config.list_physical_devices("GPU"))
     results["train_fp16_synthetic_img_s"] = train_rate("float16") if gpu else None
     results["retraces"] = retraces
-    results["eval_img_s"] = benchmark.eval_rate(source, stats, 64, ten_crop=False,
+    results["eval_img_s"] = benchmark.eval_rate(source, normalization, 64, ten_crop=False,
                                                 batches=2 if quick else 4)
-    results["eval_10crop_img_s"] = benchmark.eval_rate(source, stats, 8, ten_crop=True,
+    results["eval_10crop_img_s"] = benchmark.eval_rate(source, normalization, 8, ten_crop=True,
                                                        batches=2 if quick else 4)
     p50, p99, b32 = benchmark.serving_latency(requests=30 if quick else 100)
     results.update(serving_p50_ms=p50, serving_p99_ms=p99, serving_b32_img_s=b32)
@@ -130,7 +130,7 @@ def main(argv):
               else f"{key:<36} {str(value):>12}")
     if FLAGS.json:
         payload = {**results, "machine": machine, "quick": FLAGS.quick}
-        input_pipeline.atomic_write(FLAGS.json, json.dumps(payload, indent=2).encode())
+        files.atomic_write_json(FLAGS.json, payload)
 
 
 def run():

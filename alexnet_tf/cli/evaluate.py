@@ -1,13 +1,11 @@
 """alexnet-eval: top-1 / top-5 error of trained model_dirs, one or an ensemble."""
 
-import json
 import sys
 
 from absl import app, flags
 
+from alexnet_tf import errors, evaluate, files
 from alexnet_tf.cli import common
-
-from alexnet_tf import evaluate, input_pipeline
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("model_dir", None, "One model_dir, or several for an ensemble (mean softmax).",
@@ -26,17 +24,16 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     common.quiet_libraries()
     try:
-        rows = evaluate.evaluate_model_dirs(
+        split, rows = evaluate.evaluate_runs(
             FLAGS.model_dir, split=FLAGS.split, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir,
             which=FLAGS.checkpoint, ten_crop=FLAGS.ten_crop, batch_size=FLAGS.batch_size)
-    except (input_pipeline.DataError, evaluate.ModelDirError) as error:
+    except errors.UserError as error:
         print(f"alexnet-eval: error: {error}", file=sys.stderr)
         sys.exit(1)
-    split = FLAGS.split or evaluate.read_run_config(FLAGS.model_dir[0])["train_config"]["eval_split"]
     print(evaluate.format_table(rows, split, FLAGS.ten_crop))
     if FLAGS.json:
-        payload = {"split": split, "ten_crop": FLAGS.ten_crop, "results": rows}
-        input_pipeline.atomic_write(FLAGS.json, json.dumps(payload, indent=2).encode())
+        files.atomic_write_json(FLAGS.json, {"split": split, "ten_crop": FLAGS.ten_crop,
+                                             "results": rows})
 
 
 def run():

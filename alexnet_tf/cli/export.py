@@ -4,7 +4,7 @@ import sys
 
 from absl import app, flags
 
-from alexnet_tf import evaluate, export
+from alexnet_tf import errors, export
 from alexnet_tf.cli import common
 
 FLAGS = flags.FLAGS
@@ -27,7 +27,7 @@ def main(argv):
     try:
         path = export.export(FLAGS.model_dir, FLAGS.export_base, which=FLAGS.checkpoint,
                              version=FLAGS.version, ten_crop=FLAGS.ten_crop, top_k=FLAGS.top_k)
-    except (evaluate.ModelDirError, export.ExportError) as error:
+    except errors.UserError as error:
         print(f"alexnet-export: error: {error}", file=sys.stderr)
         sys.exit(1)
     print(f"exported {path} (signatures: {export.SIGNATURE_BYTES}, {export.SIGNATURE_TENSOR}, "

@@ -6,7 +6,8 @@ import sys
 import tensorflow as tf
 from absl import app, flags
 
-from alexnet_tf import evaluate, export, figures, input_pipeline
+from alexnet_tf import errors, export, figures, sources
+from alexnet_tf.rundir import RunDir
 from alexnet_tf.cli import common
 
 FLAGS = flags.FLAGS
@@ -38,13 +39,13 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     common.quiet_libraries()
     try:
-        config = evaluate.read_run_config(FLAGS.model_dir)["train_config"]
+        config = RunDir(FLAGS.model_dir).read().config
         module, checkpoint = export.serving_module(FLAGS.model_dir, FLAGS.checkpoint)
-        source = input_pipeline.open_source(
-            config["dataset"], FLAGS.data_dir if FLAGS.data_dir is not None else config["data_dir"])
-        panels = prediction_panels(module, source, FLAGS.split or config["eval_split"],
+        source = sources.open_source(
+            config.dataset, FLAGS.data_dir if FLAGS.data_dir is not None else config.data_dir)
+        panels = prediction_panels(module, source, FLAGS.split or config.eval_split,
                                    FLAGS.num_images)
-    except (evaluate.ModelDirError, input_pipeline.DataError) as error:
+    except errors.UserError as error:
         print(f"alexnet-figures: error: {error}", file=sys.stderr)
         sys.exit(1)
     os.makedirs(FLAGS.out_dir, exist_ok=True)

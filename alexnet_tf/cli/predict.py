@@ -6,7 +6,7 @@ import sys
 import tensorflow as tf
 from absl import app, flags
 
-from alexnet_tf import evaluate, export
+from alexnet_tf import errors, export, files
 from alexnet_tf.cli import common
 
 FLAGS = flags.FLAGS
@@ -14,7 +14,8 @@ flags.DEFINE_string("saved_model", None, "An export (<export_base>/<version>), o
                     "(its newest version).")
 flags.DEFINE_string("model_dir", None, "Instead of --saved_model: a training run's checkpoint.")
 flags.DEFINE_string("checkpoint", "best", "With --model_dir: best, latest, or DIR/ckpt-N.")
-flags.DEFINE_boolean("json", False, "Print one JSON document instead of a table.")
+flags.DEFINE_string("json", None, "Also write the results as one JSON document to this file; "
+                    "--json=- prints it instead of the table.")
 
 
 def predict_file(serve, path):
@@ -49,7 +50,7 @@ def main(argv):
     try:
         signatures, _ = export.load_signatures(FLAGS.saved_model, FLAGS.model_dir,
                                                FLAGS.checkpoint)
-    except (evaluate.ModelDirError, export.ExportError) as error:
+    except errors.UserError as error:
         print(f"alexnet-predict: error: {error}", file=sys.stderr)
         sys.exit(1)
     results = []
@@ -58,10 +59,12 @@ def main(argv):
         results.append(result)
         if "error" in result:
             print(f"alexnet-predict: error: {path}: {result['error']}", file=sys.stderr)
-        elif not FLAGS.json:
+        elif FLAGS.json != "-":
             print(format_result(result))
-    if FLAGS.json:
+    if FLAGS.json == "-":
         print(json.dumps(results, indent=2))
+    elif FLAGS.json:
+        files.atomic_write_json(FLAGS.json, results)
     failed = sum("error" in r for r in results)
     return 1 if failed else 0
 

@@ -5,14 +5,14 @@ import sys
 import tensorflow as tf
 from absl import app, flags
 
-from alexnet_tf import evaluate, export, figures, input_pipeline, retrieval
+from alexnet_tf import errors, export, figures, retrieval, sources
 from alexnet_tf.cli import common
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("saved_model", None, "An export, or an export base (its newest version).")
 flags.DEFINE_string("model_dir", None, "Instead of --saved_model: a training run's checkpoint.")
 flags.DEFINE_string("checkpoint", "best", "With --model_dir: best, latest, or DIR/ckpt-N.")
-flags.DEFINE_string("dataset", input_pipeline.BUILT_IN, "Dataset whose images are indexed.")
+flags.DEFINE_string("dataset", sources.BUILT_IN, "Dataset whose images are indexed.")
 flags.DEFINE_string("data_dir", None, "TFDS data_dir.")
 flags.DEFINE_string("split", "train", "Split to index (the paper retrieves training images).")
 flags.DEFINE_string("index", None, "The feature index (.npz): reused when it was built from the "
@@ -45,18 +45,18 @@ def main(argv):
     try:
         signatures, model = export.load_signatures(FLAGS.saved_model, FLAGS.model_dir,
                                                    FLAGS.checkpoint)
-        source = input_pipeline.open_source(FLAGS.dataset, FLAGS.data_dir)
+        source = sources.open_source(FLAGS.dataset, FLAGS.data_dir)
         features_fn = signatures[export.SIGNATURE_FEATURES]
         meta = {"model": model, "dataset": source.name, "split": FLAGS.split,
                 "examples": source.num_examples(FLAGS.split)}
         index = retrieval.load_index(FLAGS.index, meta)
         if index is None:
-            input_pipeline.notice(f"Indexing the fc7 features of {source.name}/{FLAGS.split} "
+            sources.notice(f"Indexing the fc7 features of {source.name}/{FLAGS.split} "
                                   f"into {FLAGS.index}.")
             index = retrieval.build_index(features_fn, source, FLAGS.split)
             retrieval.save_index(FLAGS.index, *index, meta)
         queries, failures = read_queries(argv[1:], source)
-    except (evaluate.ModelDirError, export.ExportError, input_pipeline.DataError) as error:
+    except errors.UserError as error:
         print(f"alexnet-retrieve: error: {error}", file=sys.stderr)
         sys.exit(1)
     features, labels = index

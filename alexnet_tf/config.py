@@ -1,0 +1,331 @@
+"""A training run's configuration, declared once.
+
+Each setting is one dataclass field: its type, its default, and (in its
+metadata) its flag's help text, choices and check. `define_flags` derives the
+absl flags from the fields and `from_flags` the config from the flags, so a
+setting has no second declaration. `TrainConfig` holds the run; its model is a
+typed `ModelConfig`.
+
+Four settings may differ by compute precision (`PER_PRECISION`): a flag value
+such as `--epochs=14,float32:4` means 14 epochs, but 4 where the run computes
+in float32 (after `--mixed_precision=auto` chose it). The config keeps the
+default in the field and the exceptions in `by_precision`;
+`for_precision(p)` gives the settings a run in precision `p` uses.
+
+Example:
+
+    config = TrainConfig(model_dir="runs/a", epochs=14, model=ModelConfig(towers=1))
+    config.for_precision("float32").epochs
+"""
+
+import dataclasses
+import typing
+from typing import Optional
+
+from alexnet_tf import hardware, paper
+from alexnet_tf.dataset_stats import INPUT_SCALES, MEAN_MODES
+from alexnet_tf.models import ACTIVATIONS, BIAS_INITS, IMAGE_SIZES, KERNEL_INITS
+from alexnet_tf.schedule import SCHEDULES
+from alexnet_tf.sources import BUILT_IN
+
+MIXED_PRECISIONS = ("auto",) + hardware.PRECISIONS + ("none",)
+
+
+def setting(default, help, *, flag=None, choices=None, check=None, message=None):
+    """A config field with its flag's declaration.
+
+    Args:
+      default: The default value (a tuple for list flags).
+      help: The flag's help text.
+      flag: The flag's name, when it is not the field's.
+      choices: The allowed values (an enum flag for strings).
+      check: A predicate on the field's value; `message` says what is wrong.
+    """
+    return dataclasses.field(default=default, metadata=dict(
+        help=help, flag=flag, choices=choices, check=check, message=message))
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """The network's options (`models.build_alexnet`'s keyword arguments)."""
+    towers: int = setting(paper.NUM_TOWERS, "1 or 2 towers (2 = the paper's two-GPU split).",
+                          choices=(1, 2))
+    lrn: bool = setting(True, "Local response normalisation after conv1 and conv2 (section 3.3).")
+    pool_size: int = setting(paper.POOL_SIZE, "Max-pool window (3 = overlapping, section 3.4).",
+                             check=lambda v: v >= 1, message="must be >= 1")
+    pool_stride: int = setting(paper.POOL_STRIDE, "Max-pool stride.",
+                               check=lambda v: v >= 1, message="must be >= 1")
+    activation: str = setting("relu", "Nonlinearity (section 3.1).", choices=ACTIVATIONS)
+    kernel_init: str = setting("paper", "Weight init: paper = N(0, 0.01) (section 5), he, glorot.",
+                               choices=KERNEL_INITS)
+    bias_init: str = setting("paper", "Bias init: paper = 1 in conv2/4/5, fc6/7, else 0 "
+                             "(section 5); or zeros.", choices=BIAS_INITS)
+    dropout_rate: float = setting(paper.DROPOUT_RATE, "Dropout after fc6 and fc7 (section 4.2).",
+                                  check=lambda v: 0.0 <= v < 1.0, message="must be in [0, 1)")
+    image_size: int = setting(paper.IMAGE_SIZE, "Input side: 224 (the paper; conv1 zero-pads 2) "
+                              "or 227 (no padding, as Caffe).", choices=tuple(IMAGE_SIZES))
+    devices: str = setting("auto", "Tower devices: 'auto' (two GPUs if present), 'none', or "
+                           "'DEV_A,DEV_B' such as '/GPU:0,/GPU:1'.", flag="towers_on")
+
+    def build_kwargs(self):
+        """`build_alexnet`'s keyword arguments ('none' devices -> None: no placement)."""
+        kwargs = dataclasses.asdict(self)
+        if str(kwargs["devices"]).lower() == "none":
+            kwargs["devices"] = None
+        return kwargs
+
+
+PER_PRECISION = ("epochs", "batch_size", "learning_rate", "lr_warmup_epochs")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything a training run depends on (alexnet-train's flags, one to one)."""
+    model_dir: str = setting(None, "Where checkpoints, TensorBoard logs and run files go; running "
+                             "again on the same dir resumes.")
+    # Data.
+    dataset: str = setting(BUILT_IN, "A TFDS dataset name (alexnet_shapes is built in; "
+                           "imagenet2012 from TFDS' manual dir) or image_folder:ROOT "
+                           "(ROOT/<split>/<class>/*.jpg).")
+    data_dir: Optional[str] = setting(None, "TFDS data_dir (default: $TFDS_DATA_DIR or "
+                                      "~/tensorflow_datasets). The built-in dataset is generated "
+                                      "here on first use.")
+    train_split: str = setting("train", "Training split.")
+    eval_split: str = setting("validation", "Evaluation split.")
+    mean_mode: str = setting("image", "Subtract the training set's mean image (the paper) or "
+                             "per-channel mean.", flag="mean", choices=MEAN_MODES)
+    input_scale: str = setting("none", "none: raw mean-subtracted pixels (the paper); std: also "
+                               "divide by the per-channel std (for --kernel_init=he/glorot).",
+                               choices=INPUT_SCALES)
+    pca: bool = setting(True, "PCA colour augmentation (section 4.1).")
+    # The recipe.
+    batch_size: int = setting(paper.BATCH_SIZE, "Global batch size (section 5: 128).",
+                              check=lambda v: v >= 1,
+                              message="must be a batch size >= 1, e.g. 128, or 64,float32:32")
+    epochs: int = setting(paper.EPOCHS, "Epochs (section 5: about 90).", check=lambda v: v >= 1,
+                          message="must be a number of epochs, e.g. 90, or 14,float32:4")
+    max_steps: Optional[int] = setting(None, "Stop after this many steps in all (cuts a run "
+                                       "short).", check=lambda v: v is None or v >= 1,
+                                       message="must be >= 1")
+    learning_rate: float = setting(paper.LEARNING_RATE, "Initial learning rate (0.01).",
+                                   check=lambda v: v > 0,
+                                   message="must be > 0, e.g. 0.01, or 0.004,float32:0.005")
+    momentum: float = setting(paper.MOMENTUM, "Momentum (0.9).",
+                              check=lambda v: 0 <= v < 1, message="must be in [0, 1)")
+    weight_decay: float = setting(paper.WEIGHT_DECAY, "Weight decay inside the momentum, kernels "
+                                  "only (0.0005).", check=lambda v: v >= 0, message="must be >= 0")
+    lr_schedule: str = setting("plateau", "plateau: /10 when validation error stops improving (the "
+                               "paper); step: /10 at --lr_boundaries epochs; cosine: "
+                               "--lr_warmup_epochs of linear warm-up, then a half cosine to 0 at "
+                               "the last step (not the paper; for short runs).", choices=SCHEDULES)
+    lr_patience: int = setting(1, "plateau: epochs without improvement before dividing.")
+    lr_max_decays: int = setting(paper.LR_MAX_DECAYS, "plateau: divide at most this often.")
+    lr_boundaries: typing.Tuple[int, ...] = setting(
+        (), "step: epochs after which the rate is divided by 10.",
+        check=lambda v: all(b >= 0 for b in v), message="must be epochs, e.g. 30,60,80")
+    lr_warmup_epochs: float = setting(0.0, "cosine: epochs of linear warm-up (may be a fraction).",
+                                      check=lambda v: v >= 0,
+                                      message="must be >= 0, e.g. 1, or 1,float32:0.5")
+    # Precision-specific values of the settings in PER_PRECISION: ((precision, name, value), ...).
+    by_precision: tuple = ()
+    seed: int = setting(0, "Seed of the initialisation, data order and augmentation.")
+    deterministic: bool = setting(False, "Deterministic ops (slower; same seed, same run).")
+    # How it runs.
+    mixed_precision: str = setting(
+        "auto", "Compute precision; variables stay float32. auto: bfloat16 where the hardware "
+        "computes it natively (CPUs with avx512_bf16/amx_bf16, GPUs of compute capability 8.0+, "
+        "TPUs), float16 with loss scaling on GPUs of compute capability 7.x, float32 otherwise. "
+        "none = float32.", choices=MIXED_PRECISIONS)
+    jit_compile: str = setting("auto", "XLA-compile the train step. auto: on where it measured "
+                               "faster (float32 on AVX2 CPUs without AVX-512), off elsewhere "
+                               "(docs/BENCHMARKS.md).", choices=("auto", "true", "false"))
+    checkpoint_steps: int = setting(1000, "Also checkpoint every this many steps.",
+                                    check=lambda v: v >= 1, message="must be >= 1")
+    keep_checkpoints: int = setting(3, "Keep the last this many checkpoints (+ the best).",
+                                    check=lambda v: v >= 1, message="must be >= 1")
+    log_steps: int = setting(20, "Progress line and train scalars every this many steps.",
+                             check=lambda v: v >= 1, message="must be >= 1")
+    profile_steps: typing.Tuple[int, ...] = setting(
+        (), "START,STOP: a TensorBoard profiler trace of these steps.",
+        check=lambda v: not v or (len(v) == 2 and 0 <= v[0] < v[1]),
+        message="must be START,STOP with START < STOP")
+    histograms: bool = setting(False, "Weight histograms in TensorBoard every epoch.")
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+
+    def for_precision(self, precision):
+        """The settings of a run computing in `precision`: its `by_precision` entries applied."""
+        changes = {name: value for p, name, value in self.by_precision if p == precision}
+        return dataclasses.replace(self, **changes, by_precision=())
+
+    @property
+    def image_size(self):
+        """The model's input side, which the pipelines crop to (224, or 227)."""
+        return self.model.image_size
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values):
+        """The config `to_dict` gave (JSON lists back to tuples; older runs' names upgraded)."""
+        values = dict(values)
+        if "epochs_by_precision" in values:         # runs of 2026-11-23: --epochs only
+            values["by_precision"] = [(p, "epochs", n) for p, n in values.pop("epochs_by_precision")]
+        model = dict(values.pop("model", None) or {})
+        if model.get("devices", "auto") is None:
+            model["devices"] = "none"
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known) + sorted(
+            set(model) - {f.name for f in dataclasses.fields(ModelConfig)})
+        if unknown:
+            raise ValueError(f"unknown settings {', '.join(unknown)}")
+        for name in ("lr_boundaries", "profile_steps"):
+            values[name] = tuple(values.get(name, ()))
+        values["by_precision"] = tuple(tuple(e) for e in values.get("by_precision", ()))
+        return cls(**values, model=ModelConfig(**model))
+
+
+# --- Flags -------------------------------------------------------------------
+
+
+def parse_per_precision(name, text, kind):
+    """(default, ((precision, value), ...)) of a value such as "14" or "14,float32:4".
+
+    A plain number is every run's value; "PRECISION:VALUE" entries give the value
+    of a run that computes in that precision.
+    """
+    default, by_precision = None, []
+    for part in str(text).split(","):
+        precision, _, number = part.strip().rpartition(":")
+        try:
+            value = kind(number.strip())
+        except ValueError:
+            raise ValueError(f"--{name}={text}: {part.strip()!r} is not a number (write e.g. 14, "
+                             "or 14,float32:4)") from None
+        if not precision:
+            if default is not None:
+                raise ValueError(f"--{name}={text} gives two default values; give one plain "
+                                 "number")
+            default = value
+        elif precision.strip() not in hardware.PRECISIONS:
+            raise ValueError(f"--{name}={text}: {precision.strip()!r} is not a precision (one of "
+                             f"{', '.join(hardware.PRECISIONS)})")
+        else:
+            by_precision.append((precision.strip(), value))
+    if default is None:
+        raise ValueError(f"--{name}={text} needs a plain number for the other precisions, e.g. "
+                         "14,float32:4")
+    return default, tuple(by_precision)
+
+
+def _flag_name(field):
+    return field.metadata.get("flag") or field.name
+
+
+def _base_type(field):
+    kind = field.type
+    if typing.get_origin(kind) is typing.Union:      # Optional[X]
+        kind = next(a for a in typing.get_args(kind) if a is not type(None))
+    return kind
+
+
+def _setting_fields(cls):
+    return [f for f in dataclasses.fields(cls) if "help" in f.metadata]
+
+
+def check(cls, name, value):
+    """None if `value` is a valid value of field `name` of `cls`, else what is wrong (one line)."""
+    field = next(f for f in dataclasses.fields(cls) if f.name == name)
+    meta = field.metadata
+    if meta.get("choices") is not None and value not in meta["choices"]:
+        return f"must be one of {', '.join(str(c) for c in meta['choices'])}"
+    if meta.get("check") is not None and not meta["check"](value):
+        return meta["message"]
+    return None
+
+
+def define_flags(cls, flag_values=None):
+    """Defines one absl flag per setting of `cls` (nested configs are defined separately)."""
+    from absl import flags
+    flag_values = flags.FLAGS if flag_values is None else flag_values
+    for field in _setting_fields(cls):
+        name, meta, kind = _flag_name(field), field.metadata, _base_type(field)
+        help_text, default = meta["help"], field.default
+        if field.name in PER_PRECISION:
+            help_text += (" PRECISION:VALUE entries set the value of a run computing in that "
+                          "precision, e.g. 14,float32:4: 14, but 4 where --mixed_precision=auto "
+                          "chose float32.")
+            flags.DEFINE_string(name, str(default), help_text, flag_values=flag_values)
+            flags.register_validator(name, _per_precision_validator(cls, field),
+                                     f"--{name} {meta['message']}.", flag_values=flag_values)
+            continue
+        if kind is bool:
+            flags.DEFINE_boolean(name, default, help_text, flag_values=flag_values)
+        elif kind is str and meta.get("choices"):
+            flags.DEFINE_enum(name, default, list(meta["choices"]), help_text,
+                              flag_values=flag_values)
+        elif kind is str:
+            flags.DEFINE_string(name, default, help_text, flag_values=flag_values,
+                                required=field.name == "model_dir")
+        elif kind is int:
+            flags.DEFINE_integer(name, default, help_text, flag_values=flag_values)
+        elif kind is float:
+            flags.DEFINE_float(name, default, help_text, flag_values=flag_values)
+        else:                                         # a tuple of ints
+            flags.DEFINE_list(name, [str(v) for v in default], help_text,
+                              flag_values=flag_values)
+        if kind is not str or not meta.get("choices"):
+            message = meta.get("message") or "must be one of " + ", ".join(
+                str(c) for c in meta.get("choices") or ())
+            flags.register_validator(name, _validator(cls, field), f"--{name} {message}.",
+                                     flag_values=flag_values)
+
+
+def _flag_value(field, raw):
+    kind = _base_type(field)
+    if kind not in (bool, str, int, float) and raw is not None:     # list flag -> tuple of ints
+        return tuple(int(v) for v in raw)
+    return raw
+
+
+def _validator(cls, field):
+    def valid(raw):
+        try:
+            return check(cls, field.name, _flag_value(field, raw)) is None
+        except ValueError:
+            return False
+    return valid
+
+
+def _per_precision_validator(cls, field):
+    kind = _base_type(field)
+
+    def valid(raw):
+        try:
+            default, by_precision = parse_per_precision(_flag_name(field), raw, kind)
+        except ValueError:
+            return False
+        return all(check(cls, field.name, v) is None for v in [default] +
+                   [v for _, v in by_precision])
+    return valid
+
+
+def from_flags(cls, flag_values=None):
+    """The `cls` config the flags describe (nested configs from their own flags)."""
+    from absl import flags
+    flag_values = flags.FLAGS if flag_values is None else flag_values
+    values, by_precision = {}, []
+    for field in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(field.type):
+            values[field.name] = from_flags(field.type, flag_values)
+        elif "help" not in field.metadata:
+            continue
+        elif field.name in PER_PRECISION:
+            values[field.name], entries = parse_per_precision(
+                _flag_name(field), flag_values[_flag_name(field)].value, _base_type(field))
+            by_precision += [(p, field.name, v) for p, v in entries]
+        else:
+            values[field.name] = _flag_value(field, flag_values[_flag_name(field)].value)
+    if by_precision:
+        values["by_precision"] = tuple(by_precision)
+    return cls(**values)

@@ -1,0 +1,207 @@
+"""Where images come from: a prepared TFDS dataset or a folder tree, read as (bytes, label).
+
+Sources, selected by one string (`--dataset`):
+
+* a TFDS dataset name (`alexnet_shapes`, the built-in offline dataset;
+  `imagenet2012` from TFDS' manual directory; any prepared supervised image
+  dataset). Nothing is ever downloaded: a dataset that is not prepared in
+  `data_dir` fails with one line saying how to prepare it.
+* `image_folder:ROOT`, a folder tree `ROOT/<split>/<class>/*.jpg|png|...`.
+
+Every source has `name`, `class_names`, `stats_dir` (where its training-set
+statistics are kept), `splits()`, `num_examples(split)` and `encoded(split)`.
+"""
+
+import json
+import os
+import sys
+
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from absl import logging
+
+from alexnet_tf import errors, files, preprocessing
+from alexnet_tf import shapes_dataset  # noqa: F401  (registers alexnet_shapes with TFDS)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
+BUILT_IN = "alexnet_shapes"
+FOLDER_PREFIX = "image_folder:"
+IMAGENET_TARS = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
+
+
+def notice(message):
+    """A one-time notice for the user (stderr), independent of the logging verbosity."""
+    print(message, file=sys.stderr, flush=True)
+
+
+class DataError(errors.UserError):
+    """A problem with the user's data or dataset choice; its message is one line."""
+
+
+class TfdsSource:
+    """A prepared TFDS dataset, read as (encoded image bytes, label)."""
+
+    def __init__(self, name, data_dir):
+        self.name = name
+        self.data_dir = os.path.expanduser(data_dir or os.environ.get("TFDS_DATA_DIR")
+                                           or "~/tensorflow_datasets")
+        try:
+            self.builder = tfds.builder(name, data_dir=self.data_dir)
+        except tfds.core.registered.DatasetNotFoundError:
+            raise DataError(f"unknown dataset {name!r}: use {BUILT_IN} (built in), a TFDS name "
+                            f"(e.g. imagenet2012) or {FOLDER_PREFIX}ROOT") from None
+        self._prepare()
+        info = self.builder.info
+        self.image_key, self.label_key = info.supervised_keys or ("image", "label")
+        label = info.features[self.label_key]
+        self.class_names = list(label.names)
+        self.stats_dir = str(self.builder.data_dir)
+
+    def _prepare(self):
+        builder = self.builder
+        if builder.is_prepared():
+            return
+        base = builder.info.name
+        if base == BUILT_IN:
+            notice(f"Generating the built-in dataset {base} in {builder.data_dir} (once, ~1 minute).")
+            builder.download_and_prepare()
+        elif base == "imagenet2012":
+            manual = os.path.join(self.data_dir, "downloads", "manual")  # TFDS' default
+            missing = [t for t in IMAGENET_TARS if not os.path.exists(os.path.join(manual, t))]
+            if missing:
+                raise DataError(f"imagenet2012 needs {' and '.join(missing)} in {manual} "
+                                "(download them from image-net.org, then run again)")
+            builder.download_and_prepare(
+                download_config=tfds.download.DownloadConfig(manual_dir=manual))
+        else:
+            raise DataError(
+                f"dataset {self.name!r} is not prepared in {self.data_dir} and alexnet_tf "
+                f"never downloads: run `tfds build {self.name} --data_dir=DIR` where there is "
+                "network and copy DIR here, or use --dataset=alexnet_shapes")
+
+    def splits(self):
+        return list(self.builder.info.splits.keys())
+
+    def num_examples(self, split):
+        return self.builder.info.splits[self._check_split(split)].num_examples
+
+    def _check_split(self, split):
+        if split not in self.builder.info.splits:
+            raise DataError(f"dataset {self.name!r} has no split {split!r}; its splits: "
+                            f"{', '.join(self.splits())}")
+        return split
+
+    def encoded(self, split, shuffle_files=False, seed=0):
+        read_config = tfds.ReadConfig(shuffle_seed=seed, try_autocache=False)
+        ds = self.builder.as_dataset(
+            split=self._check_split(split), shuffle_files=shuffle_files, read_config=read_config,
+            decoders={self.image_key: tfds.decode.SkipDecoding()})
+        return ds.map(lambda ex: (ex[self.image_key], ex[self.label_key]),
+                      num_parallel_calls=tf.data.AUTOTUNE)
+
+
+class FolderSource:
+    """Images in ROOT/<split>/<class>/<file>, read as (encoded bytes, label).
+
+    Each split is scanned once: files TensorFlow cannot decode are skipped,
+    named in a warning and counted (`skipped`); the result is cached in
+    ROOT/.alexnet_tf/ and reused while the folder's files stay the same.
+    """
+
+    def __init__(self, root):
+        self.root = os.path.abspath(os.path.expanduser(root))
+        self.name = FOLDER_PREFIX + self.root
+        if not os.path.isdir(self.root):
+            raise DataError(f"image folder {self.root} does not exist; expected "
+                            "ROOT/<split>/<class>/*.jpg")
+        self.stats_dir = os.path.join(self.root, ".alexnet_tf")
+        train = os.path.join(self.root, "train")
+        if not os.path.isdir(train):
+            raise DataError(f"image folder {self.root} has no train/ split; expected "
+                            "ROOT/train/<class>/*.jpg and ROOT/validation/<class>/*.jpg")
+        self.class_names = sorted(d for d in os.listdir(train)
+                                  if os.path.isdir(os.path.join(train, d)))
+        if not self.class_names:
+            raise DataError(f"{train} has no class folders; expected {train}/<class>/*.jpg")
+        self.skipped = {}
+        self._files = {}
+
+    def splits(self):
+        return sorted(d for d in os.listdir(self.root)
+                      if os.path.isdir(os.path.join(self.root, d)) and not d.startswith("."))
+
+    def num_examples(self, split):
+        return len(self._good_files(split)[0])
+
+    def _list(self, split):
+        folder = os.path.join(self.root, split)
+        if not os.path.isdir(folder):
+            raise DataError(f"image folder {self.root} has no split {split!r}; its splits: "
+                            f"{', '.join(self.splits())}")
+        paths, labels = [], []
+        for class_name in sorted(os.listdir(folder)):
+            class_dir = os.path.join(folder, class_name)
+            if not os.path.isdir(class_dir):
+                continue
+            if class_name not in self.class_names:
+                raise DataError(f"class folder {class_dir} is not in the train split's classes; "
+                                "every split must use the train split's class folders")
+            for name in sorted(os.listdir(class_dir)):
+                if name.lower().endswith(IMAGE_EXTENSIONS):
+                    paths.append(os.path.join(class_dir, name))
+                    labels.append(self.class_names.index(class_name))
+        if not paths:
+            raise DataError(f"{folder} has no images (*.jpg, *.jpeg, *.png, *.gif, *.bmp)")
+        return paths, labels
+
+    def _good_files(self, split):
+        if split in self._files:
+            return self._files[split]
+        paths, labels = self._list(split)
+        listing = [[os.path.relpath(p, self.root), os.path.getsize(p), os.path.getmtime(p)]
+                   for p in paths]
+        manifest_path = os.path.join(self.stats_dir, f"manifest-{split}.json")
+        manifest = files.read_json(manifest_path)
+        if manifest and manifest.get("listing") == listing:
+            bad = set(manifest["bad"])
+        else:
+            bad = _undecodable(paths)
+            try:
+                files.atomic_write(manifest_path, json.dumps({"listing": listing, "bad": sorted(bad)})
+                             .encode())
+            except OSError as e:
+                logging.warning("Could not cache the scan of %s (%s); it is redone next run.",
+                                split, e)
+        for i in sorted(bad):
+            logging.warning("Skipping %s: not a decodable image.", paths[i])
+        self.skipped[split] = len(bad)
+        good = [i for i in range(len(paths)) if i not in bad]
+        if not good:
+            raise DataError(f"no decodable images in {os.path.join(self.root, split)}")
+        self._files[split] = ([paths[i] for i in good], [labels[i] for i in good])
+        return self._files[split]
+
+    def encoded(self, split, shuffle_files=False, seed=0):
+        del shuffle_files, seed  # Files are shuffled with the examples.
+        paths, labels = self._good_files(split)
+        ds = tf.data.Dataset.from_tensor_slices((paths, tf.constant(labels, tf.int64)))
+        return ds.map(lambda p, y: (tf.io.read_file(p), y), num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _undecodable(paths):
+    """Indices of the files TensorFlow cannot read and decode (a parallel tf.data scan)."""
+    def check(index, path):
+        image = preprocessing.decode_rgb(tf.io.read_file(path))
+        return index, tf.shape(image)[0]
+
+    ds = tf.data.Dataset.from_tensor_slices((tf.range(len(paths), dtype=tf.int64), paths))
+    ds = ds.map(check, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
+    good = {int(i) for i, _ in ds.as_numpy_iterator()}
+    return set(range(len(paths))) - good
+
+
+def open_source(dataset, data_dir=None):
+    """The source `dataset` names: a TFDS name or image_folder:ROOT."""
+    if dataset.startswith(FOLDER_PREFIX):
+        return FolderSource(dataset[len(FOLDER_PREFIX):])
+    return TfdsSource(dataset, data_dir)

@@ -1,0 +1,38 @@
+"""Training-set statistics against numpy, stored beside the data."""
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from alexnet_tf import dataset_stats, preprocessing, sources
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_data_dir):
+    return sources.open_source("alexnet_shapes/tiny", tiny_data_dir)
+
+
+def test_stats_match_numpy_and_are_stored_beside_the_data(tiny):
+    stats = dataset_stats.stats_for(tiny)
+    images = np.stack([preprocessing.decode_256(x).numpy()
+                       for x, _ in tiny.encoded("train").as_numpy_iterator()]).astype(np.float64)
+    assert stats.num_images == 80
+    np.testing.assert_allclose(stats.mean_image, images.mean(0), rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(stats.mean_channel, images.mean((0, 1, 2)), rtol=1e-5)
+    covariance = np.cov((images / 255.0).reshape(-1, 3).T, bias=True)
+    np.testing.assert_allclose(stats.eigenvectors @ np.diag(stats.eigenvalues) @ stats.eigenvectors.T,
+                               covariance, rtol=1e-4, atol=1e-7)
+    assert list(stats.eigenvalues) == sorted(stats.eigenvalues, reverse=True)
+    # Stored beside the dataset, no temporary files left, and loaded back identical.
+    files = set(os.listdir(tiny.stats_dir))
+    assert {"alexnet_tf_stats.json", "alexnet_tf_mean_image.npy"} <= files
+    assert not [f for f in files if f.startswith(".tmp-")]
+    loaded = dataset_stats.load_stats(tiny.stats_dir)
+    np.testing.assert_array_equal(loaded.mean_image, stats.mean_image)
+    np.testing.assert_array_equal(loaded.eigenvectors, stats.eigenvectors)
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))
