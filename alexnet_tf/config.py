@@ -22,7 +22,7 @@ import dataclasses
 import typing
 from typing import Optional
 
-from alexnet_tf import hardware, paper
+from alexnet_tf import hardware, paper, preprocessing
 from alexnet_tf.dataset_stats import INPUT_SCALES, MEAN_MODES
 from alexnet_tf.models import ACTIVATIONS, BIAS_INITS, IMAGE_SIZES, KERNEL_INITS
 from alexnet_tf.schedule import SCHEDULES
@@ -98,6 +98,9 @@ class TrainConfig:
                                "divide by the per-channel std (for --kernel_init=he/glorot).",
                                choices=INPUT_SCALES)
     pca: bool = setting(True, "PCA colour augmentation (section 4.1).")
+    max_megapixels: float = setting(preprocessing.MAX_MEGAPIXELS, "image_folder: images larger "
+                                    "than this (read from their headers) are skipped, never "
+                                    "decoded.", check=lambda v: v > 0, message="must be > 0")
     # The recipe.
     batch_size: int = setting(paper.BATCH_SIZE, "Global batch size (section 5: 128).",
                               check=lambda v: v >= 1,

@@ -12,3 +12,21 @@ class UserError(ValueError):
 
 class ConfigError(UserError):
     """Settings that cannot work (together, or on this machine)."""
+
+
+class DiskFullError(UserError):
+    """Not enough space to write something; what was complete before is kept."""
+
+
+def megabytes(size):
+    """A byte count as people read it in a message ("455 MB", "0.2 MB")."""
+    return f"{size / 1e6:.0f} MB" if size >= 1e7 else f"{size / 1e6:.1f} MB"
+
+
+def is_disk_full(error):
+    """True for the errors a full disk raises: OSError ENOSPC / EDQUOT, or TF's file system's."""
+    import errno
+    if isinstance(error, OSError):
+        return error.errno in (errno.ENOSPC, errno.EDQUOT)
+    message = str(getattr(error, "message", error))
+    return "No space left on device" in message or "Disk quota exceeded" in message

@@ -83,15 +83,19 @@ class ServingModule:
       ten_crop: Average the softmax of the paper's ten crops (section 4.1)
         instead of one centre crop (10x the compute).
       top_k: How many classes top_k_* report (at most the number of classes).
+      max_megapixels: Encoded images larger than this (by their headers) fail
+        their request with an InvalidArgumentError before anything is decoded.
     """
 
-    def __init__(self, model, class_names, normalization, *, ten_crop=False, top_k=TOP_K):
+    def __init__(self, model, class_names, normalization, *, ten_crop=False, top_k=TOP_K,
+                 max_megapixels=preprocessing.MAX_MEGAPIXELS):
         if model.output.shape[-1] != len(class_names):
             raise ExportError(f"the model has {model.output.shape[-1]} outputs but there are "
                               f"{len(class_names)} class names")
         self.classifier = model
         self.extractor = feature_extractor(model)
         self.normalization = normalization
+        self.max_megapixels = float(max_megapixels)
         self.class_names = tf.constant(list(class_names))
         self.image_size = int(model.input.shape[1])
         self.ten_crop = ten_crop
@@ -124,7 +128,8 @@ class ServingModule:
         return self.normalization(preprocessing.image_256(image))
 
     def _decode_batch(self, image_bytes):
-        return tf.map_fn(lambda b: self._normalised_256(preprocessing.decode_rgb(b)), image_bytes,
+        return tf.map_fn(lambda b: self._normalised_256(
+            preprocessing.decode_rgb(b, self.max_megapixels)), image_bytes,
                          fn_output_signature=NORMALISED_256)
 
     def _classify(self, images):
@@ -164,12 +169,13 @@ class ServingModule:
         return {"features": tf.cast(self.extractor(crops, training=False), tf.float32)}
 
 
-def serving_module(model_dir, which="best", *, ten_crop=False, top_k=TOP_K):
+def serving_module(model_dir, which="best", *, ten_crop=False, top_k=TOP_K,
+                   max_megapixels=preprocessing.MAX_MEGAPIXELS):
     """(ServingModule, checkpoint path): a run's checkpoint ready to serve, in float32."""
     run_dir = RunDir(model_dir)
     model, run, path = run_dir.restore_model(which, devices=None)
     module = ServingModule(model, run.class_names, run_dir.normalization(run),
-                           ten_crop=ten_crop, top_k=top_k)
+                           ten_crop=ten_crop, top_k=top_k, max_megapixels=max_megapixels)
     return module, path
 
 
@@ -181,7 +187,7 @@ def existing_versions(export_base):
 
 
 def export(model_dir, export_base=DEFAULT_EXPORT_BASE, *, which="best", version=None,
-           ten_crop=False, top_k=TOP_K):
+           ten_crop=False, top_k=TOP_K, max_megapixels=preprocessing.MAX_MEGAPIXELS):
     """Writes `<export_base>/<version>/` atomically and returns its path.
 
     The next free version (1 after the highest present) unless `version` is
@@ -198,7 +204,8 @@ def export(model_dir, export_base=DEFAULT_EXPORT_BASE, *, which="best", version=
     if os.path.exists(final):
         raise ExportError(f"{final} exists; exports are never overwritten (omit --version to "
                           "write the next free version)")
-    module, checkpoint = serving_module(model_dir, which, ten_crop=ten_crop, top_k=top_k)
+    module, checkpoint = serving_module(model_dir, which, ten_crop=ten_crop, top_k=top_k,
+                                        max_megapixels=max_megapixels)
     os.makedirs(export_base, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=export_base)
     try:
@@ -209,8 +216,12 @@ def export(model_dir, export_base=DEFAULT_EXPORT_BASE, *, which="best", version=
         except OSError:
             raise ExportError(f"{final} appeared while exporting (another export?); "
                               "run again to write the next free version") from None
-    except BaseException:
+    except BaseException as error:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(error, (OSError, tf.errors.OpError)) and errors.is_disk_full(error):
+            needed = sum(os.path.getsize(p) for p in tf.io.gfile.glob(checkpoint + ".data-*"))
+            raise files.disk_full(final, needed // 2, "free space and export again",
+                                  "; nothing was written") from None
         raise
     return final
 
@@ -223,6 +234,7 @@ def _save(module, folder, checkpoint, model_dir):
         f.write(names)   # for people and tools; the graph uses its own constant
     info = {"checkpoint": os.path.abspath(checkpoint), "model_dir": os.path.abspath(model_dir),
             "ten_crop": module.ten_crop, "top_k": module.top_k,
+            "max_megapixels": module.max_megapixels,
             "signatures": [SIGNATURE_BYTES, SIGNATURE_TENSOR, SIGNATURE_FEATURES]}
     os.makedirs(os.path.join(folder, os.path.dirname(EXPORT_INFO)))
     with open(os.path.join(folder, EXPORT_INFO), "w") as f:

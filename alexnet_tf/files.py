@@ -8,7 +8,10 @@ half-written file behind.
 
 import json
 import os
+import shutil
 import tempfile
+
+from alexnet_tf import errors
 
 
 def current_umask():
@@ -18,20 +21,49 @@ def current_umask():
     return mask
 
 
+TEMPORARY_PREFIX = ".tmp-"
+
+
+def free_bytes(path):
+    """Free space for a non-root user on the file system that holds `path` (or its nearest parent)."""
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    return shutil.disk_usage(path).free
+
+
 def atomic_write(path, data):
-    """Writes bytes to `path` through a temporary file in the same folder and a rename."""
+    """Writes bytes to `path` through a temporary file in the same folder and a rename.
+
+    A full disk raises `errors.DiskFullError` (one line: the path and the space
+    needed); the temporary file is removed and an existing `path` is untouched.
+    """
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-" + os.path.basename(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMPORARY_PREFIX + os.path.basename(path))
+    except OSError as error:
+        if errors.is_disk_full(error):
+            raise disk_full(path, len(data)) from None
+        raise
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.chmod(tmp, 0o666 & ~current_umask())   # mkstemp makes 0600; give the usual mode
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(error, OSError) and errors.is_disk_full(error):
+            raise disk_full(path, len(data)) from None
         raise
+
+
+def disk_full(path, needed, advice="free space and run again", kept=""):
+    """The one-line `DiskFullError` for writing `needed` bytes at `path`."""
+    return errors.DiskFullError(
+        f"no space left on device writing {path} ({errors.megabytes(needed)} needed, "
+        f"{errors.megabytes(free_bytes(path))} free): {advice}{kept}")
 
 
 def atomic_write_json(path, value):

@@ -14,8 +14,69 @@ import tensorflow as tf
 from alexnet_tf import paper
 
 
-def decode_rgb(encoded):
-    """Decodes JPEG/PNG/GIF/BMP bytes into uint8 [height, width, 3] (grey, CMYK, alpha -> RGB)."""
+# Images above this many megapixels are refused before decoding (a 100-megapixel RGB image
+# decodes to 300 MB; a 30000x30000 PNG of 2.6 MB would need 2.7 GB). --max_megapixels changes it.
+MAX_MEGAPIXELS = 100.0
+
+
+def _unsigned(encoded, start, length, big_endian):
+    raw = tf.cast(tf.io.decode_raw(tf.strings.substr(encoded, start, length), tf.uint8), tf.int64)
+    weights = tf.constant([256 ** i for i in range(length)], tf.int64)
+    return tf.reduce_sum(raw * (tf.reverse(weights, [0]) if big_endian else weights))
+
+
+def encoded_size(encoded):
+    """(height, width), int64 [2], of JPEG/PNG/GIF/BMP bytes, read from the header alone.
+
+    [0, 0] when the format is not one of those (decoding will say so).
+    """
+    encoded = tf.convert_to_tensor(encoded, tf.string)
+    length = tf.strings.length(encoded)
+
+    def png():       # IHDR: width, height as big-endian uint32 at bytes 16 and 20
+        return tf.stack([_unsigned(encoded, 20, 4, True), _unsigned(encoded, 16, 4, True)])
+
+    def gif():       # logical screen: width, height as little-endian uint16 at bytes 6 and 8
+        return tf.stack([_unsigned(encoded, 8, 2, False), _unsigned(encoded, 6, 2, False)])
+
+    def bmp():       # BITMAPINFOHEADER: width, height as little-endian int32 at bytes 18 and 22
+        height = _unsigned(encoded, 22, 4, False)
+        height = tf.where(height >= 2 ** 31, 2 ** 32 - height, height)   # top-down: negative
+        return tf.stack([height, _unsigned(encoded, 18, 4, False)])
+
+    def jpeg():      # the frame header (SOF), found by TF without decoding
+        return tf.cast(tf.image.extract_jpeg_shape(encoded)[:2], tf.int64)
+
+    return tf.case([
+        (tf.logical_and(length >= 24, tf.equal(tf.strings.substr(encoded, 0, 4), b"\x89PNG")),
+         png),
+        (tf.logical_and(length >= 10, tf.equal(tf.strings.substr(encoded, 0, 3), b"GIF")), gif),
+        (tf.logical_and(length >= 26, tf.equal(tf.strings.substr(encoded, 0, 2), b"BM")), bmp),
+        (tf.io.is_jpeg(encoded), jpeg)], default=lambda: tf.zeros([2], tf.int64), exclusive=False)
+
+
+def too_large(height, width, max_megapixels=MAX_MEGAPIXELS):
+    """The one-line reason an image of this size is refused, or None."""
+    if height * width <= max_megapixels * 1e6:
+        return None
+    return f"{width} x {height} pixels, larger than the {max_megapixels:g}-megapixel limit"
+
+
+def decode_rgb(encoded, max_megapixels=None):
+    """Decodes JPEG/PNG/GIF/BMP bytes into uint8 [height, width, 3] (grey, CMYK, alpha -> RGB).
+
+    With `max_megapixels`, an image whose header says it is larger fails with an
+    InvalidArgumentError ("W x H pixels, larger than the N-megapixel limit")
+    before anything is decoded or allocated.
+    """
+    if max_megapixels is not None:
+        size = encoded_size(encoded)
+        check = tf.debugging.Assert(
+            size[0] * size[1] <= int(max_megapixels * 1e6),
+            [tf.strings.format("{} x {} pixels, larger than the " + f"{max_megapixels:g}" +
+                               "-megapixel limit", [size[1], size[0]])])
+        with tf.control_dependencies([check]):
+            encoded = tf.identity(encoded)
     image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
     image.set_shape([None, None, 3])
     return image

@@ -11,6 +11,13 @@ retrieve, figures and a resumed run):
     DIR/best/ckpt-<step>.*           the checkpoint of the best validation top-1
     DIR/train/, DIR/validation/      TensorBoard event files
     DIR/.workers/<task>/             a multi-worker job's non-chief checkpoints
+    DIR/ckpt-<step>.corrupt/         a checkpoint that could not be read, set aside (never deleted)
+
+Storage faults: a save checks the free space against the last checkpoint's
+size first and stops with one line when it will not fit; a full disk during a
+save removes the partial `*_temp` files and stops with the same line; a run
+removes the temporaries that crashed runs left; a checkpoint that cannot be
+read is set aside and the newest readable one is used instead.
 
 Example:
 
@@ -20,7 +27,11 @@ Example:
 """
 
 import dataclasses
+import glob
 import os
+import re
+import shutil
+import sys
 
 import tensorflow as tf
 
@@ -34,6 +45,31 @@ BEST = "best"
 WORKERS = ".workers"
 TRAIN_LOGS, VALIDATION_LOGS = "train", "validation"
 WHICH = ("best", "latest")
+CORRUPT_SUFFIX = ".corrupt"
+# What a save in progress leaves when it is killed: TF's ckpt-N_temp/ (and its files), and our
+# own atomic writes' .tmp-* files.
+TEMPORARY = re.compile(rf"{CHECKPOINT_NAME}-\d+_temp.*|{re.escape(files.TEMPORARY_PREFIX)}.*")
+
+
+def _warn(line):
+    print(f"warning: {line}", file=sys.stderr, flush=True)
+
+
+def _size(path):
+    if os.path.isdir(path):
+        return sum(_size(os.path.join(path, name)) for name in os.listdir(path))
+    return os.path.getsize(path) if os.path.exists(path) else 0
+
+
+def checkpoint_bytes(prefix):
+    """The size of checkpoint `prefix` on disk (its .index and data files)."""
+    return sum(_size(p) for p in glob.glob(glob.escape(prefix) + ".index") +
+               glob.glob(glob.escape(prefix) + ".data-*"))
+
+
+def _first_line(error):
+    text = str(getattr(error, "message", None) or error or type(error).__name__)
+    return text.strip().splitlines()[0][:160] if text.strip() else type(error).__name__
 
 
 class RunDirError(errors.UserError):
@@ -129,21 +165,96 @@ class RunDir:
                                           step_counter=step, checkpoint_name=CHECKPOINT_NAME)
         return latest, best
 
+    def save(self, manager, step, expected_bytes):
+        """`manager.save(step)`, refused with one line when the disk cannot hold it.
+
+        The free space is checked first against the size of the manager's last
+        checkpoint (or `expected_bytes` before the first); a disk that fills up
+        during the save gets the same line, and the partial `*_temp` files are
+        removed. Either way every complete checkpoint is kept.
+        """
+        folder, latest = manager.directory, manager.latest_checkpoint
+        needed = checkpoint_bytes(latest) if latest else expected_bytes
+        target = os.path.join(folder, f"{CHECKPOINT_NAME}-{step}")
+        kept = (f"; the last complete checkpoint is {latest}" if latest else
+                "; no checkpoint was written yet")
+        advice = "free space or lower --keep_checkpoints"
+        if files.free_bytes(folder) < needed:
+            raise files.disk_full(target, needed, advice, kept)
+        try:
+            return manager.save(checkpoint_number=step)
+        except (tf.errors.OpError, OSError) as error:
+            if not errors.is_disk_full(error):
+                raise
+            self.remove_temporaries(folder)
+            raise files.disk_full(target, needed, advice, kept) from None
+
+    def remove_temporaries(self, *folders):
+        """Removes the `*_temp` checkpoint files and `.tmp-*` files that interrupted saves left.
+
+        Without `folders`: in the run directory, best/ and every worker's folder.
+        Returns (how many, bytes freed).
+        """
+        if not folders:
+            folders = [self.path, os.path.join(self.path, BEST)] + [
+                f for w in glob.glob(os.path.join(glob.escape(self.path), WORKERS, "*"))
+                for f in (w, os.path.join(w, BEST))]
+        count = freed = 0
+        for folder in folders:
+            if not os.path.isdir(folder):
+                continue
+            for name in os.listdir(folder):
+                if TEMPORARY.fullmatch(name):
+                    path = os.path.join(folder, name)
+                    freed += _size(path)
+                    count += 1
+                    shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+        return count, freed
+
     def latest_checkpoint(self):
-        """The newest checkpoint's path prefix, or None."""
+        """The newest checkpoint's path prefix, or None (not verified: see `readable_checkpoint`)."""
         return tf.train.latest_checkpoint(self.path)
 
-    def checkpoint(self, which="best"):
-        """The checkpoint `which` names: 'best', 'latest', or a path prefix like DIR/ckpt-500."""
+    def readable_checkpoint(self, folder=None, warn=_warn):
+        """The newest checkpoint in `folder` (default: DIR) that reads whole, or None.
+
+        Each newer one that cannot be read (truncated, corrupt, a data file
+        missing) is set aside as ckpt-N.corrupt/ (never deleted) with one
+        warning line.
+        """
+        folder = folder or self.path
+        for prefix in _checkpoints_newest_first(folder):
+            problem = _unreadable(prefix)
+            if problem is None:
+                return prefix
+            aside = _set_aside(prefix, folder)
+            warn(f"checkpoint {prefix} cannot be read ({problem}); moved it to {aside} and "
+                 "using the one before it")
+        return None
+
+    def checkpoint(self, which="best", warn=_warn):
+        """The checkpoint `which` names: 'best', 'latest', or a path prefix like DIR/ckpt-500.
+
+        'best' and 'latest' skip (and set aside) checkpoints that cannot be read;
+        'best' falls back to the latest (a run shorter than one epoch, or a best
+        that cannot be read). A path is used as given, or refused in one line.
+        """
         if which in WHICH:
-            path = tf.train.latest_checkpoint(os.path.join(self.path, BEST)) \
+            path = self.readable_checkpoint(os.path.join(self.path, BEST), warn) \
                 if which == "best" else None
-            path = path or self.latest_checkpoint()    # best: a run shorter than one epoch
+            path = path or self.readable_checkpoint(self.path, warn)
             if path is None:
+                if glob.glob(os.path.join(glob.escape(self.path), f"*{CORRUPT_SUFFIX}")):
+                    raise RunDirError(f"{self.path} has no readable checkpoint (the unreadable "
+                                      f"ones are set aside as *{CORRUPT_SUFFIX}); train again")
                 raise RunDirError(f"{self.path} has no checkpoint yet; train first")
             return path
         if not tf.io.gfile.exists(which + ".index"):
             raise RunDirError(f"no checkpoint {which} (expected {which}.index)")
+        problem = _unreadable(which)
+        if problem is not None:
+            raise RunDirError(f"checkpoint {which} cannot be read ({problem}); pass another "
+                              "--checkpoint, or best or latest")
         return which
 
     def build_model(self, run=None, devices=None):
@@ -161,3 +272,40 @@ class RunDir:
         tf.train.Checkpoint(model=model).restore(path).expect_partial() \
             .assert_existing_objects_matched()
         return model, run, path
+
+
+def _checkpoints_newest_first(folder):
+    """The checkpoints in `folder`, newest (highest step) first."""
+    found = {}
+    for index in glob.glob(os.path.join(glob.escape(folder), f"{CHECKPOINT_NAME}-*.index")):
+        prefix = index[:-len(".index")]
+        step = prefix.rsplit("-", 1)[-1]
+        if step.isdigit():
+            found[prefix] = int(step)
+    return sorted(found, key=found.get, reverse=True)
+
+
+def _unreadable(prefix):
+    """None if every tensor of checkpoint `prefix` reads back, else why not (one line)."""
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except (tf.errors.OpError, IndexError, ValueError, OSError, RuntimeError) as error:
+        return _first_line(error)
+    return None
+
+
+def _set_aside(prefix, folder):
+    """Moves checkpoint `prefix`'s files into prefix.corrupt/ and drops it from the state file."""
+    aside = prefix + CORRUPT_SUFFIX
+    os.makedirs(aside, exist_ok=True)
+    for path in glob.glob(glob.escape(prefix) + ".index") + glob.glob(glob.escape(prefix) +
+                                                                       ".data-*"):
+        os.replace(path, os.path.join(aside, os.path.basename(path)))
+    remaining = list(reversed(_checkpoints_newest_first(folder)))
+    if remaining:
+        tf.compat.v1.train.update_checkpoint_state(folder, remaining[-1], remaining)
+    elif os.path.exists(os.path.join(folder, "checkpoint")):
+        os.remove(os.path.join(folder, "checkpoint"))
+    return aside

@@ -12,7 +12,6 @@ Every source has `name`, `class_names`, `stats_dir` (where its training-set
 statistics are kept), `splits()`, `num_examples(split)` and `encoded(split)`.
 """
 
-import json
 import os
 import sys
 
@@ -108,8 +107,9 @@ class FolderSource:
     ROOT/.alexnet_tf/ and reused while the folder's files stay the same.
     """
 
-    def __init__(self, root):
+    def __init__(self, root, max_megapixels=preprocessing.MAX_MEGAPIXELS):
         self.root = os.path.abspath(os.path.expanduser(root))
+        self.max_megapixels = max_megapixels
         self.name = FOLDER_PREFIX + self.root
         if not os.path.isdir(self.root):
             raise DataError(f"image folder {self.root} does not exist; expected "
@@ -162,18 +162,20 @@ class FolderSource:
                    for p in paths]
         manifest_path = os.path.join(self.stats_dir, f"manifest-{split}.json")
         manifest = files.read_json(manifest_path)
-        if manifest and manifest.get("listing") == listing:
-            bad = set(manifest["bad"])
+        if (manifest and manifest.get("listing") == listing and "reasons" in manifest
+                and manifest.get("max_megapixels") == self.max_megapixels):
+            bad = {int(i): reason for i, reason in manifest["reasons"].items()}
         else:
-            bad = _undecodable(paths)
+            bad = _unusable(paths, self.max_megapixels)
             try:
-                files.atomic_write(manifest_path, json.dumps({"listing": listing, "bad": sorted(bad)})
-                             .encode())
+                files.atomic_write_json(manifest_path, {
+                    "listing": listing, "max_megapixels": self.max_megapixels,
+                    "bad": sorted(bad), "reasons": {str(i): r for i, r in bad.items()}})
             except OSError as e:
                 logging.warning("Could not cache the scan of %s (%s); it is redone next run.",
                                 split, e)
         for i in sorted(bad):
-            logging.warning("Skipping %s: not a decodable image.", paths[i])
+            logging.warning("Skipping %s: %s.", paths[i], bad[i])
         self.skipped[split] = len(bad)
         good = [i for i in range(len(paths)) if i not in bad]
         if not good:
@@ -188,20 +190,37 @@ class FolderSource:
         return ds.map(lambda p, y: (tf.io.read_file(p), y), num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def _undecodable(paths):
-    """Indices of the files TensorFlow cannot read and decode (a parallel tf.data scan)."""
+def _unusable(paths, max_megapixels):
+    """{index: why} of the files that are too large or that TensorFlow cannot read and decode.
+
+    Sizes come from the headers first (nothing large is decoded); the rest is a
+    parallel tf.data decode.
+    """
+    indexed = tf.data.Dataset.from_tensor_slices((tf.range(len(paths), dtype=tf.int64), paths))
+    sizes = indexed.map(lambda i, path: (i, preprocessing.encoded_size(tf.io.read_file(path))),
+                        num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()  # decode says why
+    bad = {}
+    for i, (height, width) in sizes.as_numpy_iterator():
+        reason = preprocessing.too_large(int(height), int(width), max_megapixels)
+        if reason:
+            bad[int(i)] = reason
+
     def check(index, path):
         image = preprocessing.decode_rgb(tf.io.read_file(path))
         return index, tf.shape(image)[0]
 
-    ds = tf.data.Dataset.from_tensor_slices((tf.range(len(paths), dtype=tf.int64), paths))
+    rest = [i for i in range(len(paths)) if i not in bad]
+    ds = tf.data.Dataset.from_tensor_slices((tf.constant(rest, tf.int64),
+                                             tf.gather(paths, rest)))
     ds = ds.map(check, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
     good = {int(i) for i, _ in ds.as_numpy_iterator()}
-    return set(range(len(paths))) - good
+    bad.update({i: "not a decodable image" for i in rest if i not in good})
+    return bad
 
 
-def open_source(dataset, data_dir=None):
-    """The source `dataset` names: a TFDS name or image_folder:ROOT."""
+def open_source(dataset, data_dir=None, max_megapixels=preprocessing.MAX_MEGAPIXELS):
+    """The source `dataset` names: a TFDS name or image_folder:ROOT (whose scan skips images
+    above `max_megapixels`)."""
     if dataset.startswith(FOLDER_PREFIX):
-        return FolderSource(dataset[len(FOLDER_PREFIX):])
+        return FolderSource(dataset[len(FOLDER_PREFIX):], max_megapixels)
     return TfdsSource(dataset, data_dir)

@@ -17,6 +17,7 @@ import signal
 import time
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from alexnet_tf import (dataset_stats, errors, figures, hardware, input_pipeline, metrics,
@@ -224,13 +225,27 @@ class _State:
     checkpoint: tf.train.Checkpoint = None
     latest: tf.train.CheckpointManager = None
     best: tf.train.CheckpointManager = None
+    run_dir: RunDir = None
 
-    def save(self, best=False):
+    def save(self, best=False, unless_saved=False):
+        """Saves a checkpoint (and the best); a full disk stops the run with one line.
+
+        `unless_saved`: not again if the newest checkpoint is of this step already.
+        """
         step = int(self.step.numpy())
-        path = self.latest.save(checkpoint_number=step)
+        newest = self.latest.latest_checkpoint
+        if unless_saved and newest and newest.endswith(f"-{step}"):
+            return newest
+        expected = sum(int(np.prod(v.shape)) * tf.as_dtype(v.dtype).size
+                       for v in self.checkpoint_variables())
+        path = self.run_dir.save(self.latest, step, expected)
         if best:
-            self.best.save(checkpoint_number=step)
+            self.run_dir.save(self.best, step, expected)
         return path
+
+    def checkpoint_variables(self):
+        return (self.model.variables + self.optimizer.variables
+                + [self.step, self.epoch])
 
 
 def _build_state(config, strategy, num_classes, devices, precision, total_steps,
@@ -262,9 +277,17 @@ def _restore(state, run_dir, keep, task, log):
         schedule=state.schedule, rng=[v.value for v in state.model.non_trainable_variables])
     # Every worker saves (TF saves distributed variables collectively): the chief into the
     # run directory, the others into their own folders; all resume from the chief's.
+    state.run_dir = run_dir
+    if task is None:
+        count, freed = run_dir.remove_temporaries()
+        if count:
+            log(f"Removed {count} temporary file(s) of interrupted saves in {run_dir.path} "
+                f"({errors.megabytes(freed)} freed)")
+        latest = run_dir.readable_checkpoint(warn=lambda line: log(f"warning: {line}"))
+    else:
+        latest = run_dir.latest_checkpoint()     # the chief's, which the chief has checked
     state.latest, state.best = run_dir.checkpoint_managers(state.checkpoint, state.step, keep,
                                                            task)
-    latest = run_dir.latest_checkpoint()
     if latest:
         state.checkpoint.restore(latest).assert_existing_objects_matched()
         log(f"Resuming from step {int(state.step.numpy())} (epoch {int(state.epoch.numpy())}) "
@@ -292,7 +315,7 @@ def train(config, strategy=None, log=print):
     _set_up_runtime(config, precision)
 
     # Data: source, training-set statistics (computed once, stored beside the data).
-    source = sources.open_source(config.dataset, config.data_dir)
+    source = sources.open_source(config.dataset, config.data_dir, config.max_megapixels)
     stats = dataset_stats.stats_for(source, config.train_split)
     normalization = dataset_stats.Normalization(stats, config.mean_mode, config.input_scale)
     num_classes = len(source.class_names)
@@ -364,7 +387,7 @@ def train(config, strategy=None, log=print):
         metrics_ = validate()
         _end_of_epoch_summaries(state.model, writers.train, int(state.step.numpy()),
                                 config.histograms)
-    state.save()
+    state.save(unless_saved=True)
     writers.flush()
     return metrics_
 

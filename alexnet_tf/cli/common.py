@@ -10,6 +10,28 @@ def quiet_libraries():
 
 
 NOT_AN_IMAGE = "not a JPEG, PNG, GIF or BMP image"
+MAX_MEGAPIXELS_HELP = ("Image files larger than this many megapixels (read from their headers) "
+                       "are refused before decoding.")
+
+
+def image_problem(data, max_megapixels):
+    """None, or why these encoded bytes will not be classified (one line), from the header."""
+    import tensorflow as tf
+
+    from alexnet_tf import preprocessing
+    try:
+        height, width = (int(v) for v in preprocessing.encoded_size(data).numpy())
+    except tf.errors.OpError:
+        return NOT_AN_IMAGE
+    return preprocessing.too_large(height, width, max_megapixels)
+
+
+def serving_error(error):
+    """The one-line reason of a request the served graph refused (InvalidArgumentError)."""
+    message = str(getattr(error, "message", error))
+    if "megapixel limit" in message:
+        return message.split("[", 1)[-1].split("]", 1)[0]
+    return NOT_AN_IMAGE
 
 
 def read_file(path):

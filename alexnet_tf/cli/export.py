@@ -4,7 +4,7 @@ import sys
 
 from absl import app, flags
 
-from alexnet_tf import errors, export
+from alexnet_tf import errors, export, preprocessing
 from alexnet_tf.cli import common
 
 FLAGS = flags.FLAGS
@@ -18,6 +18,9 @@ flags.DEFINE_boolean("ten_crop", False, "serving_default and serving_image_tenso
                      "softmax of the paper's ten crops (10x the compute) instead of one centre crop.")
 flags.DEFINE_integer("top_k", export.TOP_K, "How many classes top_k_* outputs report.",
                      lower_bound=1)
+flags.DEFINE_float("max_megapixels", preprocessing.MAX_MEGAPIXELS, "A request's image larger "
+                   "than this (read from its header) fails that request alone, before decoding.",
+                   lower_bound=0.001)
 
 
 def main(argv):
@@ -26,7 +29,8 @@ def main(argv):
     common.quiet_libraries()
     try:
         path = export.export(FLAGS.model_dir, FLAGS.export_base, which=FLAGS.checkpoint,
-                             version=FLAGS.version, ten_crop=FLAGS.ten_crop, top_k=FLAGS.top_k)
+                             version=FLAGS.version, ten_crop=FLAGS.ten_crop, top_k=FLAGS.top_k,
+                             max_megapixels=FLAGS.max_megapixels)
     except errors.UserError as error:
         print(f"alexnet-export: error: {error}", file=sys.stderr)
         sys.exit(1)

@@ -6,7 +6,7 @@ import sys
 import tensorflow as tf
 from absl import app, flags
 
-from alexnet_tf import errors, export, files
+from alexnet_tf import errors, export, files, preprocessing
 from alexnet_tf.cli import common
 
 FLAGS = flags.FLAGS
@@ -14,6 +14,8 @@ flags.DEFINE_string("saved_model", None, "An export (<export_base>/<version>), o
                     "(its newest version).")
 flags.DEFINE_string("model_dir", None, "Instead of --saved_model: a training run's checkpoint.")
 flags.DEFINE_string("checkpoint", "best", "With --model_dir: best, latest, or DIR/ckpt-N.")
+flags.DEFINE_float("max_megapixels", preprocessing.MAX_MEGAPIXELS, common.MAX_MEGAPIXELS_HELP,
+                   lower_bound=0.001)
 flags.DEFINE_string("json", None, "Also write the results as one JSON document to this file; "
                     "--json=- prints it instead of the table.")
 
@@ -21,12 +23,13 @@ flags.DEFINE_string("json", None, "Also write the results as one JSON document t
 def predict_file(serve, path):
     """{"image", "top_k": [{"id", "name", "probability"}]} or {"image", "error"} for one file."""
     data, problem = common.read_file(path)
+    problem = problem or common.image_problem(data, FLAGS.max_megapixels)
     if problem:
         return {"image": path, "error": problem}
     try:
         out = serve(image_bytes=tf.constant([data]))
-    except tf.errors.InvalidArgumentError:
-        return {"image": path, "error": common.NOT_AN_IMAGE}
+    except tf.errors.InvalidArgumentError as error:
+        return {"image": path, "error": common.serving_error(error)}
     top = zip(out["top_k_ids"][0].numpy(), out["top_k_names"][0].numpy(),
               out["top_k_probabilities"][0].numpy())
     return {"image": path, "top_k": [{"id": int(i), "name": n.decode(), "probability": float(p)}

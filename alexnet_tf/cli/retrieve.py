@@ -5,7 +5,7 @@ import sys
 import tensorflow as tf
 from absl import app, flags
 
-from alexnet_tf import errors, export, figures, retrieval, sources
+from alexnet_tf import errors, export, figures, preprocessing, retrieval, sources
 from alexnet_tf.cli import common
 
 FLAGS = flags.FLAGS
@@ -20,6 +20,8 @@ flags.DEFINE_string("index", None, "The feature index (.npz): reused when it was
 flags.DEFINE_integer("k", retrieval.NEIGHBOURS, "Neighbours per query.", lower_bound=1)
 flags.DEFINE_string("query_split", "validation", "Without query files: queries from this split.")
 flags.DEFINE_integer("num_queries", 5, "Without query files: how many queries.", lower_bound=1)
+flags.DEFINE_float("max_megapixels", preprocessing.MAX_MEGAPIXELS, common.MAX_MEGAPIXELS_HELP,
+                   lower_bound=0.001)
 flags.DEFINE_string("output", "retrieval.png", "The PNG grid: a row per query, then neighbours.")
 
 
@@ -32,6 +34,7 @@ def read_queries(paths, source):
     queries, failures = [], 0
     for path in paths:
         data, problem = common.read_file(path)
+        problem = problem or common.image_problem(data, FLAGS.max_megapixels)
         if problem:
             print(f"alexnet-retrieve: error: {path}: {problem}", file=sys.stderr)
             failures += 1
@@ -64,8 +67,9 @@ def main(argv):
     for name, encoded in queries:
         try:
             query = features_fn(image_bytes=tf.constant([encoded]))["features"].numpy()
-        except tf.errors.InvalidArgumentError:
-            print(f"alexnet-retrieve: error: {name}: {common.NOT_AN_IMAGE}", file=sys.stderr)
+        except tf.errors.InvalidArgumentError as error:
+            print(f"alexnet-retrieve: error: {name}: {common.serving_error(error)}",
+                  file=sys.stderr)
             failures += 1
             continue
         positions, distances = retrieval.nearest(features, query, FLAGS.k)
