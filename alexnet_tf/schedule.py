@@ -7,9 +7,10 @@
   `warmup_steps`, then half a cosine from the initial rate down to 0 at
   `total_steps`. It depends on the global step only, so a restart resumes it.
 
-The schedule owns the rate the optimiser uses: pass its `rate` method as the
-optimiser's `learning_rate` (a callable returning the variable the optimiser
-reads inside the compiled step) and call `set_step` before each step.
+The schedule owns the rate the optimiser uses: `drive(optimizer)` once, then
+`set_step(step)` before each step writes the rate of that step into the
+optimiser's learning-rate variable (which the compiled step reads, and which
+checkpoints keep where they always kept it).
 """
 
 import math
@@ -21,15 +22,12 @@ from alexnet_tf import errors, paper
 SCHEDULES = ("plateau", "step", "cosine")
 
 
-class _Rate:
-    """The current rate, in a variable the compiled step reads.
+class _Driven:
+    """The optimiser whose rate a schedule sets: a plain holder, so that the optimiser does not
+    become a checkpoint dependency of the schedule."""
 
-    Not a tf.Module attribute of its own, so checkpoints do not carry it: the
-    step and the checkpointed state decide it.
-    """
-
-    def __init__(self, value):
-        self.variable = tf.Variable(value, dtype=tf.float32, trainable=False, name="learning_rate")
+    def __init__(self):
+        self.optimizer = None
 
 
 class LearningRateSchedule(tf.Module):
@@ -52,8 +50,8 @@ class LearningRateSchedule(tf.Module):
     >>> schedule = LearningRateSchedule(0.01, "cosine", total_steps=1000, warmup_steps=100)
     >>> schedule.learning_rate_at(99), schedule.learning_rate_at(550)
     (0.01, 0.005)
-    >>> optimizer = PaperSGD(learning_rate=schedule.rate)   # read in each step
-    >>> schedule.set_step(0)                           # before the step that follows step 0
+    >>> schedule.drive(optimizer)
+    >>> schedule.set_step(0)          # before the step that follows step 0
     """
 
     def __init__(self, initial=paper.LEARNING_RATE, kind="plateau", patience=1,
@@ -72,20 +70,21 @@ class LearningRateSchedule(tf.Module):
         self.best_error = tf.Variable(float("inf"), dtype=tf.float64, trainable=False)
         self.epochs_without_improvement = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.decays = tf.Variable(0, dtype=tf.int64, trainable=False)
-        self._current = _Rate(self.learning_rate_at(0))
+        self._driven = _Driven()
 
-    def rate(self):
-        """The variable holding the rate of the coming update (the optimiser's learning_rate)."""
-        return self._current.variable
+    def drive(self, optimizer):
+        """From now on `set_step` sets `optimizer`'s learning rate."""
+        self._driven.optimizer = optimizer
+        self.set_step(0)
 
     def set_step(self, step):
-        """Sets the rate for the update that follows `step` completed steps."""
-        self._current.variable.assign(self.learning_rate_at(step))
+        """Sets the optimiser's rate for the update that follows `step` completed steps."""
+        self._driven.optimizer.learning_rate = self.learning_rate_at(step)
 
     @property
     def current(self):
         """The rate `set_step` last set, as the step uses it (float32)."""
-        return float(self._current.variable.numpy())
+        return float(self._driven.optimizer.learning_rate.numpy())
 
     @property
     def learning_rate(self):

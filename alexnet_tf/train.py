@@ -104,11 +104,12 @@ def _set_up_runtime(config, precision):
 # --- The step -----------------------------------------------------------------
 
 
-def make_optimizer(config, precision, learning_rate):
-    """The paper's SGD; `learning_rate` is the schedule's `rate` (or a float)."""
-    optimizer = PaperSGD(learning_rate, config.momentum, config.weight_decay)
+def make_optimizer(config, precision, schedule):
+    """The paper's SGD, its rate set by `schedule` (`LearningRateSchedule.set_step`)."""
+    optimizer = PaperSGD(schedule.learning_rate_at(0), config.momentum, config.weight_decay)
     if precision == hardware.FLOAT16:
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    schedule.drive(optimizer)
     return optimizer
 
 
@@ -257,7 +258,7 @@ def _build_state(config, strategy, num_classes, devices, precision, total_steps,
     with strategy.scope():
         model = build_alexnet(num_classes, seed=config.seed,
                               **{**config.model.build_kwargs(), "devices": devices})
-        optimizer = make_optimizer(config, precision, schedule.rate)
+        optimizer = make_optimizer(config, precision, schedule)
         optimizer.build(model.trainable_variables)
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
         epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
