@@ -173,7 +173,8 @@ class TrainConfig:
         """The config `to_dict` gave (JSON lists back to tuples; older runs' names upgraded)."""
         values = dict(values)
         if "epochs_by_precision" in values:         # runs of 2026-11-23: --epochs only
-            values["by_precision"] = [(p, "epochs", n) for p, n in values.pop("epochs_by_precision")]
+            values["by_precision"] = [(p, "epochs", n)
+                                      for p, n in values.pop("epochs_by_precision")]
         model = dict(values.pop("model", None) or {})
         if model.get("devices", "auto") is None:
             model["devices"] = "none"

@@ -80,7 +80,8 @@ def compute_stats(source, split="train", max_images=5000):
         outer += batch_outer
         count += int(n)
     if count == 0:
-        raise sources.DataError(f"split {split!r} of {source.name} has no images to compute statistics")
+        raise sources.DataError(f"split {split!r} of {source.name} has no images to compute "
+                                "statistics")
     num_pixels = count * size * size
     mean01 = pixel_sum / num_pixels
     covariance = outer / num_pixels - np.outer(mean01, mean01)

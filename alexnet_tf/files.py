@@ -25,7 +25,7 @@ TEMPORARY_PREFIX = ".tmp-"
 
 
 def free_bytes(path):
-    """Free space for a non-root user on the file system that holds `path` (or its nearest parent)."""
+    """Free bytes on the file system that holds `path` (or its nearest existing parent)."""
     path = os.path.abspath(path)
     while not os.path.exists(path):
         path = os.path.dirname(path)

@@ -207,8 +207,8 @@ def resolve_precision(requested, hardware):
         return precision, f"auto: {reason}", None
     precision = FLOAT32 if requested in ("none", None) else requested
     if precision not in PRECISIONS:
-        raise errors.ConfigError(f"--mixed_precision must be auto or one of {', '.join(PRECISIONS)}; "
-                         f"got {requested!r}")
+        raise errors.ConfigError(f"--mixed_precision must be auto or one of "
+                                 f"{', '.join(PRECISIONS)}; got {requested!r}")
     return precision, "as asked", precision_warning(precision, hardware)
 
 
@@ -219,7 +219,8 @@ def resolve_jit(requested, hardware, precision, placed_towers=False, data_parall
         return jit, f"auto: {reason}"
     if isinstance(requested, str):
         if requested.lower() not in ("true", "false"):
-            raise errors.ConfigError(f"--jit_compile must be auto, true or false; got {requested!r}")
+            raise errors.ConfigError(
+                f"--jit_compile must be auto, true or false; got {requested!r}")
         requested = requested.lower() == "true"
     return bool(requested), "as asked"
 

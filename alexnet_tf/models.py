@@ -45,12 +45,13 @@ def resolve_tower_devices(devices="auto"):
     devices = tuple(devices)
     if len(devices) != 2:
         raise errors.ConfigError(f"towers need exactly two devices, got {devices!r}; "
-                         "pass e.g. ('/GPU:0', '/GPU:1'), 'auto' or None.")
+                                 "pass e.g. ('/GPU:0', '/GPU:1'), 'auto' or None.")
     available = {_canonical(d.name) for d in tf.config.list_logical_devices()}
     for d in devices:
         if _canonical(d) not in available:
-            raise errors.ConfigError(f"tower device {d!r} does not exist here (available: "
-                             f"{', '.join(sorted(available))}); pick one of those, 'auto' or None.")
+            raise errors.ConfigError(
+                f"tower device {d!r} does not exist here (available: "
+                f"{', '.join(sorted(available))}); pick one of those, 'auto' or None.")
     return devices
 
 

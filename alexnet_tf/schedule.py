@@ -59,13 +59,14 @@ class LearningRateSchedule(tf.Module):
                  min_delta=0.0, total_steps=None, warmup_steps=0):
         super().__init__(name="lr_schedule")
         if kind not in SCHEDULES:
-            raise errors.ConfigError(f"lr schedule must be one of {', '.join(SCHEDULES)}, got {kind!r}.")
+            raise errors.ConfigError(
+                f"lr schedule must be one of {', '.join(SCHEDULES)}, got {kind!r}.")
         self.kind, self.initial, self.factor = kind, float(initial), float(factor)
         self.patience, self.max_decays, self.min_delta = int(patience), int(max_decays), min_delta
         self.boundaries = tuple(sorted(int(b) for b in boundaries))
         if kind == "cosine" and not (total_steps and 0 <= warmup_steps < total_steps):
-            raise errors.ConfigError(f"cosine needs 0 <= warmup_steps < total_steps, got {warmup_steps} "
-                             f"and {total_steps}.")
+            raise errors.ConfigError(f"cosine needs 0 <= warmup_steps < total_steps, got "
+                                     f"{warmup_steps} and {total_steps}.")
         self.total_steps, self.warmup_steps = total_steps, int(warmup_steps)
         self.best_error = tf.Variable(float("inf"), dtype=tf.float64, trainable=False)
         self.epochs_without_improvement = tf.Variable(0, dtype=tf.int64, trainable=False)

@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from alexnet_tf import (dataset_stats, errors, figures, hardware, input_pipeline, metrics,
                         sources)
+from alexnet_tf.config import PER_PRECISION
 from alexnet_tf.models import build_alexnet, resolve_tower_devices
 from alexnet_tf.optimizer import PaperSGD
 from alexnet_tf.rundir import TRAIN_LOGS, VALIDATION_LOGS, Run, RunDir
@@ -63,8 +64,9 @@ def tower_devices(config, strategy):
     if is_default_strategy(strategy):
         return resolve_tower_devices(devices)
     if devices not in ("auto", None):
-        raise errors.ConfigError("tower placement (--towers_on) and data parallelism (--strategy) are "
-                         "alternatives: each replica holds the whole model; use --towers_on=none")
+        raise errors.ConfigError(
+            "tower placement (--towers_on) and data parallelism (--strategy) are alternatives: "
+            "each replica holds the whole model; use --towers_on=none")
     return None   # TF ignores tf.device for mirrored variables
 
 
@@ -306,13 +308,12 @@ def train(config, strategy=None, log=print):
     runtime = resolve_runtime(config, any(devices or ()), not is_default_strategy(strategy))
     precision = runtime["mixed_precision"]
     recipe, config = config, config.for_precision(precision)
-    runtime["settings"] = {name: getattr(config, name) for name in
-                           ("epochs", "batch_size", "learning_rate", "lr_warmup_epochs")}
+    runtime["settings"] = {name: getattr(config, name) for name in PER_PRECISION}
     runtime["epochs"] = config.epochs
     replicas = strategy.num_replicas_in_sync
     if config.batch_size % replicas:
         raise errors.ConfigError(f"--batch_size={config.batch_size} is not divisible by the "
-                         f"{replicas} replicas; use a multiple of {replicas}")
+                                 f"{replicas} replicas; use a multiple of {replicas}")
     _set_up_runtime(config, precision)
 
     # Data: source, training-set statistics (computed once, stored beside the data).
