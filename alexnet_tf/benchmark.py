@@ -142,9 +142,9 @@ def serving_latency(num_classes=1000, requests=50, batch=32, batch_repeats=3):
     model = build_alexnet(num_classes, devices=None, seed=0)
     size = paper.CENTRAL_CROP
     stats = dataset_stats.Stats(mean_image=np.zeros((size, size, 3), np.float32),
-                             mean_channel=np.zeros(3, np.float32),
-                             eigenvalues=np.ones(3, np.float32),
-                             eigenvectors=np.eye(3, dtype=np.float32), num_images=0)
+                                mean_channel=np.zeros(3, np.float32),
+                                eigenvalues=np.ones(3, np.float32),
+                                eigenvectors=np.eye(3, dtype=np.float32), num_images=0)
     module = export.ServingModule(model, [f"class_{i}" for i in range(num_classes)],
                                   dataset_stats.Normalization(stats))
     with tempfile.TemporaryDirectory() as folder:

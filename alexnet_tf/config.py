@@ -183,9 +183,10 @@ class TrainConfig:
             set(model) - {f.name for f in dataclasses.fields(ModelConfig)})
         if unknown:
             raise ValueError(f"unknown settings {', '.join(unknown)}")
-        for name in ("lr_boundaries", "profile_steps"):
-            values[name] = tuple(values.get(name, ()))
-        values["by_precision"] = tuple(tuple(e) for e in values.get("by_precision", ()))
+        for field in dataclasses.fields(cls):
+            if field.name in values and isinstance(field.default, tuple):    # JSON lists
+                values[field.name] = tuple(tuple(v) if isinstance(v, list) else v
+                                           for v in values[field.name])
         return cls(**values, model=ModelConfig(**model))
 
 
@@ -278,9 +279,9 @@ def define_flags(cls, flag_values=None):
         else:                                         # a tuple of ints
             flags.DEFINE_list(name, [str(v) for v in default], help_text,
                               flag_values=flag_values)
-        if kind is not str or not meta.get("choices"):
-            message = meta.get("message") or "must be one of " + ", ".join(
-                str(c) for c in meta.get("choices") or ())
+        if meta.get("check") or (meta.get("choices") and kind is not str):   # enums check
+            message = meta.get("message") or "must be one of " + ", ".join(     # themselves
+                str(c) for c in meta["choices"])
             flags.register_validator(name, _validator(cls, field), f"--{name} {message}.",
                                      flag_values=flag_values)
 

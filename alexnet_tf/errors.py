@@ -5,6 +5,8 @@ Each module that finds such a problem owns its error type (`sources.DataError`,
 anything else that goes wrong is a bug and keeps its traceback.
 """
 
+import errno
+
 
 class UserError(ValueError):
     """A problem with what the user asked for or gave; the message is one line with the fix."""
@@ -25,7 +27,6 @@ def megabytes(size):
 
 def is_disk_full(error):
     """True for the errors a full disk raises: OSError ENOSPC / EDQUOT, or TF's file system's."""
-    import errno
     if isinstance(error, OSError):
         return error.errno in (errno.ENOSPC, errno.EDQUOT)
     message = str(getattr(error, "message", error))

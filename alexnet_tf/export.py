@@ -34,7 +34,7 @@ import keras
 import tensorflow as tf
 
 from alexnet_tf import errors, files, metrics, paper, preprocessing
-from alexnet_tf.rundir import RunDir
+from alexnet_tf.rundir import RunDir, variables_bytes
 
 DEFAULT_EXPORT_BASE = os.path.join("savedmodel", "alexnet")
 TOP_K = 5                      # the paper reports top-5 (section 6)
@@ -219,8 +219,8 @@ def export(model_dir, export_base=DEFAULT_EXPORT_BASE, *, which="best", version=
     except BaseException as error:
         shutil.rmtree(staging, ignore_errors=True)
         if isinstance(error, (OSError, tf.errors.OpError)) and errors.is_disk_full(error):
-            needed = sum(os.path.getsize(p) for p in tf.io.gfile.glob(checkpoint + ".data-*"))
-            raise files.disk_full(final, needed // 2, "free space and export again",
+            needed = variables_bytes(module.classifier.variables)
+            raise files.disk_full(final, needed, "free space and export again",
                                   "; nothing was written") from None
         raise
     return final

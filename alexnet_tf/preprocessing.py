@@ -55,6 +55,11 @@ def encoded_size(encoded):
         (tf.io.is_jpeg(encoded), jpeg)], default=lambda: tf.zeros([2], tf.int64), exclusive=False)
 
 
+def within_limit(size, max_megapixels=MAX_MEGAPIXELS):
+    """A bool tensor: does an image of `size` ([height, width], from `encoded_size`) fit?"""
+    return size[0] * size[1] <= int(max_megapixels * 1e6)
+
+
 def too_large(height, width, max_megapixels=MAX_MEGAPIXELS):
     """The one-line reason an image of this size is refused, or None."""
     if height * width <= max_megapixels * 1e6:
@@ -72,7 +77,7 @@ def decode_rgb(encoded, max_megapixels=None):
     if max_megapixels is not None:
         size = encoded_size(encoded)
         check = tf.debugging.Assert(
-            size[0] * size[1] <= int(max_megapixels * 1e6),
+            within_limit(size, max_megapixels),
             [tf.strings.format("{} x {} pixels, larger than the " + f"{max_megapixels:g}" +
                                "-megapixel limit", [size[1], size[0]])])
         with tf.control_dependencies([check]):

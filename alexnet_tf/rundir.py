@@ -33,6 +33,7 @@ import re
 import shutil
 import sys
 
+import numpy as np
 import tensorflow as tf
 
 from alexnet_tf import dataset_stats, errors, files
@@ -61,10 +62,20 @@ def _size(path):
     return os.path.getsize(path) if os.path.exists(path) else 0
 
 
+def _checkpoint_files(prefix):
+    """The files of checkpoint `prefix`: its .index and data shards."""
+    return (glob.glob(glob.escape(prefix) + ".index") +
+            glob.glob(glob.escape(prefix) + ".data-*"))
+
+
 def checkpoint_bytes(prefix):
-    """The size of checkpoint `prefix` on disk (its .index and data files)."""
-    return sum(_size(p) for p in glob.glob(glob.escape(prefix) + ".index") +
-               glob.glob(glob.escape(prefix) + ".data-*"))
+    """The size of checkpoint `prefix` on disk."""
+    return sum(_size(p) for p in _checkpoint_files(prefix))
+
+
+def variables_bytes(variables):
+    """What `variables` take when saved (their element counts times their dtypes' sizes)."""
+    return sum(int(np.prod(v.shape)) * tf.as_dtype(v.dtype).size for v in variables)
 
 
 def _first_line(error):
@@ -300,8 +311,7 @@ def _set_aside(prefix, folder):
     """Moves checkpoint `prefix`'s files into prefix.corrupt/ and drops it from the state file."""
     aside = prefix + CORRUPT_SUFFIX
     os.makedirs(aside, exist_ok=True)
-    for path in glob.glob(glob.escape(prefix) + ".index") + glob.glob(glob.escape(prefix) +
-                                                                       ".data-*"):
+    for path in _checkpoint_files(prefix):
         os.replace(path, os.path.join(aside, os.path.basename(path)))
     remaining = list(reversed(_checkpoints_newest_first(folder)))
     if remaining:

@@ -193,28 +193,25 @@ class FolderSource:
 def _unusable(paths, max_megapixels):
     """{index: why} of the files that are too large or that TensorFlow cannot read and decode.
 
-    Sizes come from the headers first (nothing large is decoded); the rest is a
-    parallel tf.data decode.
+    One parallel tf.data pass reads each file once: its size from the header, and
+    a decode only when that size is within the limit (nothing large is decoded).
     """
-    indexed = tf.data.Dataset.from_tensor_slices((tf.range(len(paths), dtype=tf.int64), paths))
-    sizes = indexed.map(lambda i, path: (i, preprocessing.encoded_size(tf.io.read_file(path))),
-                        num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()  # decode says why
-    bad = {}
-    for i, (height, width) in sizes.as_numpy_iterator():
-        reason = preprocessing.too_large(int(height), int(width), max_megapixels)
+    def scan(index, path):
+        encoded = tf.io.read_file(path)
+        size = preprocessing.encoded_size(encoded)
+        decoded = tf.cond(preprocessing.within_limit(size, max_megapixels),
+                          lambda: tf.shape(preprocessing.decode_rgb(encoded))[0] > 0,
+                          lambda: tf.constant(True))
+        return index, size, decoded
+
+    ds = tf.data.Dataset.from_tensor_slices((tf.range(len(paths), dtype=tf.int64), paths))
+    ds = ds.map(scan, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()   # undecodable: gone
+    sizes = {int(i): (int(height), int(width)) for i, (height, width), _ in ds.as_numpy_iterator()}
+    bad = {i: "not a decodable image" for i in range(len(paths)) if i not in sizes}
+    for i, (height, width) in sizes.items():
+        reason = preprocessing.too_large(height, width, max_megapixels)
         if reason:
-            bad[int(i)] = reason
-
-    def check(index, path):
-        image = preprocessing.decode_rgb(tf.io.read_file(path))
-        return index, tf.shape(image)[0]
-
-    rest = [i for i in range(len(paths)) if i not in bad]
-    ds = tf.data.Dataset.from_tensor_slices((tf.constant(rest, tf.int64),
-                                             tf.gather(paths, rest)))
-    ds = ds.map(check, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
-    good = {int(i) for i, _ in ds.as_numpy_iterator()}
-    bad.update({i: "not a decodable image" for i in rest if i not in good})
+            bad[i] = reason
     return bad
 
 

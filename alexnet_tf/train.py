@@ -12,12 +12,12 @@ the batches the epoch had already seen and continues exactly where it stopped.
 """
 
 import dataclasses
+import functools
 import math
 import signal
 import time
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from alexnet_tf import (dataset_stats, errors, figures, hardware, input_pipeline, metrics,
@@ -25,7 +25,7 @@ from alexnet_tf import (dataset_stats, errors, figures, hardware, input_pipeline
 from alexnet_tf.config import PER_PRECISION
 from alexnet_tf.models import build_alexnet, resolve_tower_devices
 from alexnet_tf.optimizer import PaperSGD
-from alexnet_tf.rundir import TRAIN_LOGS, VALIDATION_LOGS, Run, RunDir
+from alexnet_tf.rundir import TRAIN_LOGS, VALIDATION_LOGS, Run, RunDir, variables_bytes
 from alexnet_tf.schedule import LearningRateSchedule
 
 
@@ -239,16 +239,16 @@ class _State:
         newest = self.latest.latest_checkpoint
         if unless_saved and newest and newest.endswith(f"-{step}"):
             return newest
-        expected = sum(int(np.prod(v.shape)) * tf.as_dtype(v.dtype).size
-                       for v in self.checkpoint_variables())
-        path = self.run_dir.save(self.latest, step, expected)
+        path = self.run_dir.save(self.latest, step, self.checkpoint_bytes)
         if best:
-            self.run_dir.save(self.best, step, expected)
+            self.run_dir.save(self.best, step, self.checkpoint_bytes)
         return path
 
-    def checkpoint_variables(self):
-        return (self.model.variables + self.optimizer.variables
-                + [self.step, self.epoch])
+    @functools.cached_property
+    def checkpoint_bytes(self):
+        """About what a checkpoint takes on disk (the free-space check before the first)."""
+        return variables_bytes(self.model.variables + self.optimizer.variables
+                               + [self.step, self.epoch])
 
 
 def _build_state(config, strategy, num_classes, devices, precision, total_steps,

@@ -1,6 +1,9 @@
 """What every CLI main does the same way."""
 
+import tensorflow as tf
 from absl import flags, logging
+
+from alexnet_tf import preprocessing
 
 
 def quiet_libraries():
@@ -10,15 +13,17 @@ def quiet_libraries():
 
 
 NOT_AN_IMAGE = "not a JPEG, PNG, GIF or BMP image"
-MAX_MEGAPIXELS_HELP = ("Image files larger than this many megapixels (read from their headers) "
-                       "are refused before decoding.")
+
+
+def define_max_megapixels(help_text="Image files larger than this many megapixels (read from "
+                                    "their headers) are refused before decoding."):
+    """The --max_megapixels flag of a CLI that reads image files (the limit is preprocessing's)."""
+    flags.DEFINE_float("max_megapixels", preprocessing.MAX_MEGAPIXELS, help_text,
+                       lower_bound=0.001)
 
 
 def image_problem(data, max_megapixels):
     """None, or why these encoded bytes will not be classified (one line), from the header."""
-    import tensorflow as tf
-
-    from alexnet_tf import preprocessing
     try:
         height, width = (int(v) for v in preprocessing.encoded_size(data).numpy())
     except tf.errors.OpError:

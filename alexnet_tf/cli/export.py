@@ -4,7 +4,7 @@ import sys
 
 from absl import app, flags
 
-from alexnet_tf import errors, export, preprocessing
+from alexnet_tf import errors, export
 from alexnet_tf.cli import common
 
 FLAGS = flags.FLAGS
@@ -18,9 +18,8 @@ flags.DEFINE_boolean("ten_crop", False, "serving_default and serving_image_tenso
                      "softmax of the paper's ten crops (10x the compute) instead of one centre crop.")
 flags.DEFINE_integer("top_k", export.TOP_K, "How many classes top_k_* outputs report.",
                      lower_bound=1)
-flags.DEFINE_float("max_megapixels", preprocessing.MAX_MEGAPIXELS, "A request's image larger "
-                   "than this (read from its header) fails that request alone, before decoding.",
-                   lower_bound=0.001)
+common.define_max_megapixels("A request's image larger than this (read from its header) fails "
+                             "that request alone, before decoding.")
 
 
 def main(argv):

@@ -6,7 +6,7 @@ import sys
 import tensorflow as tf
 from absl import app, flags
 
-from alexnet_tf import errors, export, files, preprocessing
+from alexnet_tf import errors, export, files
 from alexnet_tf.cli import common
 
 FLAGS = flags.FLAGS
@@ -14,8 +14,7 @@ flags.DEFINE_string("saved_model", None, "An export (<export_base>/<version>), o
                     "(its newest version).")
 flags.DEFINE_string("model_dir", None, "Instead of --saved_model: a training run's checkpoint.")
 flags.DEFINE_string("checkpoint", "best", "With --model_dir: best, latest, or DIR/ckpt-N.")
-flags.DEFINE_float("max_megapixels", preprocessing.MAX_MEGAPIXELS, common.MAX_MEGAPIXELS_HELP,
-                   lower_bound=0.001)
+common.define_max_megapixels()
 flags.DEFINE_string("json", None, "Also write the results as one JSON document to this file; "
                     "--json=- prints it instead of the table.")
 

@@ -5,7 +5,7 @@ import sys
 import tensorflow as tf
 from absl import app, flags
 
-from alexnet_tf import errors, export, figures, preprocessing, retrieval, sources
+from alexnet_tf import errors, export, figures, retrieval, sources
 from alexnet_tf.cli import common
 
 FLAGS = flags.FLAGS
@@ -20,8 +20,7 @@ flags.DEFINE_string("index", None, "The feature index (.npz): reused when it was
 flags.DEFINE_integer("k", retrieval.NEIGHBOURS, "Neighbours per query.", lower_bound=1)
 flags.DEFINE_string("query_split", "validation", "Without query files: queries from this split.")
 flags.DEFINE_integer("num_queries", 5, "Without query files: how many queries.", lower_bound=1)
-flags.DEFINE_float("max_megapixels", preprocessing.MAX_MEGAPIXELS, common.MAX_MEGAPIXELS_HELP,
-                   lower_bound=0.001)
+common.define_max_megapixels()
 flags.DEFINE_string("output", "retrieval.png", "The PNG grid: a row per query, then neighbours.")
 
 
