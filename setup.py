@@ -10,6 +10,7 @@ setup(
     version="0.1.0",
     description="AlexNet (Krizhevsky, Sutskever & Hinton, 2012) in TensorFlow/Keras",
     packages=find_packages(include=["alexnet_tf", "alexnet_tf.*"]),
+    package_data={"alexnet_tf": ["data/*.txt"]},
     python_requires=">=3.10",
     install_requires=[
         TENSORFLOW,
@@ -20,6 +21,7 @@ setup(
         # tensorflow-datasets needs it (through etils[epath]) but does not declare it.
         "importlib_resources==7.1.0",
         "pillow==13.0.0",   # text in the figure 4 panels
+        "protobuf==7.36.2",  # alexnet-import reads Caffe's files (TensorFlow needs it too)
     ],
     extras_require={
         "test": ["pytest==9.2.0"],
@@ -35,6 +37,7 @@ setup(
             "alexnet-predict=alexnet_tf.cli.predict:run",
             "alexnet-retrieve=alexnet_tf.cli.retrieve:run",
             "alexnet-figures=alexnet_tf.cli.figures:run",
+            "alexnet-import=alexnet_tf.cli.import_caffe:run",
         ],
     },
 )

@@ -23,7 +23,8 @@ import typing
 from typing import Optional
 
 from alexnet_tf import hardware, paper, preprocessing
-from alexnet_tf.dataset_stats import INPUT_SCALES, MEAN_MODES
+from alexnet_tf.dataset_stats import INPUT_SCALES, MEAN_MODES, Normalization
+from alexnet_tf.layers import POOL_ROUNDINGS
 from alexnet_tf.models import ACTIVATIONS, BIAS_INITS, IMAGE_SIZES, KERNEL_INITS
 from alexnet_tf.schedule import SCHEDULES
 from alexnet_tf.sources import BUILT_IN
@@ -51,10 +52,21 @@ class ModelConfig:
     towers: int = setting(paper.NUM_TOWERS, "1 or 2 towers (2 = the paper's two-GPU split).",
                           choices=(1, 2))
     lrn: bool = setting(True, "Local response normalisation after conv1 and conv2 (section 3.3).")
+    lrn_k: float = setting(paper.LRN_K, "LRN's k (the paper: 2; Caffe's bvlc_alexnet: 1).",
+                           check=lambda v: v > 0, message="must be > 0")
+    lrn_alpha: float = setting(paper.LRN_ALPHA, "LRN's alpha, multiplying the plain sum of squares "
+                               "(the paper: 1e-4; Caffe divides its alpha by n=5: its 1e-4 is "
+                               "2e-5 here).", check=lambda v: v >= 0, message="must be >= 0")
+    lrn_across_towers: bool = setting(False, "LRN windows cross the tower boundary (Caffe's "
+                                      "norm1/norm2 see all 96/256 maps); the paper's GPUs "
+                                      "normalised within each tower.")
     pool_size: int = setting(paper.POOL_SIZE, "Max-pool window (3 = overlapping, section 3.4).",
                              check=lambda v: v >= 1, message="must be >= 1")
     pool_stride: int = setting(paper.POOL_STRIDE, "Max-pool stride.",
                                check=lambda v: v >= 1, message="must be >= 1")
+    pool_rounding: str = setting("floor", "Max-pool output size: floor (windows that fit) or ceil "
+                                 "(Caffe: a last window clipped at the edge).",
+                                 choices=POOL_ROUNDINGS)
     activation: str = setting("relu", "Nonlinearity (section 3.1).", choices=ACTIVATIONS)
     kernel_init: str = setting("paper", "Weight init: paper = N(0, 0.01) (section 5), he, glorot.",
                                choices=KERNEL_INITS)
@@ -97,6 +109,10 @@ class TrainConfig:
     input_scale: str = setting("none", "none: raw mean-subtracted pixels (the paper); std: also "
                                "divide by the per-channel std (for --kernel_init=he/glorot).",
                                choices=INPUT_SCALES)
+    resize: str = setting(preprocessing.SHORTER_SIDE, "How images become 256x256: shorter_side "
+                          "(the paper: shorter side to 256, the central 256x256) or squash (Caffe: "
+                          "both sides to 256, the aspect ratio not kept).",
+                          choices=preprocessing.RESIZES)
     pca: bool = setting(True, "PCA colour augmentation (section 4.1).")
     max_megapixels: float = setting(preprocessing.MAX_MEGAPIXELS, "image_folder: images larger "
                                     "than this (read from their headers) are skipped, never "
@@ -159,6 +175,10 @@ class TrainConfig:
         """The settings of a run computing in `precision`: its `by_precision` entries applied."""
         changes = {name: value for p, name, value in self.by_precision if p == precision}
         return dataclasses.replace(self, **changes, by_precision=())
+
+    def normalization(self, stats):
+        """The `Normalization` of this run's preprocessing settings over `stats`."""
+        return Normalization(stats, self.mean_mode, self.input_scale, self.resize)
 
     @property
     def image_size(self):

@@ -130,7 +130,7 @@ def stats_for(source, split="train", max_images=5000):
 class Normalization:
     """What the network's input is: a 256x256 image minus the mean, divided by the scale.
 
-    Built from a training set's statistics and the run's two options. The
+    Built from a training set's statistics and the run's three options. The
     training pipeline subtracts the mean before it crops and adds the PCA
     colour offset before it divides (section 4.1's order); evaluation and
     serving call it whole.
@@ -139,17 +139,32 @@ class Normalization:
       stats: The training set's `Stats`.
       mean_mode: "image" (the paper's mean image) or "channel".
       input_scale: "none" (the paper's raw pixels) or "std" (per-channel std).
+      resize: How an image becomes 256x256 (`preprocessing.RESIZES`):
+        "shorter_side" (the paper) or "squash" (Caffe).
 
     Example:
 
     >>> normalise = Normalization(stats, "image", "std")
-    >>> network_input = normalise(preprocessing.decode_256(encoded))
+    >>> network_input = normalise(normalise.decode_256(encoded))
     """
 
-    def __init__(self, stats, mean_mode="image", input_scale="none"):
+    def __init__(self, stats, mean_mode="image", input_scale="none",
+                 resize=preprocessing.SHORTER_SIDE):
+        if resize not in preprocessing.RESIZES:
+            raise ValueError(f"resize must be one of {', '.join(preprocessing.RESIZES)}, "
+                             f"got {resize!r}.")
         self.stats, self.mean_mode, self.input_scale = stats, mean_mode, input_scale
+        self.resize = resize
         self.mean = tf.constant(stats.mean(mean_mode), tf.float32)
         self.scale = tf.constant(stats.scale(input_scale), tf.float32)
+
+    def image_256(self, image):
+        """A decoded image [h, w, 3] as float32 [256, 256, 3], resized the run's way."""
+        return preprocessing.image_256(image, self.resize)
+
+    def decode_256(self, encoded):
+        """Encoded image bytes as float32 [256, 256, 3], resized the run's way."""
+        return preprocessing.decode_256(encoded, self.resize)
 
     def subtract_mean(self, image):
         """[256, 256, 3] (or a batch of them) minus the mean."""

@@ -125,7 +125,7 @@ class ServingModule:
 
     def _normalised_256(self, image):
         """One uint8 image [h, w, 3] -> float32 [256, 256, 3], mean-subtracted and scaled."""
-        return self.normalization(preprocessing.image_256(image))
+        return self.normalization(self.normalization.image_256(image))
 
     def _decode_batch(self, image_bytes):
         return tf.map_fn(lambda b: self._normalised_256(
@@ -206,23 +206,10 @@ def export(model_dir, export_base=DEFAULT_EXPORT_BASE, *, which="best", version=
                           "write the next free version)")
     module, checkpoint = serving_module(model_dir, which, ten_crop=ten_crop, top_k=top_k,
                                         max_megapixels=max_megapixels)
-    os.makedirs(export_base, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=export_base)
-    try:
+    with files.staged_directory(
+            final, lambda: variables_bytes(module.classifier.variables),
+            "free space and export again") as staging:
         _save(module, staging, checkpoint, model_dir)
-        os.chmod(staging, 0o777 & ~files.current_umask())
-        try:
-            os.rename(staging, final)
-        except OSError:
-            raise ExportError(f"{final} appeared while exporting (another export?); "
-                              "run again to write the next free version") from None
-    except BaseException as error:
-        shutil.rmtree(staging, ignore_errors=True)
-        if isinstance(error, (OSError, tf.errors.OpError)) and errors.is_disk_full(error):
-            needed = variables_bytes(module.classifier.variables)
-            raise files.disk_full(final, needed, "free space and export again",
-                                  "; nothing was written") from None
-        raise
     return final
 
 

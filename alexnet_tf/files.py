@@ -6,6 +6,7 @@ destination's folder and renamed into place, so a crash never leaves a
 half-written file behind.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -59,6 +60,13 @@ def atomic_write(path, data):
         raise
 
 
+def require_new_directory(path, flag="--model_dir"):
+    """One-line UserError unless `path` is absent or an empty folder (what a new run may use)."""
+    if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
+        raise errors.UserError(f"{path} exists and is not empty; pass a new {flag} (this never "
+                               "writes over what is there)")
+
+
 def disk_full(path, needed, advice="free space and run again", kept=""):
     """The one-line `DiskFullError` for writing `needed` bytes at `path`."""
     return errors.DiskFullError(
@@ -78,3 +86,38 @@ def read_json(path):
             return json.load(f)
     except (OSError, ValueError):
         return None
+
+
+@contextlib.contextmanager
+def staged_directory(final, needed_bytes, advice="free space and run again"):
+    """Yields a hidden temporary folder beside `final`, renamed to `final` when the block succeeds.
+
+    When the block fails the folder is removed, so `final` is either complete
+    or absent. `final` must not exist (or be an empty folder). A full disk
+    raises a one-line `errors.DiskFullError` saying nothing was written
+    (`needed_bytes`: a number, or a function giving it).
+
+    Example:
+
+    >>> with staged_directory("runs/imported", 250e6) as folder:
+    ...     write_everything_into(folder)
+    """
+    parent = os.path.dirname(os.path.abspath(final))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f"{TEMPORARY_PREFIX}{os.path.basename(final)}-", dir=parent)
+    try:
+        yield staging
+        os.chmod(staging, 0o777 & ~current_umask())
+        try:
+            os.rename(staging, final)
+        except OSError as error:
+            if errors.is_disk_full(error):
+                raise
+            raise errors.UserError(f"{final} appeared while it was being written (another "
+                                   "process?); nothing was replaced, run again") from None
+    except BaseException as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        if errors.is_disk_full(error):
+            needed = needed_bytes() if callable(needed_bytes) else needed_bytes
+            raise disk_full(final, needed, advice, "; nothing was written") from None
+        raise

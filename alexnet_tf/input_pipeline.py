@@ -52,7 +52,7 @@ def train_dataset(source, normalization, batch_size, *, split="train", seed=0, e
         encoded, label = example
         image_seed = tf.stack([tf.cast(epoch_seed, tf.int64), index])
         crop_seed, pca_seed = tf.unstack(tf.random.experimental.stateless_split(image_seed, 2))
-        image = normalization.subtract_mean(preprocessing.decode_256(encoded))
+        image = normalization.subtract_mean(normalization.decode_256(encoded))
         image = preprocessing.random_crop_and_flip(image, crop_seed, image_size)
         if pca:
             image += normalization.pca_offset(pca_seed)
@@ -76,7 +76,7 @@ def eval_dataset(source, normalization, batch_size, *, split="validation", ten_c
 
     @tf.autograph.experimental.do_not_convert   # no Python control flow to convert
     def prepare(encoded, label):
-        return crop_fn(normalization(preprocessing.decode_256(encoded)), image_size), label
+        return crop_fn(normalization(normalization.decode_256(encoded)), image_size), label
 
     ds = source.encoded(split).map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(_options())

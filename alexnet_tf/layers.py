@@ -117,6 +117,10 @@ class LocalResponseNormalization(keras.layers.Layer):
         window sums as band-matrix matmuls, `lrn_matmul`) or "auto" (the one
         measured faster on this hardware, `hardware.choose_lrn`). Both
         compute the same formula.
+      output_channels: None (all), or (begin, end): normalise across all the
+        input's channels but return only channels begin..end-1. A tower whose
+        input is both towers' maps uses it to normalise across the tower
+        boundary, as Caffe's norm1/norm2 do.
       device: Optional device string (e.g. "/GPU:1") for this layer's ops.
       **kwargs: Standard Keras layer arguments (name, dtype, ...).
 
@@ -128,7 +132,8 @@ class LocalResponseNormalization(keras.layers.Layer):
     """
 
     def __init__(self, n=paper.LRN_N, k=paper.LRN_K, alpha=paper.LRN_ALPHA,
-                 beta=paper.LRN_BETA, implementation="auto", device=None, **kwargs):
+                 beta=paper.LRN_BETA, implementation="auto", output_channels=None, device=None,
+                 **kwargs):
         super().__init__(**kwargs)
         if int(n) != n or n < 1 or n % 2 == 0:
             raise ValueError(f"LocalResponseNormalization: n must be a positive odd integer "
@@ -141,6 +146,8 @@ class LocalResponseNormalization(keras.layers.Layer):
             raise ValueError(f"LocalResponseNormalization: implementation must be one of "
                              f"{', '.join(LRN_IMPLEMENTATIONS)}, got {implementation!r}.")
         self.implementation = implementation
+        self.output_channels = None if output_channels is None else tuple(
+            int(c) for c in output_channels)
         self.device = device
 
     def call(self, inputs):
@@ -157,14 +164,19 @@ class LocalResponseNormalization(keras.layers.Layer):
             else:
                 y = tf.nn.local_response_normalization(
                     x, depth_radius=self.n // 2, bias=self.k, alpha=self.alpha, beta=self.beta)
+            if self.output_channels is not None:
+                y = y[..., self.output_channels[0]:self.output_channels[1]]
             return tf.cast(y, out_dtype)
 
     def compute_output_shape(self, input_shape):
-        return input_shape
+        if self.output_channels is None:
+            return input_shape
+        return tuple(input_shape[:-1]) + (self.output_channels[1] - self.output_channels[0],)
 
     def get_config(self):
         return {**super().get_config(), "n": self.n, "k": self.k, "alpha": self.alpha,
-                "beta": self.beta, "implementation": self.implementation, "device": self.device}
+                "beta": self.beta, "implementation": self.implementation,
+                "output_channels": self.output_channels, "device": self.device}
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -235,19 +247,63 @@ def in_xla_compilation():
     return tf.__internal__.get_enclosing_xla_context() is not None
 
 
+POOL_ROUNDINGS = ("floor", "ceil")
+
+
+def ceil_padding(size, window, stride):
+    """Rows (or columns) to append so 'valid' pooling gives ceil((size - window) / stride) + 1."""
+    return (-(size - window) % stride) if size >= window else 0
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class PlacedMaxPooling2D(_PlacedMixin, keras.layers.MaxPooling2D):
-    """`keras.layers.MaxPooling2D` whose ops run on `device`.
+    """`keras.layers.MaxPooling2D` whose ops run on `device`, rounding down or up.
 
     Inside an XLA-compiled function it pools with `max_pool_slices` (same
     values, a faster gradient under XLA); elsewhere with TF's MaxPool kernel.
+
+    Args:
+      rounding: "floor" (Keras' 'valid' pooling: windows that fit) or "ceil"
+        (Caffe's: one more window where the last one would overhang, clipped at
+        the edge; computed by padding the bottom and right with -inf).
+      device: Optional device string for this layer's ops.
+      **kwargs: `keras.layers.MaxPooling2D`'s arguments.
     """
 
+    def __init__(self, *args, rounding="floor", **kwargs):
+        super().__init__(*args, **kwargs)
+        if rounding not in POOL_ROUNDINGS:
+            raise ValueError(f"PlacedMaxPooling2D: rounding must be one of "
+                             f"{', '.join(POOL_ROUNDINGS)}, got {rounding!r}.")
+        if rounding == "ceil" and (self.padding, self.data_format) != ("valid", "channels_last"):
+            raise ValueError("PlacedMaxPooling2D: rounding='ceil' needs padding='valid' and "
+                             "channels_last.")
+        self.rounding = rounding
+
+    def _ceil_pads(self, shape):
+        return [ceil_padding(shape[axis], self.pool_size[i], self.strides[i])
+                for i, axis in enumerate((1, 2))]
+
     def call(self, inputs):
+        if self.rounding == "ceil":
+            pad_h, pad_w = self._ceil_pads(inputs.shape)
+            if pad_h or pad_w:
+                inputs = tf.pad(inputs, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]],
+                                constant_values=float("-inf"))
         if (in_xla_compilation() and self.padding == "valid"
                 and self.data_format == "channels_last"):
             return max_pool_slices(inputs, self.pool_size, self.strides)
         return super().call(inputs)
+
+    def compute_output_shape(self, input_shape):
+        if self.rounding == "ceil":
+            pad_h, pad_w = self._ceil_pads(input_shape)
+            input_shape = (input_shape[0], input_shape[1] + pad_h, input_shape[2] + pad_w,
+                           input_shape[3])
+        return super().compute_output_shape(input_shape)
+
+    def get_config(self):
+        return {**super().get_config(), "rounding": self.rounding}
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)

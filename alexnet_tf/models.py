@@ -13,8 +13,9 @@ import keras
 import tensorflow as tf
 
 from alexnet_tf import errors, paper
-from alexnet_tf.layers import (LocalResponseNormalization, PlacedConcatenate, PlacedConv2D,
-                               PlacedDense, PlacedDropout, PlacedFlatten, PlacedMaxPooling2D)
+from alexnet_tf.layers import (POOL_ROUNDINGS, LocalResponseNormalization, PlacedConcatenate,
+                               PlacedConv2D, PlacedDense, PlacedDropout, PlacedFlatten,
+                               PlacedMaxPooling2D)
 
 KERNEL_INITS = ("paper", "he", "glorot")
 BIAS_INITS = ("paper", "zeros")
@@ -105,7 +106,8 @@ def _merge(tensors, name, device):
 
 
 def build_alexnet(num_classes=paper.NUM_CLASSES, *, towers=paper.NUM_TOWERS, lrn=True,
-                  pool_size=paper.POOL_SIZE, pool_stride=paper.POOL_STRIDE,
+                  lrn_k=paper.LRN_K, lrn_alpha=paper.LRN_ALPHA, lrn_across_towers=False,
+                  pool_size=paper.POOL_SIZE, pool_stride=paper.POOL_STRIDE, pool_rounding="floor",
                   activation="relu", kernel_init="paper", bias_init="paper",
                   dropout_rate=paper.DROPOUT_RATE, image_size=paper.IMAGE_SIZE,
                   devices="auto", seed=None, include_softmax=False, name="alexnet"):
@@ -121,8 +123,16 @@ def build_alexnet(num_classes=paper.NUM_CLASSES, *, towers=paper.NUM_TOWERS, lrn
         at 1000 classes); 1 for a single tower with full-width layers that
         see all of the previous layer (62,378,344 parameters).
       lrn: Local response normalisation after conv1 and conv2 (section 3.3).
+      lrn_k, lrn_alpha: LRN's k and alpha (alpha multiplies the plain sum of
+        squares; Caffe's alpha=1e-4 with k=1 is lrn_k=1, lrn_alpha=2e-5).
+      lrn_across_towers: With two towers, normalise each tower's maps with a
+        window that crosses into the other tower's (Caffe's norm1/norm2 see
+        all 96/256 maps); False (the paper's GPUs): within each tower.
       pool_size, pool_stride: Max pooling window and stride; 3/2 is the
         paper's overlapping pooling, 2/2 the ablation (section 3.4).
+      pool_rounding: "floor" (windows that fit) or "ceil" (Caffe's: a last,
+        clipped window where one would overhang). Equal for 3/2 pooling at
+        224 (padded) and 227 input: 55 -> 27 -> 13 -> 6 either way.
       activation: "relu" (the paper) or "tanh" (its section 3.1 comparison).
       kernel_init: "paper" (N(0, 0.01)), "he" (He normal) or "glorot".
       bias_init: "paper" (1 in conv2, conv4, conv5, fc6, fc7; 0 elsewhere)
@@ -150,6 +160,7 @@ def build_alexnet(num_classes=paper.NUM_CLASSES, *, towers=paper.NUM_TOWERS, lrn
     _check_choice("kernel_init", kernel_init, KERNEL_INITS)
     _check_choice("bias_init", bias_init, BIAS_INITS)
     _check_choice("image_size", image_size, tuple(IMAGE_SIZES))
+    _check_choice("pool_rounding", pool_rounding, POOL_ROUNDINGS)
     if num_classes < 1:
         raise ValueError(f"num_classes must be at least 1, got {num_classes}.")
     tower_devices = resolve_tower_devices(devices) if towers == 2 else (None,)
@@ -162,24 +173,38 @@ def build_alexnet(num_classes=paper.NUM_CLASSES, *, towers=paper.NUM_TOWERS, lrn
     if IMAGE_SIZES[image_size]:
         x = keras.layers.ZeroPadding2D(IMAGE_SIZES[image_size], name="conv1_pad")(x)
 
-    def normalise_and_pool(h, layer, s, d, use_lrn):
-        if use_lrn:
-            h = LocalResponseNormalization(name=f"lrn{layer}{s}", device=d)(h)
-        return PlacedMaxPooling2D(pool_size, pool_stride, name=f"pool{layer}{s}", device=d)(h)
+    def normalise(h, layer):
+        """LRN of each tower's maps: within the tower, or across both (`lrn_across_towers`)."""
+        if not lrn:
+            return h
+        if not lrn_across_towers or towers == 1:
+            return [LocalResponseNormalization(n=paper.LRN_N, k=lrn_k, alpha=lrn_alpha,
+                                               beta=paper.LRN_BETA, name=f"lrn{layer}{s}",
+                                               device=d)(hi) for hi, (s, d) in zip(h, tw)]
+        width = h[0].shape[-1]
+        return [LocalResponseNormalization(
+            n=paper.LRN_N, k=lrn_k, alpha=lrn_alpha, beta=paper.LRN_BETA,
+            output_channels=(i * width, (i + 1) * width), name=f"lrn{layer}{s}", device=d)(
+                _merge(h, f"concat_lrn{layer}{s}", d)) for i, (s, d) in enumerate(tw)]
+
+    def pool(h, layer):
+        return [PlacedMaxPooling2D(pool_size, pool_stride, rounding=pool_rounding,
+                                   name=f"pool{layer}{s}", device=d)(hi)
+                for hi, (s, d) in zip(h, tw)]
 
     f1, k1, s1 = paper.CONV1
     h = [make.conv(x, f1 // towers, k1, s1, f"conv1{s}", d, padding="valid") for s, d in tw]
-    h = [normalise_and_pool(hi, 1, s, d, lrn) for hi, (s, d) in zip(h, tw)]
+    h = pool(normalise(h, 1), 1)
     f2, k2, s2 = paper.CONV2
     h = [make.conv(hi, f2 // towers, k2, s2, f"conv2{s}", d) for hi, (s, d) in zip(h, tw)]
-    h = [normalise_and_pool(hi, 2, s, d, lrn) for hi, (s, d) in zip(h, tw)]
+    h = pool(normalise(h, 2), 2)
     f3, k3, s3 = paper.CONV3
     h = [make.conv(_merge(h, f"concat3{s}", d), f3 // towers, k3, s3, f"conv3{s}", d) for s, d in tw]
     f4, k4, s4 = paper.CONV4
     h = [make.conv(hi, f4 // towers, k4, s4, f"conv4{s}", d) for hi, (s, d) in zip(h, tw)]
     f5, k5, s5 = paper.CONV5
     h = [make.conv(hi, f5 // towers, k5, s5, f"conv5{s}", d) for hi, (s, d) in zip(h, tw)]
-    h = [normalise_and_pool(hi, 5, s, d, False) for hi, (s, d) in zip(h, tw)]
+    h = pool(h, 5)
 
     h = [PlacedFlatten(name=f"flatten{s}", device=d)(_merge(h, f"concat6{s}", d)) for s, d in tw]
     for layer in (6, 7):

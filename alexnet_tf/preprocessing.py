@@ -104,14 +104,34 @@ def resize_shorter_side(image, size=paper.RESIZE_SHORTER_SIDE):
                    lambda: tf.image.resize(image, new_size, method="bilinear"))
 
 
-def image_256(image):
-    """Section 2 on a decoded image [h, w, 3]: shorter side to 256, the central 256x256. float32."""
+# How an image becomes 256x256: the paper's (section 2), or Caffe's (its ImageNet LMDBs were
+# made with convert_imageset --resize_height=256 --resize_width=256: bilinear, aspect ignored).
+SHORTER_SIDE, SQUASH = "shorter_side", "squash"
+RESIZES = (SHORTER_SIDE, SQUASH)
+
+
+def image_256(image, resize=SHORTER_SIDE):
+    """A decoded image [h, w, 3] as float32 [256, 256, 3].
+
+    Args:
+      image: Any dtype, [h, w, 3].
+      resize: "shorter_side" (section 2: the shorter side to 256, then the
+        central 256x256) or "squash" (Caffe's: both sides to 256, bilinear,
+        not antialiased, the aspect ratio not kept).
+    """
+    if resize == SQUASH:
+        side = paper.CENTRAL_CROP
+        squashed = tf.image.resize(image, [side, side], method="bilinear")
+        squashed.set_shape([side, side, 3])
+        return squashed
+    if resize != SHORTER_SIDE:
+        raise ValueError(f"resize must be one of {', '.join(RESIZES)}, got {resize!r}.")
     return centre_crop(resize_shorter_side(image, paper.RESIZE_SHORTER_SIDE), paper.CENTRAL_CROP)
 
 
-def decode_256(encoded):
+def decode_256(encoded, resize=SHORTER_SIDE):
     """Section 2 on encoded bytes: decode, then `image_256`. float32 [256, 256, 3]."""
-    return image_256(decode_rgb(encoded))
+    return image_256(decode_rgb(encoded), resize)
 
 
 def centre_crop(image, size=paper.IMAGE_SIZE):

@@ -153,9 +153,8 @@ class RunDir:
         return stats
 
     def normalization(self, run=None):
-        """The run's `dataset_stats.Normalization` (its statistics, mean mode and input scale)."""
-        config = (run or self.read()).config
-        return dataset_stats.Normalization(self.stats(), config.mean_mode, config.input_scale)
+        """The run's `dataset_stats.Normalization` (its statistics and preprocessing settings)."""
+        return (run or self.read()).config.normalization(self.stats())
 
     def logs(self, name):
         """The TensorBoard folder `name` (TRAIN_LOGS or VALIDATION_LOGS)."""

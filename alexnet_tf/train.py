@@ -319,7 +319,7 @@ def train(config, strategy=None, log=print):
     # Data: source, training-set statistics (computed once, stored beside the data).
     source = sources.open_source(config.dataset, config.data_dir, config.max_megapixels)
     stats = dataset_stats.stats_for(source, config.train_split)
-    normalization = dataset_stats.Normalization(stats, config.mean_mode, config.input_scale)
+    normalization = config.normalization(stats)
     num_classes = len(source.class_names)
     steps_per_epoch = source.num_examples(config.train_split) // config.batch_size
     if steps_per_epoch == 0:
