@@ -396,7 +396,8 @@ def alexnet_weights(net, path="the caffemodel"):
     if len(set(pools)) != 1:
         raise CaffeError(f"{path} is not bvlc_alexnet: its pooling layers round differently")
     (k, alpha), = set(lrns)
-    return AlexNetWeights(blobs, lrn_k=k, lrn_alpha=alpha / LRN_SIZE, pool_rounding=pools[0])
+    return AlexNetWeights(blobs, lrn_k=k, lrn_alpha=float(f"{alpha / LRN_SIZE:.7g}"),
+                          pool_rounding=pools[0])
 
 
 def _check_lrn(layer, path):
@@ -405,7 +406,7 @@ def _check_lrn(layer, path):
         raise CaffeError(f"{path} is not bvlc_alexnet: LRN {layer.name!r} has local_size "
                          f"{p.local_size}, beta {p.beta:g}, norm_region {p.norm_region} "
                          f"(bvlc_alexnet: {LRN_SIZE}, {LRN_BETA}, ACROSS_CHANNELS)")
-    return float(np.float32(p.k)), float(np.float32(p.alpha))
+    return float(f"{p.k:.7g}"), float(f"{p.alpha:.7g}")      # float32 in the file
 
 
 def _check_pool(layer, path):

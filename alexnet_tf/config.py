@@ -25,7 +25,7 @@ from typing import Optional
 from alexnet_tf import hardware, paper, preprocessing
 from alexnet_tf.dataset_stats import INPUT_SCALES, MEAN_MODES, Normalization
 from alexnet_tf.layers import POOL_ROUNDINGS
-from alexnet_tf.models import ACTIVATIONS, BIAS_INITS, IMAGE_SIZES, KERNEL_INITS
+from alexnet_tf.models import ACTIVATIONS, BIAS_INITS, IMAGE_SIZES, KERNEL_INITS, WEIGHTED_LAYERS
 from alexnet_tf.schedule import SCHEDULES
 from alexnet_tf.sources import BUILT_IN
 
@@ -147,6 +147,24 @@ class TrainConfig:
                                       message="must be >= 0, e.g. 1, or 1,float32:0.5")
     # Precision-specific values of the settings in PER_PRECISION: ((precision, name, value), ...).
     by_precision: tuple = ()
+    # Fine-tuning.
+    init_from: Optional[str] = setting(None, "Start from another run's weights: a run directory "
+                                       "(alexnet-train's or alexnet-import's; its best checkpoint) "
+                                       "or a checkpoint in one (DIR/ckpt-N). Variables whose name "
+                                       "and shape match are loaded; fc8 is new when the class "
+                                       "count differs. The network options are the source's.")
+    source_stats: bool = setting(True, "With --init_from: use the source's statistics (mean, PCA) "
+                                 "and preprocessing (--mean, --input_scale, --resize), which its "
+                                 "features expect; --nosource_stats: this dataset's and this "
+                                 "run's flags.")
+    train_layers: typing.Tuple[str, ...] = setting(
+        (), "Train only these layers (e.g. fc8, or fc6,fc7,fc8); the others are frozen: no "
+        "gradient, no momentum, no weight decay.", check=lambda v: set(v) <= set(WEIGHTED_LAYERS),
+        message=f"must name layers among {','.join(WEIGHTED_LAYERS)}")
+    freeze: typing.Tuple[str, ...] = setting(
+        (), "Freeze these layers (e.g. conv1,conv2,conv3); the others train. Not with "
+        "--train_layers.", check=lambda v: set(v) <= set(WEIGHTED_LAYERS),
+        message=f"must name layers among {','.join(WEIGHTED_LAYERS)}")
     seed: int = setting(0, "Seed of the initialisation, data order and augmentation.")
     deterministic: bool = setting(False, "Deterministic ops (slower; same seed, same run).")
     # How it runs.
@@ -296,7 +314,7 @@ def define_flags(cls, flag_values=None):
             flags.DEFINE_integer(name, default, help_text, flag_values=flag_values)
         elif kind is float:
             flags.DEFINE_float(name, default, help_text, flag_values=flag_values)
-        else:                                         # a tuple of ints
+        else:                                         # a tuple
             flags.DEFINE_list(name, [str(v) for v in default], help_text,
                               flag_values=flag_values)
         if meta.get("check") or (meta.get("choices") and kind is not str):   # enums check
@@ -308,8 +326,9 @@ def define_flags(cls, flag_values=None):
 
 def _flag_value(field, raw):
     kind = _base_type(field)
-    if kind not in (bool, str, int, float) and raw is not None:     # list flag -> tuple of ints
-        return tuple(int(v) for v in raw)
+    if kind not in (bool, str, int, float) and raw is not None:     # list flag -> a tuple
+        element = typing.get_args(kind)[0]
+        return tuple(element(v.strip()) for v in raw)
     return raw
 
 

@@ -21,6 +21,8 @@ KERNEL_INITS = ("paper", "he", "glorot")
 BIAS_INITS = ("paper", "zeros")
 ACTIVATIONS = ("relu", "tanh")
 IMAGE_SIZES = {224: paper.CONV1_PADDING, 227: 0}  # input size -> conv1 zero padding
+# The layers with weights, by base name (with two towers each but fc8 is two layers, `_a`/`_b`).
+WEIGHTED_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
 
 
 def resolve_tower_devices(devices="auto"):

@@ -20,8 +20,8 @@ import time
 import keras
 import tensorflow as tf
 
-from alexnet_tf import (dataset_stats, errors, figures, hardware, input_pipeline, metrics,
-                        sources)
+from alexnet_tf import (dataset_stats, errors, figures, finetune, hardware, input_pipeline,
+                        metrics, sources)
 from alexnet_tf.config import PER_PRECISION
 from alexnet_tf.models import build_alexnet, resolve_tower_devices
 from alexnet_tf.optimizer import PaperSGD
@@ -260,6 +260,7 @@ def _build_state(config, strategy, num_classes, devices, precision, total_steps,
     with strategy.scope():
         model = build_alexnet(num_classes, seed=config.seed,
                               **{**config.model.build_kwargs(), "devices": devices})
+        finetune.freeze(model, config.train_layers, config.freeze)
         optimizer = make_optimizer(config, precision, schedule)
         optimizer.build(model.trainable_variables)
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
@@ -302,6 +303,13 @@ def _restore(state, run_dir, keep, task, log):
 def train(config, strategy=None, log=print):
     """Trains (or resumes training) AlexNet as `config` says; returns the final validation metrics."""
     strategy = strategy or tf.distribute.get_strategy()
+    if config.train_layers and config.freeze:
+        raise errors.ConfigError("give --train_layers (what trains) or --freeze (what does not), "
+                                 "not both")
+    # Fine-tuning: the source's network options and (by default) its preprocessing.
+    init = finetune.Source.locate(config.init_from) if config.init_from else None
+    if init:
+        config = finetune.with_source_settings(config, init, log)
     # Where and in what precision the run computes; the recipe for that precision.
     devices = tower_devices(config, strategy)
     chief, task = task_of(strategy)
@@ -318,7 +326,10 @@ def train(config, strategy=None, log=print):
 
     # Data: source, training-set statistics (computed once, stored beside the data).
     source = sources.open_source(config.dataset, config.data_dir, config.max_megapixels)
-    stats = dataset_stats.stats_for(source, config.train_split)
+    if init and config.source_stats:
+        stats = init.run_dir.stats()
+    else:
+        stats = dataset_stats.stats_for(source, config.train_split)
     normalization = config.normalization(stats)
     num_classes = len(source.class_names)
     steps_per_epoch = source.num_examples(config.train_split) // config.batch_size
@@ -337,6 +348,11 @@ def train(config, strategy=None, log=print):
                          steps_per_epoch)
     _restore(state, run_dir, config.keep_checkpoints if chief else 1, None if chief else task,
              log)
+    if init and int(state.step.numpy()) == 0:
+        finetune.load_matching(state.model, init, log)
+    frozen = finetune.frozen_layers(config.train_layers, config.freeze)
+    if frozen:
+        log(f"Frozen (not trained): {', '.join(frozen)}")
     if chief:
         for line in runtime_lines(runtime):
             log(line)

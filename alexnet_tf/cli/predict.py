@@ -6,7 +6,7 @@ import sys
 import tensorflow as tf
 from absl import app, flags
 
-from alexnet_tf import errors, export, files
+from alexnet_tf import errors, export, files, imagenet
 from alexnet_tf.cli import common
 
 FLAGS = flags.FLAGS
@@ -31,8 +31,15 @@ def predict_file(serve, path):
         return {"image": path, "error": common.serving_error(error)}
     top = zip(out["top_k_ids"][0].numpy(), out["top_k_names"][0].numpy(),
               out["top_k_probabilities"][0].numpy())
-    return {"image": path, "top_k": [{"id": int(i), "name": n.decode(), "probability": float(p)}
-                                     for i, n, p in top]}
+    return {"image": path, "top_k": [_entry(int(i), n.decode(), float(p)) for i, n, p in top]}
+
+
+def _entry(class_id, name, probability):
+    """One class of a result; ILSVRC-2012 synset ids get their WordNet names beside them."""
+    entry = {"id": class_id, "name": name, "probability": probability}
+    if imagenet.describe(name) != name:
+        entry["description"] = imagenet.describe(name)
+    return entry
 
 
 def format_result(result):
@@ -40,7 +47,8 @@ def format_result(result):
         return f"{result['image']}: error: {result['error']}"
     lines = [result["image"]]
     for rank, entry in enumerate(result["top_k"], 1):
-        lines.append(f"  {rank}. {entry['name']:<24} {entry['probability'] * 100:6.2f}%")
+        name = entry["name"] + (f" ({entry['description']})" if "description" in entry else "")
+        lines.append(f"  {rank}. {name:<40} {entry['probability'] * 100:6.2f}%")
     return "\n".join(lines)
 
 

@@ -1,0 +1,142 @@
+"""Fine-tuning: start a run from another run's weights (`--init_from`) and choose what trains.
+
+* `Source.locate(path)`: a run directory (its best checkpoint) or one of its
+  checkpoints (DIR/ckpt-N, DIR/best/ckpt-N).
+* `with_source_settings`: the new run takes the source's network options
+  (the weights only mean something in the network they were trained in) and,
+  unless `--nosource_stats`, its statistics and preprocessing (mean, input
+  scale, resize), which the pretrained features expect.
+* `load_matching`: every variable whose name and shape match is copied; the
+  others (fc8 when the class count differs) keep their fresh initialisation.
+* `freeze`: `--train_layers` / `--freeze` make layers non-trainable, so they
+  get no gradient, no velocity and no weight decay: they stay bit-identical.
+
+Example:
+
+    source = Source.locate("runs/bvlc_alexnet")
+    config = with_source_settings(config, source)
+    ...
+    loaded, initialised = load_matching(model, source)
+"""
+
+import dataclasses
+import os
+
+from alexnet_tf import errors
+from alexnet_tf.models import WEIGHTED_LAYERS
+from alexnet_tf.rundir import RUN_CONFIG, RunDir
+
+# Network options that are the training recipe's, not the weights': they stay the new run's.
+RECIPE_MODEL_OPTIONS = ("dropout_rate", "devices")
+SOURCE_PREPROCESSING = ("mean_mode", "input_scale", "resize")
+
+
+class FineTuneError(errors.UserError):
+    """An --init_from that cannot be used; the message is one line."""
+
+
+@dataclasses.dataclass
+class Source:
+    """The run (and checkpoint) a fine-tuning run starts from."""
+    run_dir: RunDir
+    which: str           # "best", or a checkpoint path
+
+    @classmethod
+    def locate(cls, path):
+        """A run directory, or a checkpoint path inside one (up to two levels down)."""
+        path = os.path.normpath(path)
+        if os.path.isdir(path):
+            if not os.path.exists(os.path.join(path, RUN_CONFIG)):
+                raise FineTuneError(f"--init_from={path} is not a run directory (no {RUN_CONFIG}); "
+                                    "pass a --model_dir of alexnet-train or alexnet-import, or a "
+                                    "checkpoint in one (DIR/ckpt-N)")
+            return cls(RunDir(path), "best")
+        if not os.path.exists(path + ".index"):
+            raise FineTuneError(f"--init_from={path} is neither a run directory nor a checkpoint "
+                                f"({path}.index does not exist)")
+        folder = os.path.dirname(path)
+        for candidate in (folder, os.path.dirname(folder)):
+            if os.path.exists(os.path.join(candidate, RUN_CONFIG)):
+                return cls(RunDir(candidate), path)
+        raise FineTuneError(f"--init_from={path}: its run directory (with {RUN_CONFIG}) is not "
+                            "beside it; the run's options are needed to rebuild its network")
+
+
+def with_source_settings(config, source, log=print):
+    """`config` with the source's network options and (config.source_stats) preprocessing."""
+    run = source.run_dir.read()
+    model = dataclasses.replace(run.config.model, **{
+        name: getattr(config.model, name) for name in RECIPE_MODEL_OPTIONS})
+    changes = {"model": model}
+    if config.source_stats:
+        changes.update({name: getattr(run.config, name) for name in SOURCE_PREPROCESSING})
+    adopted = dataclasses.replace(config, **changes)
+    differing = [f"{name}={getattr(model, name)}" for name in _fields(model)
+                 if getattr(model, name) != getattr(config.model, name)]
+    differing += [f"{name}={changes[name]}" for name in SOURCE_PREPROCESSING
+                  if name in changes and changes[name] != getattr(config, name)]
+    if differing:
+        log(f"From {source.run_dir.path}: {', '.join(differing)} (the source's"
+            f"{'' if config.source_stats else ' network'}; its weights expect them)")
+    if config.source_stats:
+        log(f"Using {source.run_dir.path}'s statistics (mean, PCA) and preprocessing, which its "
+            "features expect (--nosource_stats: this dataset's)")
+    return adopted
+
+
+def _fields(config):
+    return [f.name for f in dataclasses.fields(config)]
+
+
+def load_matching(model, source, log=print):
+    """Copies the source checkpoint's variables into `model` where name and shape match.
+
+    Returns (loaded, initialised): lists of variable paths.
+    """
+    source_model, run, path = source.run_dir.restore_model(source.which)
+    theirs = {v.path: v for v in _weights(source_model)}
+    loaded, initialised = [], []
+    for variable in _weights(model):
+        match = theirs.get(variable.path)
+        if match is not None and tuple(match.shape) == tuple(variable.shape):
+            variable.assign(match.value)
+            loaded.append(variable.path)
+        else:
+            initialised.append(variable.path)
+    log(f"Initialised from {path}: loaded {_layers(loaded)} ({len(loaded)} variables); "
+        f"freshly initialised {_layers(initialised) or 'nothing'}"
+        + (f" ({run.num_classes} classes there, {model.output_shape[-1]} here)"
+           if run.num_classes != model.output_shape[-1] else ""))
+    return loaded, initialised
+
+
+def _weights(model):
+    """The kernels and biases of conv1 ... fc8 (both towers), in model order."""
+    return [w for layer in model.layers if layer.name.split("_")[0] in WEIGHTED_LAYERS
+            for w in layer.weights]
+
+
+def _layers(paths):
+    """'conv1_a/kernel', 'conv1_a/bias', ... -> 'conv1_a, ...' in model order."""
+    names = []
+    for path in paths:
+        name = path.split("/")[0]
+        if name not in names:
+            names.append(name)
+    return ", ".join(names)
+
+
+def frozen_layers(train_layers, freeze):
+    """The base layer names (conv1 ... fc8) that do not train."""
+    if train_layers:
+        return tuple(name for name in WEIGHTED_LAYERS if name not in train_layers)
+    return tuple(freeze)
+
+
+def freeze(model, train_layers=(), frozen=()):
+    """Makes the layers `frozen_layers` names non-trainable (both towers' `conv1_a`, `conv1_b`)."""
+    names = frozen_layers(train_layers, frozen)
+    for layer in model.layers:
+        if layer.name.split("_")[0] in names and layer.weights:
+            layer.trainable = False
+    return names

@@ -1,0 +1,113 @@
+"""Fine-tuning: --init_from a 10-class run, --train_layers=fc8 on a 3-class image folder."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from alexnet_tf import export, finetune, train
+from alexnet_tf.config import ModelConfig, TrainConfig
+from alexnet_tf.rundir import RunDir
+
+COLOURS = {"blue": (40, 60, 200), "green": (40, 180, 60), "red": (200, 40, 40)}
+
+
+def colour_folder(root, per_class):
+    """ROOT/<split>/<colour>/*.png: noisy images of one dominant colour each."""
+    rng = np.random.default_rng(0)
+    for split, count in per_class.items():
+        for name, rgb in COLOURS.items():
+            os.makedirs(os.path.join(root, split, name))
+            for i in range(count):
+                pixels = np.clip(np.asarray(rgb) + rng.normal(0, 40, (48, 64, 3)), 0, 255)
+                Image.fromarray(pixels.astype(np.uint8)).save(
+                    os.path.join(root, split, name, f"{i}.png"))
+
+
+def run_config(model_dir, **settings):
+    return TrainConfig(model_dir=str(model_dir), batch_size=8, log_steps=5, seed=1,
+                       input_scale="std", mixed_precision="float32", jit_compile="false",
+                       lr_schedule="cosine", **settings)
+
+
+def weights_by_layer(model_dir, which="latest"):
+    model, _, _ = RunDir(model_dir).restore_model(which)
+    return {layer.name: [w.numpy() for w in layer.weights] for layer in model.layers
+            if layer.weights}
+
+
+def test_fine_tuning_fc8_keeps_the_rest_bit_identical_learns_resumes_and_exports(
+        tiny_data_dir, tmp_path):
+    # The source: a short quick-start-like run on the built-in dataset (10 classes).
+    source = tmp_path / "source"
+    train.train(run_config(source, dataset="alexnet_shapes/tiny", data_dir=tiny_data_dir,
+                           epochs=1, max_steps=3, learning_rate=0.001,
+                           model=ModelConfig(devices="none", kernel_init="he", bias_init="zeros",
+                                             dropout_rate=0.0)), log=lambda line: None)
+    root = str(tmp_path / "colours")
+    colour_folder(root, {"train": 16, "validation": 6})
+
+    lines = []
+    tuned = tmp_path / "tuned"
+    config = run_config(tuned, dataset=f"image_folder:{root}", epochs=4, max_steps=12,
+                        learning_rate=0.01, init_from=str(source), train_layers=("fc8",),
+                        model=ModelConfig(devices="none"))
+    first = train.train(config, log=lines.append)
+    text = "\n".join(lines)
+    assert "Initialised from" in text and "freshly initialised fc8 " in text
+    assert "(10 classes there, 3 here)" in text
+    assert "Frozen (not trained): conv1, conv2, conv3, conv4, conv5, fc6, fc7" in text
+    # The source's network options were taken (its He init is irrelevant; dropout is ours).
+    run = RunDir(str(tuned)).read()
+    assert run.config.input_scale == "std" and run.num_classes == 3
+    before, after = weights_by_layer(source, "latest"), weights_by_layer(tuned)
+    for name, values in before.items():
+        if name != "fc8":
+            for old, new in zip(values, after[name]):
+                np.testing.assert_array_equal(old, new)           # bit-identical
+    assert after["fc8"][0].shape == (4096, 3)
+    # No velocity for frozen variables: the optimiser holds fc8's kernel and bias only.
+    reader = tf.train.load_checkpoint(RunDir(str(tuned)).latest_checkpoint())
+    slots = [shape for key, shape in reader.get_variable_to_shape_map().items()
+             if key.startswith("optimizer/_variables/") and len(shape) >= 1]
+    assert sorted(map(tuple, slots)) == [(3,), (4096, 3)]
+    assert first["top1_error"] < 0.4, text       # chance: 2/3 top-1 error, held-out images
+
+    # Resume: more steps continue from the checkpoint and do not load the source again.
+    lines.clear()
+    final = train.train(run_config(tuned, dataset=f"image_folder:{root}", epochs=4, max_steps=16,
+                                   learning_rate=0.01, init_from=str(source),
+                                   train_layers=("fc8",), model=ModelConfig(devices="none")),
+                        log=lines.append)
+    text = "\n".join(lines)
+    assert "Resuming from step 12" in text and "Initialised from" not in text
+    assert final["top1_error"] < 0.4, text
+    after = weights_by_layer(tuned)
+    np.testing.assert_array_equal(before["conv1_a"][0], after["conv1_a"][0])
+    # Export serves the three classes.
+    path = export.export(str(tuned), str(tmp_path / "exports"), which="latest")
+    names = open(os.path.join(path, "assets", export.CLASS_NAMES_ASSET)).read().split()
+    assert names == sorted(COLOURS)
+
+
+def test_train_layers_and_freeze_name_what_does_not_train():
+    assert finetune.frozen_layers(("fc8",), ()) == ("conv1", "conv2", "conv3", "conv4", "conv5",
+                                                    "fc6", "fc7")
+    assert finetune.frozen_layers((), ("conv1", "conv2")) == ("conv1", "conv2")
+    from alexnet_tf.models import build_alexnet
+    model = build_alexnet(5, devices=None)
+    finetune.freeze(model, (), ("conv1", "fc6"))
+    frozen = sorted({v.path.split("/")[0] for v in model.non_trainable_weights})
+    assert frozen == ["conv1_a", "conv1_b", "fc6_a", "fc6_b"]
+
+
+@pytest.mark.parametrize("path, message", [
+    ("missing", "is neither a run directory nor a checkpoint"),
+    ("empty_dir", "is not a run directory"),
+])
+def test_bad_init_from_gets_one_line(path, message, tmp_path):
+    (tmp_path / "empty_dir").mkdir()
+    with pytest.raises(finetune.FineTuneError, match=message):
+        finetune.Source.locate(str(tmp_path / path))
