@@ -103,7 +103,7 @@ def random_alexnet(seed):
     for name, out, inputs, k, _, _, group in CONVS:
         fan_in = inputs // group * k * k
         weights[name] = (rng.standard_normal((out, inputs // group, k, k), np.float32)
-                         * np.float32(np.sqrt(2 / fan_in) / (20 if name == "conv1" else 1)),
+                         * np.float32(np.sqrt(2 / fan_in)),
                          rng.standard_normal(out, np.float32) * np.float32(0.1))
     for name, out, inputs in FCS:
         weights[name] = (rng.standard_normal((out, inputs), np.float32)

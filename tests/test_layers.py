@@ -209,3 +209,34 @@ def test_pooling_inside_xla_gives_the_kernels_values_and_gradient():
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def max_pool_ceil_reference(x, size, stride):
+    """Caffe's ceil-mode max pooling (NHWC, float64): the last window clipped at the edge."""
+    height, width = x.shape[1:3]
+    out_h, out_w = -(-(height - size) // stride) + 1, -(-(width - size) // stride) + 1
+    y = np.empty((x.shape[0], out_h, out_w, x.shape[3]))
+    for i in range(out_h):
+        for j in range(out_w):
+            y[:, i, j] = x[:, i * stride:i * stride + size, j * stride:j * stride + size].max((1, 2))
+    return y
+
+
+@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("size,stride,shape", [(2, 2, (1, 7, 5, 3)), (3, 2, (2, 8, 6, 4)),
+                                               (3, 2, (1, 7, 7, 2))])
+def test_ceil_pooling_matches_caffes(size, stride, shape, jit):
+    x = np.random.default_rng(0).normal(size=shape).astype(np.float32) - 5.0   # all negative-ish
+    layer = PlacedMaxPooling2D(size, stride, rounding="ceil")
+    run = tf.function(lambda t: layer(t), jit_compile=jit)
+    got = run(tf.constant(x)).numpy()
+    np.testing.assert_allclose(got, max_pool_ceil_reference(x, size, stride), rtol=1e-6)
+    assert tuple(layer.compute_output_shape(shape)) == got.shape
+
+
+def test_lrn_output_channels_normalise_across_all_and_keep_a_slice():
+    a = np.random.default_rng(1).normal(0.0, 30.0, size=(2, 3, 3, 12)).astype(np.float32)
+    full = lrn_reference(a, k=1.0, alpha=1e-2)
+    for begin, end in ((0, 6), (6, 12)):
+        layer = LocalResponseNormalization(k=1.0, alpha=1e-2, output_channels=(begin, end))
+        np.testing.assert_allclose(layer(a).numpy(), full[..., begin:end], rtol=1e-5)

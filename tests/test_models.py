@@ -92,6 +92,26 @@ def test_non_overlapping_pooling_keeps_the_shapes():
     assert model.get_layer("pool1_a").pool_size == (2, 2)
 
 
+@pytest.mark.parametrize("image_size", [224, 227])
+def test_ceil_pooling_gives_the_same_sizes_for_overlapping_pooling(image_size):
+    # 55 -> ceil((55 - 3) / 2) + 1 = 27 -> ceil((27 - 3) / 2) + 1 = 13 -> ceil((13 - 3) / 2) + 1 = 6
+    for rounding in ("floor", "ceil"):
+        model = build_alexnet(10, devices=None, image_size=image_size, pool_rounding=rounding)
+        sizes = [model.get_layer(f"pool{i}_a").output.shape[1] for i in (1, 2, 5)]
+        assert sizes == [27, 13, 6], rounding
+    # 2/2 pooling: 55 -> ceil(53 / 2) + 1 = 28 -> 14 -> 7, where floor gives 27 -> 13 -> 6.
+    model = build_alexnet(10, devices=None, pool_size=2, pool_stride=2, pool_rounding="ceil")
+    assert [model.get_layer(f"pool{i}_a").output.shape[1] for i in (1, 2, 5)] == [28, 14, 7]
+
+
+def test_lrn_across_towers_sees_the_other_towers_maps():
+    model = build_alexnet(10, devices=None, lrn_across_towers=True)
+    lrn = model.get_layer("lrn1_b")
+    assert lrn.input.shape[-1] == 96 and lrn.output.shape[-1] == 48
+    assert lrn.output_channels == (48, 96)
+    assert model.count_params() == build_alexnet(10, devices=None).count_params()
+
+
 def test_layer_names_and_connectivity(model):
     kernels = {w.path: tuple(w.shape) for w in model.trainable_weights}
     expected = {

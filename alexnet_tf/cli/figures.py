@@ -6,7 +6,7 @@ import sys
 import tensorflow as tf
 from absl import app, flags
 
-from alexnet_tf import errors, export, figures, sources
+from alexnet_tf import errors, export, figures, imagenet, sources
 from alexnet_tf.rundir import RunDir
 from alexnet_tf.cli import common
 
@@ -17,6 +17,8 @@ flags.DEFINE_string("out_dir", "figures", "Where conv1_kernels.png and predictio
 flags.DEFINE_string("split", None, "Images for the prediction panels; default: the run's "
                     "evaluation split.")
 flags.DEFINE_integer("num_images", 8, "How many prediction panels.", lower_bound=1)
+flags.DEFINE_string("dataset", None, "Images for the prediction panels from this dataset "
+                    "(a TFDS name or image_folder:ROOT); default: the run's.")
 flags.DEFINE_string("data_dir", None, "Default: the data_dir the model was trained with.")
 
 KERNELS_PNG, PREDICTIONS_PNG = "conv1_kernels.png", "predictions.png"
@@ -27,7 +29,8 @@ def prediction_panels(module, source, split, count):
     panels = []
     for encoded, label in source.encoded(split).take(count).as_numpy_iterator():
         out = serve(image_bytes=tf.constant([encoded]))
-        names = [n.decode() for n in out["top_k_names"][0].numpy()]
+        names = [imagenet.describe(n.decode()).split(",")[0]
+                 for n in out["top_k_names"][0].numpy()]
         panels.append(figures.prediction_panel(
             figures.thumbnail(encoded, figures.PANEL_IMAGE), names,
             out["top_k_probabilities"][0].numpy(), source.class_names[int(label)]))
@@ -42,7 +45,8 @@ def main(argv):
         config = RunDir(FLAGS.model_dir).read().config
         module, checkpoint = export.serving_module(FLAGS.model_dir, FLAGS.checkpoint)
         source = sources.open_source(
-            config.dataset, FLAGS.data_dir if FLAGS.data_dir is not None else config.data_dir)
+            FLAGS.dataset or config.dataset,
+            FLAGS.data_dir if FLAGS.data_dir is not None else config.data_dir)
         panels = prediction_panels(module, source, FLAGS.split or config.eval_split,
                                    FLAGS.num_images)
     except errors.UserError as error:
