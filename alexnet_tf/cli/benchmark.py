@@ -45,10 +45,12 @@ def measure(quick):
     def train_rate(precision, jit=False, dataset=None):
         nonlocal retraces
         # Emulated bfloat16 (no native support) runs ~10x slower than float32: one timed step.
-        slow = precision == hardware.BFLOAT16 and not native_bf16 and not quick
+        # --quick times each step once (after the untimed first call that traces it).
+        slow = precision == hardware.BFLOAT16 and not native_bf16
         rate, traces = benchmark.train_step_rate(batch, precision, jit_compile=jit,
                                                  steps=1 if slow else steps, dataset=dataset,
-                                                 num_classes=num_classes, repeats=1 if slow else 3)
+                                                 num_classes=num_classes,
+                                                 repeats=1 if slow or quick else 3)
         retraces += traces - 1
         return rate
 
