@@ -38,6 +38,7 @@ setup(
             "alexnet-retrieve=alexnet_tf.cli.retrieve:run",
             "alexnet-figures=alexnet_tf.cli.figures:run",
             "alexnet-import=alexnet_tf.cli.import_caffe:run",
+            "alexnet-study=alexnet_tf.cli.study:run",
         ],
     },
 )

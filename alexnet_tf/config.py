@@ -25,7 +25,8 @@ from typing import Optional
 from alexnet_tf import hardware, paper, preprocessing
 from alexnet_tf.dataset_stats import INPUT_SCALES, MEAN_MODES, Normalization
 from alexnet_tf.layers import POOL_ROUNDINGS
-from alexnet_tf.models import ACTIVATIONS, BIAS_INITS, IMAGE_SIZES, KERNEL_INITS, WEIGHTED_LAYERS
+from alexnet_tf.models import (ACTIVATIONS, BIAS_INITS, IMAGE_SIZES, KERNEL_INITS, REMOVABLE,
+                               WEIGHTED_LAYERS)
 from alexnet_tf.schedule import SCHEDULES
 from alexnet_tf.sources import BUILT_IN
 
@@ -68,6 +69,13 @@ class ModelConfig:
                                  "(Caffe: a last window clipped at the edge).",
                                  choices=POOL_ROUNDINGS)
     activation: str = setting("relu", "Nonlinearity (section 3.1).", choices=ACTIVATIONS)
+    half_width: bool = setting(False, "With --towers=1: the paper's one-GPU comparator (section "
+                               "3.2): half the kernels in conv1-4 (48/128/192/192), conv5 256 "
+                               "and fc 4096 (its footnote).")
+    remove: typing.Tuple[str, ...] = setting(
+        (), "Leave out these middle conv layers (conv3, conv4, conv5; section 1's claim).",
+        check=lambda v: set(v) <= set(REMOVABLE), message=f"must name layers among "
+        f"{','.join(REMOVABLE)}")
     kernel_init: str = setting("paper", "Weight init: paper = N(0, 0.01) (section 5), he, glorot.",
                                choices=KERNEL_INITS)
     bias_init: str = setting("paper", "Bias init: paper = 1 in conv2/4/5, fc6/7, else 0 "
@@ -221,10 +229,12 @@ class TrainConfig:
             set(model) - {f.name for f in dataclasses.fields(ModelConfig)})
         if unknown:
             raise ValueError(f"unknown settings {', '.join(unknown)}")
-        for field in dataclasses.fields(cls):
-            if field.name in values and isinstance(field.default, tuple):    # JSON lists
-                values[field.name] = tuple(tuple(v) if isinstance(v, list) else v
-                                           for v in values[field.name])
+        for fields, found in ((dataclasses.fields(cls), values),
+                              (dataclasses.fields(ModelConfig), model)):
+            for field in fields:
+                if field.name in found and isinstance(field.default, tuple):    # JSON lists
+                    found[field.name] = tuple(tuple(v) if isinstance(v, list) else v
+                                              for v in found[field.name])
         return cls(**values, model=ModelConfig(**model))
 
 

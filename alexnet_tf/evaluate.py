@@ -7,7 +7,7 @@ Everything a run directory holds is read through `rundir`; the counting is
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import input_pipeline, metrics, sources
+from alexnet_tf import input_pipeline, metrics, report, sources
 from alexnet_tf.rundir import RunDir, RunDirError
 
 
@@ -26,13 +26,26 @@ def probabilities(model, dataset, ten_crop=False):
     return np.concatenate(probs), np.concatenate(labels)
 
 
+def run_probabilities(model, run_dir, run, source, split, *, ten_crop=False, batch_size=64,
+                      max_images=None):
+    """Softmax [N, C] and labels [N] of a run's restored `model` on `source`'s split, preprocessed
+    as the run was trained (its normalisation, resize and input size)."""
+    data = input_pipeline.eval_dataset(source, run_dir.normalization(run), batch_size,
+                                       split=split, ten_crop=ten_crop,
+                                       image_size=run.config.image_size, max_images=max_images)
+    return probabilities(model, data, ten_crop)
+
+
 def evaluate_runs(model_dirs, *, split=None, dataset=None, data_dir=None, which="best",
-                  ten_crop=False, batch_size=64):
+                  ten_crop=False, batch_size=64, report_dir=None, max_images=None):
     """Evaluates each run, and their ensemble (mean softmax) when there are several.
 
     Returns (split, rows): the split evaluated (default: the first run's
     evaluation split) and a list of rows {"model", "checkpoint", "top1_error",
-    "top5_error", "examples"}.
+    "top5_error", "examples"}. With `report_dir`, the per-class report of the
+    last row (the one run, or the ensemble) is written there (`report`), and
+    that row gets "most_confused": the top pairs. `max_images`: only the split's
+    first this many images.
     """
     run_dirs = [RunDir(d) for d in model_dirs]
     runs = [r.read() for r in run_dirs]
@@ -48,17 +61,19 @@ def evaluate_runs(model_dirs, *, split=None, dataset=None, data_dir=None, which=
     rows, all_probs = [], []
     for run_dir in run_dirs:
         model, run, path = run_dir.restore_model(which)
-        data = input_pipeline.eval_dataset(source, run_dir.normalization(run), batch_size,
-                                           split=split, ten_crop=ten_crop,
-                                           image_size=run.config.image_size)
-        probs, labels = probabilities(model, data, ten_crop)
+        probs, labels = run_probabilities(model, run_dir, run, source, split, ten_crop=ten_crop,
+                                          batch_size=batch_size, max_images=max_images)
         all_probs.append(probs)
         rows.append({"model": run_dir.path, "checkpoint": path,
                      **metrics.error_rates(probs, labels)})
     if len(run_dirs) > 1:
-        ensemble = metrics.error_rates(metrics.ensemble_probabilities(all_probs), labels)
+        all_probs.append(metrics.ensemble_probabilities(all_probs))
         rows.append({"model": f"{len(run_dirs)} CNNs (mean softmax)", "checkpoint": "",
-                     **ensemble})
+                     **metrics.error_rates(all_probs[-1], labels)})
+    if report_dir is not None:
+        matrix = report.confusion_matrix(all_probs[-1].argmax(axis=1), labels,
+                                         len(runs[0].class_names))
+        rows[-1]["most_confused"] = report.write_report(report_dir, matrix, runs[0].class_names)
     return split, rows
 
 

@@ -48,6 +48,19 @@ def kernel_grid(tower_kernels, columns=16, zoom=3):
     return np.concatenate(blocks[:-1], axis=0)
 
 
+def chromatic_fraction(kernels):
+    """How colour-specific conv1 kernels are: their chromatic energy over their total energy.
+
+    For kernels [size, size, 3, k]: sum over the kernels of |w - grey(w)|^2 over sum of |w|^2,
+    where grey(w) is each pixel's mean over R, G, B. 0 for colour-agnostic (grey) kernels,
+    larger for colour-specific ones. The paper's figure 3: tower a's (GPU 1) kernels
+    largely colour-agnostic, tower b's largely colour-specific.
+    """
+    w = np.asarray(kernels, np.float64)
+    grey = w.mean(axis=2, keepdims=True)
+    return float(((w - grey) ** 2).sum() / max((w ** 2).sum(), 1e-30))
+
+
 # --- Figure 4: predictions (left) and retrieval (right) ----------------------
 
 THUMBNAIL = 96          # retrieval grid tile, pixels a side
@@ -121,3 +134,117 @@ def panel_grid(panels, columns=4, gap=PANEL_GAP):
 def write_png(path, image):
     """Writes uint8 [h, w, 3] as a PNG, atomically."""
     files.atomic_write(path, tf.io.encode_png(image).numpy())
+
+
+# --- The confusion matrix (alexnet-eval --report, TensorBoard) ----------------
+
+CELL = 24                 # pixels per cell of a readable confusion matrix
+MAX_CELLS = 40            # more classes than this: the most-confused pairs as a list instead
+LABEL_WIDTH = 110
+
+
+def confusion_image(matrix, class_names, pairs=20):
+    """The confusion matrix as uint8 [h, w, 3]: a grid of counts for up to MAX_CELLS classes
+    (rows true, columns predicted, darker = more images), else the `pairs` most-confused pairs."""
+    from PIL import Image, ImageDraw
+    matrix = np.asarray(matrix)
+    n = len(class_names)
+    if n > MAX_CELLS:
+        from alexnet_tf import report
+        lines = [f"{t} -> {p}: {count}" for t, p, count in report.most_confused(
+            matrix, class_names, pairs)] or ["no confusions"]
+        image = Image.new("RGB", (560, 18 * (len(lines) + 1) + 4), "white")
+        draw = ImageDraw.Draw(image)
+        draw.text((4, 2), f"most-confused pairs (true -> predicted: images), {n} classes",
+                  fill=(0, 0, 0))
+        for i, line in enumerate(lines, 1):
+            draw.text((4, 2 + 18 * i), line[:90], fill=(0, 0, 0))
+        return np.asarray(image)
+    side = LABEL_WIDTH + n * CELL + 2
+    image = Image.new("RGB", (side, side), "white")
+    draw = ImageDraw.Draw(image)
+    rows = matrix.sum(axis=1, keepdims=True)
+    share = matrix / np.maximum(rows, 1)
+    for t in range(n):
+        draw.text((2, LABEL_WIDTH + t * CELL + 6), str(class_names[t])[:16], fill=(0, 0, 0))
+        for p in range(n):
+            shade = int(round(255 * (1 - share[t, p])))
+            left, top = LABEL_WIDTH + p * CELL, LABEL_WIDTH + t * CELL
+            draw.rectangle([left, top, left + CELL - 1, top + CELL - 1],
+                           fill=(shade, shade, 255), outline=(200, 200, 200))
+            if matrix[t, p]:
+                draw.text((left + 3, top + 6), str(int(matrix[t, p])),
+                          fill=(255, 255, 255) if shade < 128 else (0, 0, 0))
+    for p in range(n):          # column labels, rotated
+        label = Image.new("RGB", (LABEL_WIDTH - 4, CELL), "white")
+        ImageDraw.Draw(label).text((2, 6), str(class_names[p])[:16], fill=(0, 0, 0))
+        image.paste(label.rotate(90, expand=True), (LABEL_WIDTH + p * CELL, 2))
+    draw.text((2, 2), "true \\ predicted", fill=(0, 0, 0))
+    return np.asarray(image)
+
+
+# --- Figure 1: training error against epochs (alexnet-study) -------------------
+
+PLOT = (640, 400)         # plot area, pixels
+MARGIN = (60, 20, 200, 40)  # left, top, right (legend), bottom
+PALETTE = [(214, 39, 40), (31, 119, 180), (44, 160, 44), (255, 127, 14), (148, 103, 189),
+           (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
+
+
+def curves_image(curves, threshold, highlight=()):
+    """Figure 1: training error (0..1) against epochs, one line per run, the threshold dashed.
+
+    Args:
+      curves: {label: [(epoch, error), ...]}.
+      threshold: the training error drawn as a dashed line (the paper's 25%).
+      highlight: label prefixes drawn thick (the paper's ReLU and tanh), first ones first.
+
+    Returns:
+      uint8 [h, w, 3].
+    """
+    from PIL import Image, ImageDraw
+    (width, height), (left, top, right, bottom) = PLOT, MARGIN
+    image = Image.new("RGB", (left + width + right, top + height + bottom), "white")
+    draw = ImageDraw.Draw(image)
+    x_max = max([e for points in curves.values() for e, _ in points] + [1e-9])
+
+    def xy(epoch, error):
+        return (left + epoch / x_max * width, top + (1 - min(max(error, 0), 1)) * height)
+
+    draw.rectangle([left, top, left + width, top + height], outline=(0, 0, 0))
+    for i in range(6):                                   # y ticks every 20%
+        y = top + height - i * height / 5
+        draw.line([left - 4, y, left, y], fill=(0, 0, 0))
+        draw.text((left - 34, y - 6), f"{i * 20}%", fill=(0, 0, 0))
+    for i in range(5):                                   # x ticks
+        epoch = x_max * i / 4
+        x = left + i * width / 4
+        draw.line([x, top + height, x, top + height + 4], fill=(0, 0, 0))
+        draw.text((x - 8, top + height + 6), f"{epoch:.2g}", fill=(0, 0, 0))
+    draw.text((left + width / 2 - 20, top + height + 22), "epochs", fill=(0, 0, 0))
+    draw.text((4, top - 16), "training error", fill=(0, 0, 0))
+    y = xy(0, threshold)[1]
+    for x in range(left, left + width, 10):              # the threshold, dashed
+        draw.line([x, y, min(x + 5, left + width), y], fill=(0, 0, 0))
+    draw.text((left + width + 6, y - 6), f"{threshold:.0%}", fill=(0, 0, 0))
+
+    def rank(label):
+        hits = [i for i, prefix in enumerate(highlight) if label.startswith(prefix)]
+        return hits[0] if hits else len(highlight)
+
+    labels = sorted(curves, key=rank)                    # highlighted first in the legend
+    colours = {label: PALETTE[i % len(PALETTE)] for i, label in enumerate(labels)}
+    for label in reversed(labels):                       # ... and drawn last, on top
+        points = [xy(e, err) for e, err in curves[label]]
+        thick = rank(label) < len(highlight)
+        colour = colours[label]
+        if len(points) > 1:
+            draw.line(points, fill=colour, width=3 if thick else 1)
+        elif points:
+            draw.ellipse([points[0][0] - 2, points[0][1] - 2, points[0][0] + 2, points[0][1] + 2],
+                         fill=colour)
+        legend_y = top + 4 + 14 * labels.index(label)
+        draw.line([left + width + 40, legend_y + 6, left + width + 60, legend_y + 6], fill=colour,
+                  width=3 if thick else 1)
+        draw.text((left + width + 64, legend_y), label[:22], fill=(0, 0, 0))
+    return np.asarray(image)

@@ -70,13 +70,19 @@ def train_dataset(source, normalization, batch_size, *, split="train", seed=0, e
 
 
 def eval_dataset(source, normalization, batch_size, *, split="validation", ten_crop=False,
-                 image_size=paper.IMAGE_SIZE):
-    """Evaluation batches: centre crop [B, S, S, 3] or ten crops [B, 10, S, S, 3], S = image_size."""
+                 image_size=paper.IMAGE_SIZE, max_images=None):
+    """Evaluation batches: centre crop [B, S, S, 3] or ten crops [B, 10, S, S, 3], S = image_size.
+
+    `max_images`: only the split's first this many images (in its stored order).
+    """
     crop_fn = preprocessing.ten_crops if ten_crop else preprocessing.centre_crop
 
     @tf.autograph.experimental.do_not_convert   # no Python control flow to convert
     def prepare(encoded, label):
         return crop_fn(normalization(normalization.decode_256(encoded)), image_size), label
 
-    ds = source.encoded(split).map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = source.encoded(split)
+    if max_images is not None:
+        ds = ds.take(max_images)
+    ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(_options())

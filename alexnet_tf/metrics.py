@@ -61,14 +61,20 @@ def error_rates(probs, labels):
 
 
 def dataset_metrics(logits_fn, dataset):
-    """Mean loss and top-1 / top-5 error of `logits_fn` over (images, labels) batches."""
-    loss, miss1, miss5, count = 0.0, 0.0, 0.0, 0
+    """Mean loss and top-1 / top-5 error of `logits_fn` over (images, labels) batches.
+
+    Also "confusion": int64 [C, C], images of class t (row) predicted p (column).
+    """
+    loss, miss1, miss5, count, confusion = 0.0, 0.0, 0.0, 0, None
     for images, labels in dataset:
         logits = logits_fn(images)
         n = int(labels.shape[0])
         loss += float(cross_entropy(labels, logits, 1.0))
         m1, m5 = top_k_errors(labels, logits)
         miss1, miss5, count = miss1 + float(m1), miss5 + float(m5), count + n
+        if confusion is None:
+            confusion = np.zeros((logits.shape[-1],) * 2, np.int64)
+        np.add.at(confusion, (labels.numpy(), np.argmax(logits.numpy(), axis=-1)), 1)
     count = max(count, 1)
     return {"loss": loss / count, "top1_error": miss1 / count, "top5_error": miss5 / count,
-            "examples": count}
+            "examples": count, "confusion": confusion}

@@ -21,6 +21,7 @@ KERNEL_INITS = ("paper", "he", "glorot")
 BIAS_INITS = ("paper", "zeros")
 ACTIVATIONS = ("relu", "tanh")
 IMAGE_SIZES = {224: paper.CONV1_PADDING, 227: 0}  # input size -> conv1 zero padding
+REMOVABLE = ("conv3", "conv4", "conv5")    # the middle conv layers (all 13x13 in, 13x13 out)
 # The layers with weights, by base name (with two towers each but fc8 is two layers, `_a`/`_b`).
 WEIGHTED_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
 
@@ -110,7 +111,8 @@ def _merge(tensors, name, device):
 def build_alexnet(num_classes=paper.NUM_CLASSES, *, towers=paper.NUM_TOWERS, lrn=True,
                   lrn_k=paper.LRN_K, lrn_alpha=paper.LRN_ALPHA, lrn_across_towers=False,
                   pool_size=paper.POOL_SIZE, pool_stride=paper.POOL_STRIDE, pool_rounding="floor",
-                  activation="relu", kernel_init="paper", bias_init="paper",
+                  activation="relu", kernel_init="paper", bias_init="paper", half_width=False,
+                  remove=(),
                   dropout_rate=paper.DROPOUT_RATE, image_size=paper.IMAGE_SIZE,
                   devices="auto", seed=None, include_softmax=False, name="alexnet"):
     """Builds the paper's AlexNet (figure 2) as a Keras functional model.
@@ -136,6 +138,13 @@ def build_alexnet(num_classes=paper.NUM_CLASSES, *, towers=paper.NUM_TOWERS, lrn
         clipped window where one would overhang). Equal for 3/2 pooling at
         224 (padded) and 227 input: 55 -> 27 -> 13 -> 6 either way.
       activation: "relu" (the paper) or "tanh" (its section 3.1 comparison).
+      half_width: With towers=1, the paper's one-GPU comparator (section 3.2):
+        "half as many kernels in each convolutional layer", except the last
+        one and the fully connected layers (its footnote): conv1-4 48, 128,
+        192, 192; conv5 256; fc 4096 (59,798,312 parameters at 1000 classes).
+      remove: Middle conv layers to leave out, among conv3, conv4, conv5
+        (section 1: "removing any middle layer ... about 2% top-1"); the
+        next layer takes the previous one's maps (all 13x13).
       kernel_init: "paper" (N(0, 0.01)), "he" (He normal) or "glorot".
       bias_init: "paper" (1 in conv2, conv4, conv5, fc6, fc7; 0 elsewhere)
         or "zeros".
@@ -163,6 +172,11 @@ def build_alexnet(num_classes=paper.NUM_CLASSES, *, towers=paper.NUM_TOWERS, lrn
     _check_choice("bias_init", bias_init, BIAS_INITS)
     _check_choice("image_size", image_size, tuple(IMAGE_SIZES))
     _check_choice("pool_rounding", pool_rounding, POOL_ROUNDINGS)
+    if half_width and towers != 1:
+        raise errors.ConfigError("half_width is the paper's one-GPU net: use it with towers=1")
+    if not set(remove) <= set(REMOVABLE):
+        raise errors.ConfigError(f"remove takes layers among {', '.join(REMOVABLE)}; got "
+                                 f"{', '.join(remove)}")
     if num_classes < 1:
         raise ValueError(f"num_classes must be at least 1, got {num_classes}.")
     tower_devices = resolve_tower_devices(devices) if towers == 2 else (None,)
@@ -194,18 +208,24 @@ def build_alexnet(num_classes=paper.NUM_CLASSES, *, towers=paper.NUM_TOWERS, lrn
                                    name=f"pool{layer}{s}", device=d)(hi)
                 for hi, (s, d) in zip(h, tw)]
 
+    # The paper's one-GPU comparator halves conv1-4's kernels (section 3.2 and its footnote).
+    width = 2 if half_width else towers
     f1, k1, s1 = paper.CONV1
-    h = [make.conv(x, f1 // towers, k1, s1, f"conv1{s}", d, padding="valid") for s, d in tw]
+    h = [make.conv(x, f1 // width, k1, s1, f"conv1{s}", d, padding="valid") for s, d in tw]
     h = pool(normalise(h, 1), 1)
     f2, k2, s2 = paper.CONV2
-    h = [make.conv(hi, f2 // towers, k2, s2, f"conv2{s}", d) for hi, (s, d) in zip(h, tw)]
+    h = [make.conv(hi, f2 // width, k2, s2, f"conv2{s}", d) for hi, (s, d) in zip(h, tw)]
     h = pool(normalise(h, 2), 2)
-    f3, k3, s3 = paper.CONV3
-    h = [make.conv(_merge(h, f"concat3{s}", d), f3 // towers, k3, s3, f"conv3{s}", d) for s, d in tw]
-    f4, k4, s4 = paper.CONV4
-    h = [make.conv(hi, f4 // towers, k4, s4, f"conv4{s}", d) for hi, (s, d) in zip(h, tw)]
-    f5, k5, s5 = paper.CONV5
-    h = [make.conv(hi, f5 // towers, k5, s5, f"conv5{s}", d) for hi, (s, d) in zip(h, tw)]
+    if "conv3" not in remove:
+        f3, k3, s3 = paper.CONV3
+        h = [make.conv(_merge(h, f"concat3{s}", d), f3 // width, k3, s3, f"conv3{s}", d)
+             for s, d in tw]
+    if "conv4" not in remove:
+        f4, k4, s4 = paper.CONV4
+        h = [make.conv(hi, f4 // width, k4, s4, f"conv4{s}", d) for hi, (s, d) in zip(h, tw)]
+    if "conv5" not in remove:
+        f5, k5, s5 = paper.CONV5
+        h = [make.conv(hi, f5 // towers, k5, s5, f"conv5{s}", d) for hi, (s, d) in zip(h, tw)]
     h = pool(h, 5)
 
     h = [PlacedFlatten(name=f"flatten{s}", device=d)(_merge(h, f"concat6{s}", d)) for s, d in tw]

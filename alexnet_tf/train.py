@@ -14,6 +14,7 @@ the batches the epoch had already seen and continues exactly where it stopped.
 import dataclasses
 import functools
 import math
+import os
 import signal
 import time
 
@@ -339,6 +340,7 @@ def train(config, strategy=None, log=print):
             f"({source.num_examples(config.train_split)} images); use a smaller batch")
     total_steps = config.epochs * steps_per_epoch
     last_step = min(total_steps, config.max_steps or total_steps)
+    runtime["steps_per_epoch"] = steps_per_epoch
     run_dir = RunDir(config.model_dir)
     if chief:
         run_dir.write(Run(recipe, source.class_names, runtime), stats)
@@ -368,9 +370,12 @@ def train(config, strategy=None, log=print):
     eval_data = input_pipeline.eval_dataset(source, normalization, config.batch_size,
                                             split=config.eval_split, image_size=config.image_size)
     writers = _Writers(run_dir, chief)
+    if chief:
+        write_hparams(run_dir, recipe, runtime, source.class_names)
 
     def validate():
-        return _validate(eval_step, eval_data, writers.validation, int(state.step.numpy()), log)
+        return _validate(eval_step, eval_data, writers.validation, int(state.step.numpy()), log,
+                         source.class_names)
 
     metrics_, validated_at = None, -1
     progress = Progress(config.batch_size, config.log_steps, last_step, writers.train, log,
@@ -442,15 +447,56 @@ def _end_of_epoch(state, validate, train_writer, config, log):
     return results
 
 
-def _validate(eval_step, eval_data, writer, step, log):
+def _validate(eval_step, eval_data, writer, step, log, class_names):
     results = metrics.dataset_metrics(eval_step, eval_data)
     with writer.as_default(step=step):
         for name in ("loss", "top1_error", "top5_error"):
             tf.summary.scalar(name, results[name])
+        if results["confusion"] is not None:
+            tf.summary.image("confusion_matrix", figures.confusion_image(
+                results["confusion"], class_names)[None], max_outputs=1)
     log(f"validation at step {step}: loss {results['loss']:.4f} "
         f"top-1 error {results['top1_error']:.4f} top-5 error {results['top5_error']:.4f} "
         f"({results['examples']} images)")
     return results
+
+
+# What TensorBoard's HParams dashboard compares: (group = the run's log folder, tag).
+HPARAMS_METRICS = ((VALIDATION_LOGS, "top1_error"), (VALIDATION_LOGS, "top5_error"),
+                   (VALIDATION_LOGS, "loss"), (TRAIN_LOGS, "top1_error"), (TRAIN_LOGS, "loss"))
+
+
+def hparams_of(config, runtime):
+    """The run's hyperparameters as HParams values (numbers, booleans, strings)."""
+    values = {}
+    for prefix, settings in (("", config.for_precision(runtime["mixed_precision"])),
+                             ("model.", config.model)):
+        for name, value in dataclasses.asdict(settings).items():
+            if name in ("model", "by_precision", "model_dir", "data_dir", "profile_steps"):
+                continue
+            if isinstance(value, (tuple, list)):
+                value = ",".join(map(str, value))
+            values[prefix + name] = "" if value is None else value
+    values.update(mixed_precision=runtime["mixed_precision"],
+                  jit_compile=bool(runtime["jit_compile"]))
+    return values
+
+
+def write_hparams(run_dir, config, runtime, class_names):
+    """Logs the run's hyperparameters for TensorBoard's HParams dashboard (DIR's own events).
+
+    The session is the run directory; its metrics are the validation/ and train/
+    scalars the run writes, so runs under one --logdir compare in the dashboard.
+    """
+    from tensorboard.plugins.hparams import api as hp
+    values = hparams_of(config, runtime)
+    values["classes"] = len(class_names)
+    writer = tf.summary.create_file_writer(run_dir.path)
+    with writer.as_default():
+        hp.hparams_config(hparams=[hp.HParam(name) for name in values],
+                          metrics=[hp.Metric(tag, group=group) for group, tag in HPARAMS_METRICS])
+        hp.hparams(values, trial_id=os.path.basename(os.path.abspath(run_dir.path)))
+    writer.close()
 
 
 class _Writers:

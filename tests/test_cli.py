@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -82,33 +83,57 @@ def test_sigterm_saves_a_checkpoint_first(tiny_data_dir, tmp_path):
     assert [f for f in os.listdir(tmp_path) if f.startswith("ckpt-") and f.endswith(".index")]
 
 
-def test_tensorboard_serves_the_runs_scalars(tiny_data_dir, tmp_path):
-    model_dir = str(tmp_path / "run")
+def _get_json(url, deadline, ready=bool):
+    """The JSON at `url` once `ready(it)`, polling until `deadline`; None if it never was."""
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                value = json.loads(response.read())
+            if ready(value):
+                return value
+        except OSError:
+            pass
+        time.sleep(1)
+    return None
+
+
+def test_tensorboard_serves_the_runs_scalars_and_hparams(tiny_data_dir, tmp_path):
+    logdir = tmp_path / "runs"
+    model_dir = str(logdir / "run")
     assert cli("train", *QUICK, f"--data_dir={tiny_data_dir}", f"--model_dir={model_dir}",
                "--max_steps=2").returncode == 0
     port, = free_ports(1)
     server = subprocess.Popen(
-        [sys.executable, "-m", "tensorboard.main", f"--logdir={model_dir}", "--host=127.0.0.1",
+        [sys.executable, "-m", "tensorboard.main", f"--logdir={logdir}", "--host=127.0.0.1",
          f"--port={port}", "--reload_interval=1"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}/data/plugin"
     try:
-        url = f"http://127.0.0.1:{port}/data/plugin/scalars/scalars?run=validation&tag=top1_error"
-        deadline, points = time.time() + 90, None
-        while time.time() < deadline:
-            try:
-                with urllib.request.urlopen(url, timeout=5) as response:
-                    points = json.loads(response.read())
-                if points:
-                    break
-            except OSError:
-                pass
-            time.sleep(1)
+        deadline = time.time() + 90
+        points = _get_json(f"{base}/scalars/scalars?run=run/validation&tag=top1_error", deadline)
+        query = urllib.parse.quote(json.dumps({"experimentName": ""}))
+        experiment = _get_json(f"{base}/hparams/experiment?request={query}", deadline,
+                               lambda e: e.get("hparamInfos"))
+        query = urllib.parse.quote(json.dumps({"experimentName": "", "startIndex": 0,
+                                               "sliceSize": 10}))
+        groups = _get_json(f"{base}/hparams/session_groups?request={query}", deadline,
+                           lambda g: g.get("sessionGroups"))
     finally:
         server.terminate()
         server.wait(timeout=30)
     assert points, "TensorBoard never served the validation scalars"
     wall_time, step, value = points[-1]
     assert step == 2 and 0.0 <= value <= 1.0
+    assert experiment and groups, "TensorBoard never served the run's hparams"
+    names = {info["name"] for info in experiment["hparamInfos"]}
+    assert {"learning_rate", "batch_size", "model.towers", "model.lrn", "mixed_precision"} <= names
+    metrics = {(m["name"]["group"], m["name"]["tag"]) for m in experiment["metricInfos"]}
+    assert ("validation", "top1_error") in metrics
+    session = groups["sessionGroups"][0]
+    assert session["hparams"]["batch_size"] == 8 and session["hparams"]["model.towers"] == 2
+    assert session["hparams"]["mixed_precision"] == "float32"
+    final = {(m["name"]["group"], m["name"]["tag"]): m["value"] for m in session["metricValues"]}
+    assert final[("validation", "top1_error")] == pytest.approx(value)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,9 @@ flags.DEFINE_string("split", None, "Default: the run's evaluation split.")
 flags.DEFINE_boolean("ten_crop", False, "Average the softmax of the paper's ten crops.")
 flags.DEFINE_integer("batch_size", 64, "Images per evaluation batch.")
 flags.DEFINE_string("json", None, "Also write the results to this JSON file.")
+flags.DEFINE_string("report", None, "Also write a per-class report into this folder: "
+                    "per_class.csv/.json (top-1 error, precision, recall), confusion.png, "
+                    "most_confused.csv (of the ensemble, with several model_dirs).")
 
 
 def main(argv):
@@ -26,11 +29,18 @@ def main(argv):
     try:
         split, rows = evaluate.evaluate_runs(
             FLAGS.model_dir, split=FLAGS.split, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir,
-            which=FLAGS.checkpoint, ten_crop=FLAGS.ten_crop, batch_size=FLAGS.batch_size)
+            which=FLAGS.checkpoint, ten_crop=FLAGS.ten_crop, batch_size=FLAGS.batch_size,
+            report_dir=FLAGS.report)
     except errors.UserError as error:
         print(f"alexnet-eval: error: {error}", file=sys.stderr)
         sys.exit(1)
     print(evaluate.format_table(rows, split, FLAGS.ten_crop))
+    if FLAGS.report:
+        pairs = rows[-1]["most_confused"]
+        print(f"report: {FLAGS.report} (per_class.csv, per_class.json, confusion.png, "
+              "most_confused.csv); most confused (true -> predicted: images):")
+        for true, predicted, count in pairs or [("none", "none", 0)]:
+            print(f"  {true} -> {predicted}: {count}")
     if FLAGS.json:
         files.atomic_write_json(FLAGS.json, {"split": split, "ten_crop": FLAGS.ten_crop,
                                              "results": rows})

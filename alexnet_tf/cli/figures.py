@@ -58,6 +58,12 @@ def main(argv):
     predictions = os.path.join(FLAGS.out_dir, PREDICTIONS_PNG)
     figures.write_png(predictions, figures.panel_grid(panels))
     print(f"from {checkpoint}: wrote {kernels} (figure 3) and {predictions} (figure 4, left)")
+    towers = figures.conv1_kernels(module.classifier)
+    shares = ", ".join(f"tower {'ab'[i]} {figures.chromatic_fraction(k):.3f}"
+                       for i, k in enumerate(towers)) if len(towers) > 1 else \
+        f"{figures.chromatic_fraction(towers[0]):.3f}"
+    print(f"conv1 chromatic energy / total (0 = grey kernels; the paper's figure 3 has tower a "
+          f"colour-agnostic, tower b colour-specific): {shares}")
 
 
 def run():

@@ -1,0 +1,332 @@
+"""Re-running the paper's claims: the baseline and each ablation under one recipe, side by side.
+
+`run_study(out_dir, preset, seeds)` trains every (ablation, seed) into
+`OUT/runs/<name>_seed<k>/`, evaluates it (centre crop, 10-crop, training
+error, the step and time at which its training error first reached the
+figure-1 threshold, parameters, images/s, conv1's chromatic energy per tower)
+and writes `OUT/results.json` (one row per run), `OUT/results.md` (the table,
+with the paper's numbers beside ours) and `OUT/figure1.png` (training error
+against epochs). A run whose results are recorded is skipped; an unfinished
+one resumes from its checkpoint, so a stopped study is continued by the same
+command.
+
+Example:
+
+    rows = run_study("study", "smoke", seeds=(0,), data_dir="/tmp/tfds")
+"""
+
+import dataclasses
+import os
+import statistics
+import time
+
+import keras
+
+from alexnet_tf import errors, evaluate, figures, files, metrics, rundir, sources, train
+from alexnet_tf.config import ModelConfig, TrainConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class Ablation:
+    """One run of the study: what changes from the baseline, and what the paper says of it."""
+    name: str
+    changed: str
+    settings: tuple = ()          # TrainConfig changes: ((name, value), ...)
+    model: tuple = ()             # ModelConfig changes
+    section: str = ""
+    paper: str = ""
+    paper_delta: tuple = None     # (top-1, top-5) points the ablation is worse by, in the paper
+
+
+ABLATIONS = (
+    Ablation("baseline", "none: two towers, ReLU, LRN, 3/2 pooling, dropout 0.5, PCA"),
+    Ablation("tanh", "tanh instead of ReLU", model=(("activation", "tanh"),), section="3.1",
+             paper="ReLU reaches 25% training error 6x faster than tanh (figure 1: CIFAR-10, "
+             "a 4-layer CNN)"),
+    Ablation("no_lrn", "no local response normalisation", model=(("lrn", False),),
+             section="3.3", paper="LRN lowers top-1 by 1.4%, top-5 by 1.2%",
+             paper_delta=(1.4, 1.2)),
+    Ablation("pool_2x2", "2/2 pooling instead of 3/2", model=(("pool_size", 2), ("pool_stride", 2)),
+             section="3.4", paper="overlapping pooling lowers top-1 by 0.4%, top-5 by 0.3%",
+             paper_delta=(0.4, 0.3)),
+    Ablation("one_gpu", "the paper's one-GPU net: one tower, conv1-4 half width",
+             model=(("towers", 1), ("half_width", True)), section="3.2",
+             paper="two GPUs lower top-1 by 1.7%, top-5 by 1.2% against it",
+             paper_delta=(1.7, 1.2)),
+    Ablation("one_tower_full", "one full-width tower (not the paper's comparator)",
+             model=(("towers", 1),), section="3.2", paper="(not in the paper)"),
+    Ablation("no_dropout", "no dropout", model=(("dropout_rate", 0.0),), section="4.2",
+             paper="without dropout, substantial overfitting; with it, about twice the "
+             "iterations to converge"),
+    Ablation("no_pca", "no PCA colour augmentation", settings=(("pca", False),), section="4.1",
+             paper="PCA colour augmentation lowers top-1 by over 1%", paper_delta=(1.0, None)),
+    Ablation("no_conv3", "conv3 removed", model=(("remove", ("conv3",)),), section="1",
+             paper="removing any middle conv layer costs about 2% top-1", paper_delta=(2.0, None)),
+    Ablation("no_conv4", "conv4 removed", model=(("remove", ("conv4",)),), section="1",
+             paper="removing any middle conv layer costs about 2% top-1", paper_delta=(2.0, None)),
+    Ablation("no_conv5", "conv5 removed", model=(("remove", ("conv5",)),), section="1",
+             paper="removing any middle conv layer costs about 2% top-1", paper_delta=(2.0, None)),
+)
+NAMES = tuple(a.name for a in ABLATIONS)
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """A study's recipe: the baseline's TrainConfig and how much to evaluate."""
+    name: str
+    config: TrainConfig
+    ten_crop_images: int = None   # None: the whole evaluation split
+    train_error_images: int = None
+    threshold: float = 0.25       # figure 1's training error
+
+
+_QUICK = dict(kernel_init="he", bias_init="zeros")
+PRESETS = {
+    # A few steps each on the tiny built-in dataset: for the test suite.
+    "smoke": Preset("smoke", TrainConfig(
+        model_dir="", dataset="alexnet_shapes/tiny", batch_size=8, epochs=1, max_steps=1,
+        input_scale="std", learning_rate=0.001, mixed_precision="float32", jit_compile="false",
+        log_steps=1, checkpoint_steps=1000, model=ModelConfig(devices="none", **_QUICK)),
+        ten_crop_images=8, train_error_images=16, threshold=0.9),
+    # The built-in dataset, every ablation once, within 90 minutes on a 2-core CPU: the quick
+    # start's recipe (He init, unit-scaled input, cosine) with the paper's dropout in the baseline.
+    "cpu": Preset("cpu", TrainConfig(
+        model_dir="", dataset="alexnet_shapes", batch_size=64, epochs=4, input_scale="std",
+        learning_rate=0.004, lr_schedule="cosine", lr_warmup_epochs=0.5, log_steps=10,
+        by_precision=(("float32", "batch_size", 16), ("float32", "learning_rate", 0.005),
+                      ("float32", "epochs", 2)),
+        model=ModelConfig(**_QUICK)), ten_crop_images=200, train_error_images=600,
+        threshold=0.5),
+    # The paper's recipe on ImageNet (flags/paper.cfg): for GPUs.
+    "paper": Preset("paper", TrainConfig(model_dir="", dataset="imagenet2012")),
+}
+
+
+class StudyError(errors.UserError):
+    """A study that cannot go on as asked; the message is one line."""
+
+
+def run_config(preset, ablation, seed, out_dir, data_dir=None):
+    """The TrainConfig of one (ablation, seed) run."""
+    base = preset.config
+    model = dataclasses.replace(base.model, **dict(ablation.model))
+    changes = dict(ablation.settings, model=model, seed=seed,
+                   model_dir=os.path.join(out_dir, "runs", f"{ablation.name}_seed{seed}"))
+    if data_dir is not None:
+        changes["data_dir"] = data_dir
+    return dataclasses.replace(base, **changes)
+
+
+RESULT = "study_result.json"
+
+
+def _format_time(seconds):
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else \
+        f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def run_study(out_dir, preset="cpu", seeds=(0,), only=None, data_dir=None, threshold=None,
+              log=print):
+    """Trains and evaluates the study's runs (skipping recorded ones); returns the rows."""
+    if preset not in PRESETS:
+        raise StudyError(f"--preset must be one of {', '.join(PRESETS)}; got {preset!r}")
+    preset = PRESETS[preset]
+    threshold = preset.threshold if threshold is None else threshold
+    unknown = sorted(set(only or ()) - set(NAMES))
+    if unknown:
+        raise StudyError(f"--only: no ablation {', '.join(unknown)}; the study has "
+                         f"{', '.join(NAMES)}")
+    _check_same_study(out_dir, preset.name, threshold)
+    chosen = [a for a in ABLATIONS if not only or a.name in only]
+    plan = [(a, s) for a in chosen for s in seeds]
+    rows, durations = [], []
+    for i, (ablation, seed) in enumerate(plan, 1):
+        config = run_config(preset, ablation, seed, out_dir, data_dir)
+        done = files.read_json(os.path.join(config.model_dir, RESULT))
+        tag = f"[{i}/{len(plan)}] {ablation.name} seed {seed}"
+        if done is not None:
+            log(f"{tag}: recorded, skipped")
+            rows.append(done)
+            continue
+        remaining = len(plan) - i + 1
+        eta = (f"; study ETA {_format_time(statistics.mean(durations) * remaining)}"
+               if durations else "")
+        log(f"{tag}: {ablation.changed}{eta}")
+        start = time.time()
+        row = _train_and_evaluate(config, ablation, preset, threshold, log)
+        keras.backend.clear_session()        # the next run builds its own model and graphs
+        files.atomic_write_json(os.path.join(config.model_dir, RESULT), row)
+        rows.append(row)
+        durations.append(time.time() - start)
+        log(f"{tag}: done in {_format_time(durations[-1])}: top-1 error {row['top1_error']:.4f}, "
+            f"10-crop {row['top1_error_10crop']:.4f}, training error {row['train_error']:.4f}")
+        write_outputs(out_dir, rows, threshold)
+    rows += _ensemble_rows(out_dir, preset, seeds, chosen, data_dir)
+    write_outputs(out_dir, rows, threshold)
+    trained = len(durations)
+    log(f"study: {trained} run(s) trained, {len(plan) - trained} recorded before; "
+        f"{os.path.join(out_dir, 'results.md')}")
+    return rows
+
+
+def _check_same_study(out_dir, preset, threshold):
+    path = os.path.join(out_dir, "study.json")
+    recorded = files.read_json(path)
+    wanted = {"preset": preset, "threshold": threshold}
+    if recorded is not None and recorded != wanted:
+        raise StudyError(f"{out_dir} holds a study with other settings ({recorded}); pass another "
+                         "--out_dir, or the same --preset and --threshold")
+    files.atomic_write_json(path, wanted)
+
+
+def _train_and_evaluate(config, ablation, preset, threshold, log):
+    final = train.train(config, log=lambda line: log(f"    {line}"))
+    run_dir = rundir.RunDir(config.model_dir)
+    model, run, _ = run_dir.restore_model("best")
+    source = sources.open_source(config.dataset, config.data_dir)
+    ten = metrics.error_rates(*evaluate.run_probabilities(
+        model, run_dir, run, source, config.eval_split, ten_crop=True, batch_size=8,
+        max_images=preset.ten_crop_images))
+    on_train = metrics.error_rates(*evaluate.run_probabilities(
+        model, run_dir, run, source, config.train_split, max_images=preset.train_error_images))
+    curve = training_curve(run_dir, run.runtime.get("steps_per_epoch") or 1)
+    reached = next(((step, seconds) for step, _, error, seconds in curve if error <= threshold),
+                   (None, None))
+    kernels = figures.conv1_kernels(model)
+    speeds = [images for _, _, images in _scalars(run_dir, "images_per_second")]
+    return {
+        "name": ablation.name, "seed": config.seed, "changed": ablation.changed,
+        "section": ablation.section, "paper": ablation.paper,
+        "top1_error": final["top1_error"], "top5_error": final["top5_error"],
+        "top1_error_10crop": ten["top1_error"], "top5_error_10crop": ten["top5_error"],
+        "ten_crop_images": ten["examples"], "train_error": on_train["top1_error"],
+        "steps": int(curve[-1][0]) if curve else 0, "epochs": run.runtime.get("epochs"),
+        "threshold": threshold, "steps_to_threshold": reached[0],
+        "seconds_to_threshold": reached[1], "params": int(model.count_params()),
+        "images_per_second": statistics.median(speeds) if speeds else None,
+        "chromatic_tower_a": figures.chromatic_fraction(kernels[0]),
+        "chromatic_tower_b": figures.chromatic_fraction(kernels[1]) if len(kernels) > 1 else None,
+        "curve": [[step, epoch, error] for step, epoch, error, _ in curve],
+    }
+
+
+def _scalars(run_dir, tag):
+    """[(step, wall time, value)] of a train/ scalar that the run logged, in step order."""
+    import tensorflow as tf
+    from tensorboard.backend.event_processing import event_accumulator
+    accumulator = event_accumulator.EventAccumulator(
+        run_dir.logs(rundir.TRAIN_LOGS), size_guidance={event_accumulator.TENSORS: 0})
+    accumulator.Reload()
+    if tag not in accumulator.Tags().get("tensors", []):
+        return []
+    return [(e.step, e.wall_time, float(tf.make_ndarray(e.tensor_proto)))
+            for e in accumulator.Tensors(tag)]
+
+
+def training_curve(run_dir, steps_per_epoch):
+    """[(step, epoch, training top-1 error, seconds since the first point)] from train/.
+
+    Each point is the mean over the `--log_steps` steps before it (augmented
+    images, dropout on), as the progress lines report it.
+    """
+    points = _scalars(run_dir, "top1_error")
+    start = points[0][1] if points else 0.0
+    return [(step, step / steps_per_epoch, value, wall - start) for step, wall, value in points]
+
+
+def _ensemble_rows(out_dir, preset, seeds, chosen, data_dir):
+    if len(seeds) < 2 or "baseline" not in [a.name for a in chosen]:
+        return []
+    baseline = ABLATIONS[0]
+    dirs = [run_config(preset, baseline, s, out_dir, data_dir).model_dir for s in seeds]
+    _, centre = evaluate.evaluate_runs(dirs)
+    _, ten = evaluate.evaluate_runs(dirs, ten_crop=True, max_images=preset.ten_crop_images,
+                                    batch_size=8)
+    return [{"name": "baseline_ensemble", "seed": None,
+             "changed": f"{len(seeds)} baseline nets, mean softmax", "section": "6",
+             "paper": "5 CNNs 38.1% against 1 CNN 40.7% top-1 (ILSVRC-2012 validation)",
+             "top1_error": centre[-1]["top1_error"], "top5_error": centre[-1]["top5_error"],
+             "top1_error_10crop": ten[-1]["top1_error"],
+             "top5_error_10crop": ten[-1]["top5_error"], "ten_crop_images": ten[-1]["examples"]}]
+
+
+# --- Outputs ----------------------------------------------------------------------------------
+
+
+def write_outputs(out_dir, rows, threshold):
+    """results.json, results.md and figure1.png from the rows so far."""
+    files.atomic_write_json(os.path.join(out_dir, "results.json"), rows)
+    files.atomic_write(os.path.join(out_dir, "results.md"), results_markdown(rows).encode())
+    curves = {f"{r['name']} (seed {r['seed']})": [(epoch, error) for _, epoch, error in r["curve"]]
+              for r in rows if r.get("curve")}
+    if curves:
+        figures.write_png(os.path.join(out_dir, "figure1.png"),
+                          figures.curves_image(curves, threshold, highlight=("baseline", "tanh")))
+
+
+def _pct(value):
+    return "" if value is None else f"{100 * value:.1f}"
+
+
+def results_markdown(rows):
+    """The study's table (errors in %), then each claim: our difference beside the paper's."""
+    lines = ["| run | seed | what changed | top-1 | top-5 | 10-crop top-1 | 10-crop top-5 | "
+             "training error | steps to threshold | parameters | images/s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        speed = r.get("images_per_second")
+        lines.append(
+            f"| {r['name']} | {'' if r['seed'] is None else r['seed']} | {r['changed']} | "
+            f"{_pct(r['top1_error'])} | {_pct(r['top5_error'])} | "
+            f"{_pct(r['top1_error_10crop'])} | {_pct(r['top5_error_10crop'])} | "
+            f"{_pct(r.get('train_error'))} | {r.get('steps_to_threshold') or '-'} | "
+            f"{r.get('params', '') or ''} | {'' if speed is None else f'{speed:.1f}'} |")
+    lines += ["", "| claim (section) | the paper | ours: top-1 / top-5 difference from the "
+              "baseline (points; + = worse without the paper's choice) |", "|---|---|---|"]
+    mean = _means(rows)
+    base = mean.get("baseline")
+    for a in ABLATIONS[1:]:
+        if a.name not in mean or base is None:
+            continue
+        ours = mean[a.name]
+        if a.name == "tanh":
+            relu, tanh = base["steps_to_threshold"], ours["steps_to_threshold"]
+            text = (f"tanh took {tanh / relu:.1f}x the steps of ReLU to the threshold"
+                    if relu and tanh else "the threshold was not reached by both: "
+                    f"ReLU {relu or '-'} steps, tanh {tanh or '-'} steps")
+        elif a.name == "no_dropout":
+            text = (f"training error {_pct(ours['train_error'])} vs {_pct(base['train_error'])} "
+                    f"with dropout; validation top-1 {_pct(ours['top1_error'])} vs "
+                    f"{_pct(base['top1_error'])}")
+        else:
+            text = (f"{100 * (ours['top1_error'] - base['top1_error']):+.1f} / "
+                    f"{100 * (ours['top5_error'] - base['top5_error']):+.1f}")
+        lines.append(f"| {a.changed} ({a.section}) | {a.paper} | {text} |")
+    if base is not None:
+        lines.append(f"| 10-crop against centre crop (4.1) | (the paper's table 1 uses 10 crops) | "
+                     f"{100 * (base['top1_error_10crop'] - base['top1_error']):+.1f} / "
+                     f"{100 * (base['top5_error_10crop'] - base['top5_error']):+.1f} |")
+    if "baseline_ensemble" in mean and base is not None:
+        ens = mean["baseline_ensemble"]
+        lines.append(f"| an ensemble of the baseline's seeds (6) | 5 CNNs 38.1% against 1 CNN "
+                     f"40.7% top-1 | {_pct(ens['top1_error'])} against "
+                     f"{_pct(base['top1_error'])} (mean of one net) |")
+    return "\n".join(lines) + "\n"
+
+
+def _means(rows):
+    """Per run name, the mean over seeds of each number (None where a seed has none)."""
+    by_name = {}
+    for r in rows:
+        by_name.setdefault(r["name"], []).append(r)
+    means = {}
+    for name, group in by_name.items():
+        means[name] = {}
+        for key in ("top1_error", "top5_error", "top1_error_10crop", "top5_error_10crop",
+                    "train_error", "steps_to_threshold"):
+            values = [g.get(key) for g in group]
+            means[name][key] = None if any(v is None for v in values) else \
+                statistics.mean(values)
+    return means
+

@@ -1,0 +1,132 @@
+"""alexnet-study (smoke preset), the per-class report, the one-GPU net and removed layers."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from alexnet_tf import evaluate, figures, report, study
+from alexnet_tf.models import build_alexnet
+
+EXPECTED_RUNS = {"baseline", "tanh", "no_lrn", "pool_2x2", "one_gpu", "one_tower_full",
+                 "no_dropout", "no_pca", "no_conv3", "no_conv4", "no_conv5"}
+
+
+@pytest.fixture(scope="module")
+def smoke_study(tiny_data_dir, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("study"))
+    lines = []
+    rows = study.run_study(out, "smoke", seeds=(0,), data_dir=tiny_data_dir, log=lines.append)
+    return out, rows, lines
+
+
+def test_smoke_study_has_every_run_a_figure_and_a_table(smoke_study):
+    out, rows, lines = smoke_study
+    stored = json.load(open(os.path.join(out, "results.json")))
+    assert {r["name"] for r in stored} == EXPECTED_RUNS and len(stored) == 11
+    for row in stored:
+        for key in ("top1_error", "top5_error", "top1_error_10crop", "top5_error_10crop",
+                    "train_error"):
+            assert 0.0 <= row[key] <= 1.0, (row["name"], key)
+        assert row["steps"] == 1 and row["ten_crop_images"] == 8 and row["images_per_second"] > 0
+    params = {r["name"]: r["params"] for r in stored}
+    # Hand-computed at 10 classes: the two-tower net minus fc8's 4096 * 990 + 990.
+    assert params["baseline"] == 60_965_224 - 990 * 4097
+    assert params["one_gpu"] == 59_798_312 - 990 * 4097
+    assert params["one_tower_full"] == 62_378_344 - 990 * 4097
+    png = open(os.path.join(out, "figure1.png"), "rb").read()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert tf.io.decode_png(png).shape[2] == 3
+    table = open(os.path.join(out, "results.md")).read()
+    assert "LRN lowers top-1 by 1.4%, top-5 by 1.2%" in table
+    assert sum(line.startswith("| no_conv") for line in table.splitlines()) == 3
+    assert any("study ETA" in line for line in lines)
+
+
+def test_a_second_call_trains_nothing(smoke_study, tiny_data_dir):
+    out, rows, _ = smoke_study
+    checkpoints = sorted(os.path.join(root, f) for root, _, names in os.walk(out)
+                         for f in names if f.endswith(".index"))
+    before = {p: os.stat(p).st_mtime_ns for p in checkpoints}
+    lines = []
+    again = study.run_study(out, "smoke", seeds=(0,), data_dir=tiny_data_dir, log=lines.append)
+    assert "study: 0 run(s) trained, 11 recorded before" in lines[-1]
+    assert [r["top1_error"] for r in again] == [r["top1_error"] for r in rows]
+    assert {p: os.stat(p).st_mtime_ns for p in checkpoints} == before
+    with pytest.raises(study.StudyError, match="holds a study with other settings"):
+        study.run_study(out, "smoke", seeds=(0,), data_dir=tiny_data_dir, threshold=0.1,
+                        log=lines.append)
+
+
+def test_report_per_class_numbers_match_numpy(smoke_study, tmp_path):
+    out, _, _ = smoke_study
+    run = os.path.join(out, "runs", "baseline_seed0")
+    folder = str(tmp_path / "report")
+    _, rows = evaluate.evaluate_runs([run], report_dir=folder)
+    # The predictions, independently: the same model and data through evaluate.probabilities.
+    from alexnet_tf import input_pipeline, sources
+    from alexnet_tf.rundir import RunDir
+    model, config_run, _ = RunDir(run).restore_model("best")
+    source = sources.open_source(config_run.config.dataset, config_run.config.data_dir)
+    data = input_pipeline.eval_dataset(source, RunDir(run).normalization(config_run), 64)
+    probs, labels = evaluate.probabilities(model, data)
+    predicted = probs.argmax(axis=1)
+    stored = json.load(open(os.path.join(folder, "per_class.json")))
+    for c, row in enumerate(stored["classes"]):
+        mine = labels == c
+        assert row["images"] == mine.sum()
+        assert row["recall"] == pytest.approx((predicted[mine] == c).mean())
+        assert row["top1_error"] == pytest.approx(1 - (predicted[mine] == c).mean())
+        said = predicted == c
+        assert row["precision"] == pytest.approx((labels[said] == c).mean() if said.any() else 0)
+    assert np.sum(stored["confusion_matrix"]) == len(labels)
+    assert open(os.path.join(folder, "confusion.png"), "rb").read()[:4] == b"\x89PNG"
+    assert open(os.path.join(folder, "per_class.csv")).readline().strip() == \
+        "class,images,top1_error,precision,recall"
+    assert rows[-1]["top1_error"] == pytest.approx((predicted != labels).mean())
+
+
+def test_most_confused_pairs_and_precision_by_hand():
+    labels = [0, 0, 0, 1, 1, 2]
+    predicted = [0, 1, 1, 1, 2, 0]
+    matrix = report.confusion_matrix(predicted, labels, 3)
+    assert matrix.tolist() == [[1, 2, 0], [0, 1, 1], [1, 0, 0]]
+    rows = report.per_class(matrix, ["a", "b", "c"])
+    assert [r["recall"] for r in rows] == pytest.approx([1 / 3, 1 / 2, 0])
+    assert [r["precision"] for r in rows] == pytest.approx([1 / 2, 1 / 3, 0])
+    assert report.most_confused(matrix, ["a", "b", "c"]) == [("a", "b", 2), ("b", "c", 1),
+                                                            ("c", "a", 1)]
+
+
+def test_chromatic_fraction_by_hand():
+    grey = np.ones((11, 11, 3, 4))
+    assert figures.chromatic_fraction(grey) == pytest.approx(0.0)
+    red = np.zeros((11, 11, 3, 4))
+    red[:, :, 0] = 1.0
+    # Per pixel (1, 0, 0): grey 1/3; (2/3)^2 + 2 (1/3)^2 = 2/3 of the energy 1.
+    assert figures.chromatic_fraction(red) == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize("remove, params", [
+    # Hand-computed from the two-tower net's 60,965,224 (1000 classes):
+    (("conv3",), 60_965_224 - 2 * (3 * 3 * 256 * 192 + 192) - 2 * 3 * 3 * 64 * 192),  # conv4 sees 128
+    (("conv4",), 60_965_224 - 2 * (3 * 3 * 192 * 192 + 192)),
+    (("conv5",), 60_965_224 - 2 * (3 * 3 * 192 * 128 + 128) + 2 * (6 * 6 * 128) * 2048),  # fc6 sees 384
+])
+def test_removing_a_middle_conv_layer_keeps_the_shapes_valid(remove, params):
+    model = build_alexnet(devices=None, remove=remove)
+    assert model.count_params() == params
+    assert remove[0] + "_a" not in [layer.name for layer in model.layers]
+    assert model(tf.zeros([1, 224, 224, 3])).shape == (1, 1000)
+
+
+def test_the_papers_one_gpu_net():
+    model = build_alexnet(devices=None, towers=1, half_width=True)
+    widths = [model.get_layer(f"conv{i}").filters for i in range(1, 6)]
+    assert widths == [48, 128, 192, 192, 256]                 # the paper's footnote
+    assert model.get_layer("fc6").units == 4096
+    # 11*11*3*48+48 + 5*5*48*128+128 + 3*3*128*192+192 + 3*3*192*192+192 + 3*3*192*256+256
+    # + 6*6*256*4096+4096 + 4096*4096+4096 + 4096*1000+1000
+    assert model.count_params() == 59_798_312
