@@ -24,7 +24,7 @@ setup(
         "protobuf==7.36.2",  # alexnet-import reads Caffe's files (TensorFlow needs it too)
     ],
     extras_require={
-        "test": ["pytest==9.2.0"],
+        "test": ["pytest==9.2.0", "pytest-xdist==3.8.0"],
         "gpu": [TENSORFLOW.replace("tensorflow", "tensorflow[and-cuda]")],
     },
     entry_points={

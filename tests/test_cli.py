@@ -114,8 +114,9 @@ def test_tensorboard_serves_the_runs_scalars_and_hparams(tiny_data_dir, tmp_path
         query = urllib.parse.quote(json.dumps({"experimentName": ""}))
         experiment = _get_json(f"{base}/hparams/experiment?request={query}", deadline,
                                lambda e: e.get("hparamInfos"))
-        query = urllib.parse.quote(json.dumps({"experimentName": "", "startIndex": 0,
-                                               "sliceSize": 10}))
+        query = urllib.parse.quote(json.dumps({
+            "experimentName": "", "startIndex": 0, "sliceSize": 10, "allowedStatuses": [
+                "STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]}))
         groups = _get_json(f"{base}/hparams/session_groups?request={query}", deadline,
                            lambda g: g.get("sessionGroups"))
     finally:

@@ -9,17 +9,26 @@ import tensorflow as tf
 
 from alexnet_tf import evaluate, figures, report, study
 from alexnet_tf.models import build_alexnet
+from helpers import cli
 
 EXPECTED_RUNS = {"baseline", "tanh", "no_lrn", "pool_2x2", "one_gpu", "one_tower_full",
                  "no_dropout", "no_pca", "no_conv3", "no_conv4", "no_conv5"}
 
 
+def run_cli_study(out, data_dir, *more):
+    result = cli("study", f"--out_dir={out}", "--preset=smoke", f"--data_dir={data_dir}", *more,
+                 timeout=900)
+    return result
+
+
 @pytest.fixture(scope="module")
 def smoke_study(tiny_data_dir, tmp_path_factory):
+    """The smoke study, run as a user runs it (its own process, whose memory is freed after)."""
     out = str(tmp_path_factory.mktemp("study"))
-    lines = []
-    rows = study.run_study(out, "smoke", seeds=(0,), data_dir=tiny_data_dir, log=lines.append)
-    return out, rows, lines
+    result = run_cli_study(out, tiny_data_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.load(open(os.path.join(out, "results.json")))
+    return out, rows, result.stdout.splitlines()
 
 
 def test_smoke_study_has_every_run_a_figure_and_a_table(smoke_study):
@@ -58,6 +67,9 @@ def test_a_second_call_trains_nothing(smoke_study, tiny_data_dir):
     with pytest.raises(study.StudyError, match="holds a study with other settings"):
         study.run_study(out, "smoke", seeds=(0,), data_dir=tiny_data_dir, threshold=0.1,
                         log=lines.append)
+    refused = run_cli_study(out, tiny_data_dir, "--only=baseline,no_such")
+    assert refused.returncode == 1 and "alexnet-study: error: --only: no ablation no_such" in \
+        refused.stderr
 
 
 def test_report_per_class_numbers_match_numpy(smoke_study, tmp_path):
