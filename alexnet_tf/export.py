@@ -27,8 +27,6 @@ Example:
 import json
 import os
 import re
-import shutil
-import tempfile
 
 import keras
 import tensorflow as tf

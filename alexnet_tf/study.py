@@ -16,11 +16,11 @@ Example:
 """
 
 import dataclasses
+import multiprocessing
 import os
 import statistics
+import sys
 import time
-
-import keras
 
 from alexnet_tf import errors, evaluate, figures, files, metrics, rundir, sources, train
 from alexnet_tf.config import ModelConfig, TrainConfig
@@ -78,6 +78,9 @@ class Preset:
     ten_crop_images: int = None   # None: the whole evaluation split
     train_error_images: int = None
     threshold: float = 0.25       # figure 1's training error
+    # Each run in its own process, which returns all its memory when it ends (a process that
+    # builds many models keeps some of each). smoke: one process, 6 s a run faster.
+    own_process: bool = True
 
 
 _QUICK = dict(kernel_init="he", bias_init="zeros")
@@ -87,7 +90,7 @@ PRESETS = {
         model_dir="", dataset="alexnet_shapes/tiny", batch_size=8, epochs=1, max_steps=1,
         input_scale="std", learning_rate=0.001, mixed_precision="float32", jit_compile="false",
         log_steps=1, checkpoint_steps=1000, model=ModelConfig(devices="none", **_QUICK)),
-        ten_crop_images=8, train_error_images=16, threshold=0.9),
+        ten_crop_images=8, train_error_images=16, threshold=0.9, own_process=False),
     # The built-in dataset, every ablation once, within 90 minutes on a 2-core CPU: the quick
     # start's recipe (He init, unit-scaled input, cosine) with the paper's dropout in the baseline.
     "cpu": Preset("cpu", TrainConfig(
@@ -154,9 +157,14 @@ def run_study(out_dir, preset="cpu", seeds=(0,), only=None, data_dir=None, thres
                if durations else "")
         log(f"{tag}: {ablation.changed}{eta}")
         start = time.time()
-        row = _train_and_evaluate(config, ablation, preset, threshold, log)
-        keras.backend.clear_session()        # the next run builds its own model and graphs
-        files.atomic_write_json(os.path.join(config.model_dir, RESULT), row)
+        if preset.own_process:
+            row = _in_own_process(config, ablation, preset, threshold)
+        else:
+            row = _train_and_evaluate(config, ablation, preset, threshold, log)
+            if row is None:
+                raise StudyError(f"run {ablation.name} seed {seed} was stopped; run the same "
+                                 "command again to resume it")
+            files.atomic_write_json(os.path.join(config.model_dir, RESULT), row)
         rows.append(row)
         durations.append(time.time() - start)
         log(f"{tag}: done in {_format_time(durations[-1])}: top-1 error {row['top1_error']:.4f}, "
@@ -180,9 +188,53 @@ def _check_same_study(out_dir, preset, threshold):
     files.atomic_write_json(path, wanted)
 
 
+def _in_own_process(config, ablation, preset, threshold):
+    """Trains and evaluates one run in a fresh process (whose memory is all returned when it
+    ends: a process that builds many models keeps some of each); returns its recorded row."""
+    process = multiprocessing.get_context("spawn").Process(
+        target=_record, args=(config, ablation, preset, threshold))
+    process.start()
+    try:
+        process.join()
+    except KeyboardInterrupt:      # Ctrl-C reached the child too: let it save its checkpoint
+        process.join()
+    row = files.read_json(os.path.join(config.model_dir, RESULT))
+    if process.exitcode != 0 or row is None:
+        what = ("was stopped" if process.exitcode in (STOPPED, -2, -15) else
+                f"failed (exit status {process.exitcode}; its error is above)")
+        raise StudyError(f"run {ablation.name} seed {config.seed} {what}; run the same command "
+                         "again to resume it")
+    return row
+
+
+STOPPED = 3
+
+
+def _record(config, ablation, preset, threshold):
+    """The child process: trains, evaluates and writes the run's RESULT (or exits STOPPED)."""
+    def log(line):
+        print(line, flush=True)
+    try:
+        row = _train_and_evaluate(config, ablation, preset, threshold, log)
+    except errors.UserError as error:
+        print(f"alexnet-study: error: {error}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    if row is None:
+        sys.exit(STOPPED)
+    files.atomic_write_json(os.path.join(config.model_dir, RESULT), row)
+
+
 def _train_and_evaluate(config, ablation, preset, threshold, log):
+    """The run's row, or None when its training was stopped (SIGINT/SIGTERM) before the end."""
     final = train.train(config, log=lambda line: log(f"    {line}"))
     run_dir = rundir.RunDir(config.model_dir)
+    run = run_dir.read()
+    settings = config.for_precision(run.runtime["mixed_precision"])
+    last = settings.epochs * run.runtime["steps_per_epoch"]
+    last = min(last, settings.max_steps or last)
+    latest = run_dir.latest_checkpoint()
+    if latest is None or int(latest.rsplit("-", 1)[-1]) < last:
+        return None
     model, run, _ = run_dir.restore_model("best")
     source = sources.open_source(config.dataset, config.data_dir)
     ten = metrics.error_rates(*evaluate.run_probabilities(
