@@ -258,13 +258,17 @@ def _layer(message, v1, index):
                  [_blob(b, f"{name}'s blob {i}") for i, b in enumerate(message.blobs)])
 
 
-def read_caffemodel(path):
-    """The `CaffeNet` in a .caffemodel file (V1 or V2 layout); one-line `CaffeError` otherwise."""
+def _read_bytes(path, flag):
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            return f.read()
     except OSError as error:
-        raise CaffeError(f"cannot read {path} ({error.strerror}); check --caffemodel") from None
+        raise CaffeError(f"cannot read {path} ({error.strerror}); check --{flag}") from None
+
+
+def read_caffemodel(path):
+    """The `CaffeNet` in a .caffemodel file (V1 or V2 layout); one-line `CaffeError` otherwise."""
+    data = _read_bytes(path, "caffemodel")
     _check_top_level(data, path)
     net = _CLASSES["NetParameter"]()
     try:
@@ -286,11 +290,7 @@ def read_caffemodel(path):
 
 def read_mean(path):
     """Caffe's mean image (a BlobProto .binaryproto, 1x3x256x256 BGR) as RGB [256, 256, 3]."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as error:
-        raise CaffeError(f"cannot read {path} ({error.strerror}); check --mean") from None
+    data = _read_bytes(path, "mean")
     blob = _CLASSES["BlobProto"]()
     try:
         blob.ParseFromString(data)
