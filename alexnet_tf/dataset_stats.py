@@ -150,11 +150,8 @@ class Normalization:
 
     def __init__(self, stats, mean_mode="image", input_scale="none",
                  resize=preprocessing.SHORTER_SIDE):
-        if resize not in preprocessing.RESIZES:
-            raise ValueError(f"resize must be one of {', '.join(preprocessing.RESIZES)}, "
-                             f"got {resize!r}.")
         self.stats, self.mean_mode, self.input_scale = stats, mean_mode, input_scale
-        self.resize = resize
+        self.resize = preprocessing.check_resize(resize)
         self.mean = tf.constant(stats.mean(mean_mode), tf.float32)
         self.scale = tf.constant(stats.scale(input_scale), tf.float32)
 

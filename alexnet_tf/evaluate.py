@@ -71,7 +71,7 @@ def evaluate_runs(model_dirs, *, split=None, dataset=None, data_dir=None, which=
         rows.append({"model": f"{len(run_dirs)} CNNs (mean softmax)", "checkpoint": "",
                      **metrics.error_rates(all_probs[-1], labels)})
     if report_dir is not None:
-        matrix = report.confusion_matrix(all_probs[-1].argmax(axis=1), labels,
+        matrix = metrics.confusion_matrix(all_probs[-1].argmax(axis=1), labels,
                                          len(runs[0].class_names))
         rows[-1]["most_confused"] = report.write_report(report_dir, matrix, runs[0].class_names)
     return split, rows

@@ -23,7 +23,7 @@ import dataclasses
 import os
 
 from alexnet_tf import errors
-from alexnet_tf.models import WEIGHTED_LAYERS
+from alexnet_tf.models import WEIGHTED_LAYERS, base_name
 from alexnet_tf.rundir import RUN_CONFIG, RunDir
 
 # Network options that are the training recipe's, not the weights': they stay the new run's.
@@ -112,7 +112,7 @@ def load_matching(model, source, log=print):
 
 def _weights(model):
     """The kernels and biases of conv1 ... fc8 (both towers), in model order."""
-    return [w for layer in model.layers if layer.name.split("_")[0] in WEIGHTED_LAYERS
+    return [w for layer in model.layers if base_name(layer.name) in WEIGHTED_LAYERS
             for w in layer.weights]
 
 
@@ -137,6 +137,6 @@ def freeze(model, train_layers=(), frozen=()):
     """Makes the layers `frozen_layers` names non-trainable (both towers' `conv1_a`, `conv1_b`)."""
     names = frozen_layers(train_layers, frozen)
     for layer in model.layers:
-        if layer.name.split("_")[0] in names and layer.weights:
+        if base_name(layer.name) in names and layer.weights:
             layer.trainable = False
     return names

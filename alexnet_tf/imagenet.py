@@ -37,6 +37,11 @@ def names():
     return [name for _, name in _entries()]
 
 
+@functools.lru_cache(maxsize=None)
+def _by_synset():
+    return dict(_entries())
+
+
 def describe(class_name):
     """'n02123045' -> 'tabby, tabby cat'; any other class name -> itself."""
-    return dict(_entries()).get(class_name, class_name)
+    return _by_synset().get(class_name, class_name)

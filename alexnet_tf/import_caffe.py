@@ -20,7 +20,6 @@ import tensorflow as tf
 
 from alexnet_tf import caffe, dataset_stats, files, imagenet, preprocessing
 from alexnet_tf.config import ModelConfig, TrainConfig
-from alexnet_tf.models import build_alexnet
 from alexnet_tf.rundir import Run, RunDir, variables_bytes
 
 # ImageNet's RGB covariance (pixels in [0, 1]): the eigenvalues and eigenvectors (columns)
@@ -71,14 +70,14 @@ def write_run(loaded, model_dir, log=print):
     log(loaded.description)
     weights = loaded.weights
     config = imported_config(model_dir, weights, "image" if loaded.mean else "channel")
-    model = build_alexnet(imagenet.NUM_CLASSES, **{**config.model.build_kwargs(), "devices": None})
-    caffe.assign(model, weights)
     mean = (os.path.abspath(loaded.mean) if loaded.mean else
             f"Caffe's per-channel BGR mean {caffe.CAFFE_BGR_MEAN}")
     run = Run(config, imagenet.synsets(), runtime={"imported": {
         "caffemodel": os.path.abspath(loaded.caffemodel), "sha1": loaded.sha1,
         "published_sha1": caffe.PUBLISHED_SHA1, "mean": mean,
         "class_order": "sorted synset ids (TFDS imagenet2012, Caffe's synsets.txt)"}})
+    model = RunDir(model_dir).build_model(run)
+    caffe.assign(model, weights)
     step = tf.Variable(0, dtype=tf.int64, name="global_step")
     epoch = tf.Variable(0, dtype=tf.int64, name="epoch")
     needed = 2 * variables_bytes(model.variables)

@@ -60,21 +60,27 @@ def error_rates(probs, labels):
             "examples": n}
 
 
+def confusion_matrix(predicted, labels, num_classes):
+    """int64 [C, C]: entry (t, p) counts images of class t predicted p (top-1)."""
+    matrix = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(matrix, (np.asarray(labels, np.int64), np.asarray(predicted, np.int64)), 1)
+    return matrix
+
+
 def dataset_metrics(logits_fn, dataset):
     """Mean loss and top-1 / top-5 error of `logits_fn` over (images, labels) batches.
 
     Also "confusion": int64 [C, C], images of class t (row) predicted p (column).
     """
-    loss, miss1, miss5, count, confusion = 0.0, 0.0, 0.0, 0, None
+    loss, miss1, miss5, count, confusion = 0.0, 0.0, 0.0, 0, 0
     for images, labels in dataset:
         logits = logits_fn(images)
         n = int(labels.shape[0])
         loss += float(cross_entropy(labels, logits, 1.0))
         m1, m5 = top_k_errors(labels, logits)
         miss1, miss5, count = miss1 + float(m1), miss5 + float(m5), count + n
-        if confusion is None:
-            confusion = np.zeros((logits.shape[-1],) * 2, np.int64)
-        np.add.at(confusion, (labels.numpy(), np.argmax(logits.numpy(), axis=-1)), 1)
+        confusion = confusion + confusion_matrix(np.argmax(logits.numpy(), axis=-1),
+                                                 labels.numpy(), logits.shape[-1])
     count = max(count, 1)
     return {"loss": loss / count, "top1_error": miss1 / count, "top5_error": miss5 / count,
-            "examples": count, "confusion": confusion}
+            "examples": count, "confusion": confusion if np.ndim(confusion) else None}

@@ -64,6 +64,11 @@ def _canonical(device):
     return f"/{(spec.device_type or '').upper()}:{spec.device_index or 0}"
 
 
+def base_name(layer_name):
+    """A layer's name without its tower suffix: 'conv1_a' -> 'conv1' (one tower: unchanged)."""
+    return layer_name.split("_")[0]
+
+
 def _initializers(layer_name, kernel_init, bias_init, seed):
     """The kernel and bias initialisers for one layer (section 5 of the paper)."""
     if kernel_init == "paper":
@@ -72,8 +77,7 @@ def _initializers(layer_name, kernel_init, bias_init, seed):
         kernel = keras.initializers.HeNormal(seed=seed)
     else:
         kernel = keras.initializers.GlorotUniform(seed=seed)
-    base_name = layer_name.split("_")[0]
-    one = bias_init == "paper" and base_name in paper.BIAS_ONE_LAYERS
+    one = bias_init == "paper" and base_name(layer_name) in paper.BIAS_ONE_LAYERS
     return kernel, keras.initializers.Constant(1.0 if one else 0.0)
 
 

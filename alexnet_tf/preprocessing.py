@@ -110,6 +110,13 @@ SHORTER_SIDE, SQUASH = "shorter_side", "squash"
 RESIZES = (SHORTER_SIDE, SQUASH)
 
 
+def check_resize(resize):
+    """`resize` if it is one of RESIZES, else a ValueError naming them."""
+    if resize not in RESIZES:
+        raise ValueError(f"resize must be one of {', '.join(RESIZES)}, got {resize!r}.")
+    return resize
+
+
 def image_256(image, resize=SHORTER_SIDE):
     """A decoded image [h, w, 3] as float32 [256, 256, 3].
 
@@ -119,13 +126,11 @@ def image_256(image, resize=SHORTER_SIDE):
         central 256x256) or "squash" (Caffe's: both sides to 256, bilinear,
         not antialiased, the aspect ratio not kept).
     """
-    if resize == SQUASH:
+    if check_resize(resize) == SQUASH:
         side = paper.CENTRAL_CROP
         squashed = tf.image.resize(image, [side, side], method="bilinear")
         squashed.set_shape([side, side, 3])
         return squashed
-    if resize != SHORTER_SIDE:
-        raise ValueError(f"resize must be one of {', '.join(RESIZES)}, got {resize!r}.")
     return centre_crop(resize_shorter_side(image, paper.RESIZE_SHORTER_SIDE), paper.CENTRAL_CROP)
 
 

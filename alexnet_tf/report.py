@@ -4,13 +4,14 @@
 `confusion.png` (`figures.confusion_image`) and `most_confused.csv`; training
 logs the validation confusion matrix to TensorBoard every epoch.
 
-Definitions (rows of the confusion matrix are true classes, columns predicted
-top-1 classes): recall_c = M[c, c] / sum_j M[c, j] (= 1 - the class's top-1
-error), precision_c = M[c, c] / sum_i M[i, c] (0 when nothing was predicted c).
+The matrix M is `metrics.confusion_matrix`'s: rows are true classes, columns
+predicted top-1 classes. recall_c = M[c, c] / sum_j M[c, j] (= 1 - the class's
+top-1 error), precision_c = M[c, c] / sum_i M[i, c] (0 when nothing was
+predicted c).
 
 Example:
 
-    matrix = confusion_matrix(probs.argmax(1), labels, num_classes)
+    matrix = metrics.confusion_matrix(probs.argmax(1), labels, num_classes)
     rows = per_class(matrix, class_names)
     pairs = most_confused(matrix, class_names, 10)
 """
@@ -24,13 +25,6 @@ import numpy as np
 from alexnet_tf import files
 
 TOP_PAIRS = 10
-
-
-def confusion_matrix(predicted, labels, num_classes):
-    """int64 [C, C]: entry (t, p) counts images of class t predicted p."""
-    matrix = np.zeros((num_classes, num_classes), np.int64)
-    np.add.at(matrix, (np.asarray(labels, np.int64), np.asarray(predicted, np.int64)), 1)
-    return matrix
 
 
 def per_class(matrix, class_names):
@@ -61,18 +55,19 @@ def write_report(folder, matrix, class_names):
     """Writes the report files into `folder` (each atomically); returns the top pairs."""
     from alexnet_tf import figures          # Pillow, only when a report is asked for
     rows = per_class(matrix, class_names)
+    pairs = most_confused(matrix, class_names)
     files.atomic_write_json(os.path.join(folder, "per_class.json"), {
         "classes": rows, "confusion_matrix": matrix.tolist(), "class_names": list(class_names),
-        "most_confused": [list(p) for p in most_confused(matrix, class_names, TOP_PAIRS)]})
+        "most_confused": [list(p) for p in pairs[:TOP_PAIRS]]})
     files.atomic_write(os.path.join(folder, "per_class.csv"), _csv(
         ["class", "images", "top1_error", "precision", "recall"],
         [[r["class"], r["images"], f"{r['top1_error']:.6f}", f"{r['precision']:.6f}",
           f"{r['recall']:.6f}"] for r in rows]))
     files.atomic_write(os.path.join(folder, "most_confused.csv"), _csv(
-        ["true", "predicted", "images"], most_confused(matrix, class_names)))
+        ["true", "predicted", "images"], pairs))
     figures.write_png(os.path.join(folder, "confusion.png"),
                       figures.confusion_image(matrix, class_names))
-    return most_confused(matrix, class_names, TOP_PAIRS)
+    return pairs[:TOP_PAIRS]
 
 
 def _csv(header, rows):

@@ -22,6 +22,8 @@ import statistics
 import sys
 import time
 
+import tensorflow as tf
+
 from alexnet_tf import errors, evaluate, figures, files, metrics, rundir, sources, train
 from alexnet_tf.config import ModelConfig, TrainConfig
 
@@ -160,11 +162,10 @@ def run_study(out_dir, preset="cpu", seeds=(0,), only=None, data_dir=None, thres
         if preset.own_process:
             row = _in_own_process(config, ablation, preset, threshold)
         else:
-            row = _train_and_evaluate(config, ablation, preset, threshold, log)
+            row = _record(config, ablation, preset, threshold, log)
             if row is None:
                 raise StudyError(f"run {ablation.name} seed {seed} was stopped; run the same "
                                  "command again to resume it")
-            files.atomic_write_json(os.path.join(config.model_dir, RESULT), row)
         rows.append(row)
         durations.append(time.time() - start)
         log(f"{tag}: done in {_format_time(durations[-1])}: top-1 error {row['top1_error']:.4f}, "
@@ -192,7 +193,7 @@ def _in_own_process(config, ablation, preset, threshold):
     """Trains and evaluates one run in a fresh process (whose memory is all returned when it
     ends: a process that builds many models keeps some of each); returns its recorded row."""
     process = multiprocessing.get_context("spawn").Process(
-        target=_record, args=(config, ablation, preset, threshold))
+        target=_child, args=(config, ablation, preset, threshold))
     process.start()
     try:
         process.join()
@@ -210,18 +211,25 @@ def _in_own_process(config, ablation, preset, threshold):
 STOPPED = 3
 
 
-def _record(config, ablation, preset, threshold):
-    """The child process: trains, evaluates and writes the run's RESULT (or exits STOPPED)."""
+def _record(config, ablation, preset, threshold, log):
+    """Trains and evaluates one run and writes its RESULT; its row, or None if it was stopped."""
+    row = _train_and_evaluate(config, ablation, preset, threshold, log)
+    if row is not None:
+        files.atomic_write_json(os.path.join(config.model_dir, RESULT), row)
+    return row
+
+
+def _child(config, ablation, preset, threshold):
+    """The process of one run (`_in_own_process`): exits 1 on a UserError, STOPPED if stopped."""
     def log(line):
         print(line, flush=True)
     try:
-        row = _train_and_evaluate(config, ablation, preset, threshold, log)
+        row = _record(config, ablation, preset, threshold, log)
     except errors.UserError as error:
         print(f"alexnet-study: error: {error}", file=sys.stderr, flush=True)
         sys.exit(1)
     if row is None:
         sys.exit(STOPPED)
-    files.atomic_write_json(os.path.join(config.model_dir, RESULT), row)
 
 
 def _train_and_evaluate(config, ablation, preset, threshold, log):
@@ -229,11 +237,8 @@ def _train_and_evaluate(config, ablation, preset, threshold, log):
     final = train.train(config, log=lambda line: log(f"    {line}"))
     run_dir = rundir.RunDir(config.model_dir)
     run = run_dir.read()
-    settings = config.for_precision(run.runtime["mixed_precision"])
-    last = settings.epochs * run.runtime["steps_per_epoch"]
-    last = min(last, settings.max_steps or last)
     latest = run_dir.latest_checkpoint()
-    if latest is None or int(latest.rsplit("-", 1)[-1]) < last:
+    if latest is None or int(latest.rsplit("-", 1)[-1]) < run.runtime["last_step"]:
         return None
     model, run, _ = run_dir.restore_model("best")
     source = sources.open_source(config.dataset, config.data_dir)
@@ -265,7 +270,6 @@ def _train_and_evaluate(config, ablation, preset, threshold, log):
 
 def _scalars(run_dir, tag):
     """[(step, wall time, value)] of a train/ scalar that the run logged, in step order."""
-    import tensorflow as tf
     from tensorboard.backend.event_processing import event_accumulator
     accumulator = event_accumulator.EventAccumulator(
         run_dir.logs(rundir.TRAIN_LOGS), size_guidance={event_accumulator.TENSORS: 0})

@@ -340,7 +340,7 @@ def train(config, strategy=None, log=print):
             f"({source.num_examples(config.train_split)} images); use a smaller batch")
     total_steps = config.epochs * steps_per_epoch
     last_step = min(total_steps, config.max_steps or total_steps)
-    runtime["steps_per_epoch"] = steps_per_epoch
+    runtime["steps_per_epoch"], runtime["last_step"] = steps_per_epoch, last_step
     run_dir = RunDir(config.model_dir)
     if chief:
         run_dir.write(Run(recipe, source.class_names, runtime), stats)

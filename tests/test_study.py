@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_tf import evaluate, figures, report, study
+from alexnet_tf import evaluate, figures, metrics, report, study
 from alexnet_tf.models import build_alexnet
 from helpers import cli
 
@@ -103,7 +103,7 @@ def test_report_per_class_numbers_match_numpy(smoke_study, tmp_path):
 def test_most_confused_pairs_and_precision_by_hand():
     labels = [0, 0, 0, 1, 1, 2]
     predicted = [0, 1, 1, 1, 2, 0]
-    matrix = report.confusion_matrix(predicted, labels, 3)
+    matrix = metrics.confusion_matrix(predicted, labels, 3)
     assert matrix.tolist() == [[1, 2, 0], [0, 1, 1], [1, 0, 0]]
     rows = report.per_class(matrix, ["a", "b", "c"])
     assert [r["recall"] for r in rows] == pytest.approx([1 / 3, 1 / 2, 0])

@@ -54,11 +54,11 @@ def main(argv):
         sys.exit(1)
     os.makedirs(FLAGS.out_dir, exist_ok=True)
     kernels = os.path.join(FLAGS.out_dir, KERNELS_PNG)
-    figures.write_png(kernels, figures.kernel_grid(figures.conv1_kernels(module.classifier)))
+    towers = figures.conv1_kernels(module.classifier)
+    figures.write_png(kernels, figures.kernel_grid(towers))
     predictions = os.path.join(FLAGS.out_dir, PREDICTIONS_PNG)
     figures.write_png(predictions, figures.panel_grid(panels))
     print(f"from {checkpoint}: wrote {kernels} (figure 3) and {predictions} (figure 4, left)")
-    towers = figures.conv1_kernels(module.classifier)
     shares = ", ".join(f"tower {'ab'[i]} {figures.chromatic_fraction(k):.3f}"
                        for i, k in enumerate(towers)) if len(towers) > 1 else \
         f"{figures.chromatic_fraction(towers[0]):.3f}"

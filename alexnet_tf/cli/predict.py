@@ -37,8 +37,9 @@ def predict_file(serve, path):
 def _entry(class_id, name, probability):
     """One class of a result; ILSVRC-2012 synset ids get their WordNet names beside them."""
     entry = {"id": class_id, "name": name, "probability": probability}
-    if imagenet.describe(name) != name:
-        entry["description"] = imagenet.describe(name)
+    description = imagenet.describe(name)
+    if description != name:
+        entry["description"] = description
     return entry
 
 
