@@ -72,6 +72,41 @@ def test_a_second_call_trains_nothing(smoke_study, tiny_data_dir):
         refused.stderr
 
 
+def test_the_cpu_presets_baseline_has_no_dropout_and_its_dropout_row_adds_the_papers():
+    preset = study.PRESETS["cpu"]
+    names = [a.name for a in preset.ablations()]
+    assert len(names) == 11 and names[0] == "baseline"
+    assert "dropout" in names and "no_dropout" not in names
+    rates = {a.name: study.run_config(preset, a, 0, "/study").model.dropout_rate
+             for a in preset.ablations()}
+    assert rates.pop("dropout") == 0.5 and set(rates.values()) == {0.0}
+    assert [a.name for a in study.PRESETS["smoke"].ablations()] == list(study.NAMES)
+    with pytest.raises(study.StudyError, match="the cpu study has baseline, tanh"):
+        study.run_study("/nonexistent", "cpu", only=["no_dropout"])
+
+
+def _row(name, top1, top5, to_threshold, inverted=False):
+    return {"name": name, "seed": 0, "changed": name, "section": "s", "paper": "p",
+            "top1_error": top1, "top5_error": top5, "top1_error_10crop": top1,
+            "top5_error_10crop": top5, "train_error": top1 - 0.05, "steps": 374,
+            "steps_to_threshold": to_threshold, "inverted": inverted}
+
+
+def test_the_claims_compare_each_row_with_the_baseline_by_hand():
+    table = study.results_markdown([
+        _row("baseline", 0.30, 0.10, 100), _row("tanh", 0.33, 0.10, 250),
+        _row("dropout", 0.40, 0.15, None, inverted=True), _row("no_lrn", 0.35, 0.12, 120)])
+    assert "tanh took 2.5x the steps of ReLU to the threshold (250 against 100)" in table
+    # The dropout row has the paper's choice: "without" is the baseline.
+    assert ("training error 25.0 without dropout, 35.0 with; validation top-1 30.0 without, "
+            "40.0 with; dropout did not reach the threshold in 374 steps, over 3.7x the 100 "
+            "of no dropout") in table
+    assert "| no_lrn (s) | p | +5.0 / +2.0 |" in table
+    inverted = study.results_markdown([_row("baseline", 0.30, 0.10, 100),
+                                       _row("pca", 0.28, 0.09, 90, inverted=True)])
+    assert "| pca (s) | p | +2.0 / +1.0 |" in inverted      # worse without the paper's choice
+
+
 def test_report_per_class_numbers_match_numpy(smoke_study, tmp_path):
     out, _, _ = smoke_study
     run = os.path.join(out, "runs", "baseline_seed0")
