@@ -16,6 +16,7 @@ Example:
 """
 
 import dataclasses
+import json
 import multiprocessing
 import os
 import statistics
@@ -160,7 +161,7 @@ def run_study(out_dir, preset="cpu", seeds=(0,), only=None, data_dir=None, thres
     if unknown:
         raise StudyError(f"--only: no ablation {', '.join(unknown)}; the {preset.name} study has "
                          f"{', '.join(names)}")
-    _check_same_study(out_dir, preset.name, threshold)
+    _check_same_study(out_dir, preset, threshold)
     chosen = [a for a in ablations if not only or a.name in only]
     plan = [(a, s) for a in chosen for s in seeds]
     rows, durations = [], []
@@ -198,12 +199,17 @@ def run_study(out_dir, preset="cpu", seeds=(0,), only=None, data_dir=None, thres
 
 
 def _check_same_study(out_dir, preset, threshold):
+    """Refuses an out_dir whose runs were trained under another preset, threshold or recipe
+    (the preset's TrainConfig, which a newer alexnet_tf may have changed); records them."""
     path = os.path.join(out_dir, "study.json")
     recorded = files.read_json(path)
-    wanted = {"preset": preset, "threshold": threshold}
+    wanted = json.loads(json.dumps({"preset": preset.name, "threshold": threshold,
+                                    "recipe": preset.config.to_dict()}))
     if recorded is not None and recorded != wanted:
-        raise StudyError(f"{out_dir} holds a study with other settings ({recorded}); pass another "
-                         "--out_dir, or the same --preset and --threshold")
+        differ = ", ".join(k for k in wanted if recorded.get(k) != wanted[k])
+        raise StudyError(f"{out_dir} holds a study with other settings (different {differ}); "
+                         "pass another --out_dir, or the same --preset and --threshold with the "
+                         "alexnet_tf that started it")
     files.atomic_write_json(path, wanted)
 
 

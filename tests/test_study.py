@@ -54,7 +54,7 @@ def test_smoke_study_has_every_run_a_figure_and_a_table(smoke_study):
     assert any("study ETA" in line for line in lines)
 
 
-def test_a_second_call_trains_nothing(smoke_study, tiny_data_dir):
+def test_a_second_call_trains_nothing(smoke_study, tiny_data_dir, tmp_path):
     out, rows, _ = smoke_study
     checkpoints = sorted(os.path.join(root, f) for root, _, names in os.walk(out)
                          for f in names if f.endswith(".index"))
@@ -67,6 +67,14 @@ def test_a_second_call_trains_nothing(smoke_study, tiny_data_dir):
     with pytest.raises(study.StudyError, match="holds a study with other settings"):
         study.run_study(out, "smoke", seeds=(0,), data_dir=tiny_data_dir, threshold=0.1,
                         log=lines.append)
+    recipe = json.load(open(os.path.join(out, "study.json")))
+    recipe["recipe"]["batch_size"] += 1                 # as if an older alexnet_tf started it
+    other = os.path.join(str(tmp_path), "older")
+    os.makedirs(other)
+    json.dump(recipe, open(os.path.join(other, "study.json"), "w"))
+    with pytest.raises(study.StudyError, match=r"other settings \(different recipe\)"):
+        study.run_study(other, "smoke", seeds=(0,), data_dir=tiny_data_dir, log=lines.append)
+    assert os.listdir(other) == ["study.json"]
     refused = run_cli_study(out, tiny_data_dir, "--only=baseline,no_such")
     assert refused.returncode == 1 and "alexnet-study: error: --only: no ablation no_such" in \
         refused.stderr
