@@ -186,9 +186,10 @@ def confusion_image(matrix, class_names, pairs=20):
 # --- Figure 1: training error against epochs (alexnet-study) -------------------
 
 PLOT = (640, 400)         # plot area, pixels
-MARGIN = (60, 20, 200, 40)  # left, top, right (legend), bottom
+MARGIN = (60, 20, 250, 40)  # left, top, right (legend), bottom
 PALETTE = [(214, 39, 40), (31, 119, 180), (44, 160, 44), (255, 127, 14), (148, 103, 189),
-           (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
+           (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
+           (0, 0, 128), (0, 100, 60)]            # the study's 11 runs, each its own colour
 
 
 def curves_image(curves, threshold, highlight=()):
@@ -246,5 +247,5 @@ def curves_image(curves, threshold, highlight=()):
         legend_y = top + 4 + 14 * labels.index(label)
         draw.line([left + width + 40, legend_y + 6, left + width + 60, legend_y + 6], fill=colour,
                   width=3 if thick else 1)
-        draw.text((left + width + 64, legend_y), label[:22], fill=(0, 0, 0))
+        draw.text((left + width + 64, legend_y), label[:30], fill=(0, 0, 0))
     return np.asarray(image)
