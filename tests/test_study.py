@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_tf import evaluate, figures, metrics, report, study
+from alexnet_tf import evaluate, figures, input_pipeline, metrics, report, sources, study
+from alexnet_tf.rundir import RunDir
 from alexnet_tf.models import build_alexnet
 from helpers import cli
 
@@ -119,18 +120,21 @@ def test_the_claims_compare_each_row_with_the_baseline_by_hand():
     assert "| pca (s) | p | +2.0 / +1.0 |" in inverted      # worse without the paper's choice
 
 
+def _probabilities(run):
+    """A run's validation softmaxes and labels, independently of the study and the report: its
+    best checkpoint over the evaluation pipeline, through evaluate.probabilities."""
+    model, config_run, _ = RunDir(run).restore_model("best")
+    source = sources.open_source(config_run.config.dataset, config_run.config.data_dir)
+    data = input_pipeline.eval_dataset(source, RunDir(run).normalization(config_run), 64)
+    return evaluate.probabilities(model, data)
+
+
 def test_report_per_class_numbers_match_numpy(smoke_study, tmp_path):
     out, _, _ = smoke_study
     run = os.path.join(out, "runs", "baseline_seed0")
     folder = str(tmp_path / "report")
     _, rows = evaluate.evaluate_runs([run], report_dir=folder)
-    # The predictions, independently: the same model and data through evaluate.probabilities.
-    from alexnet_tf import input_pipeline, sources
-    from alexnet_tf.rundir import RunDir
-    model, config_run, _ = RunDir(run).restore_model("best")
-    source = sources.open_source(config_run.config.dataset, config_run.config.data_dir)
-    data = input_pipeline.eval_dataset(source, RunDir(run).normalization(config_run), 64)
-    probs, labels = evaluate.probabilities(model, data)
+    probs, labels = _probabilities(run)
     predicted = probs.argmax(axis=1)
     stored = json.load(open(os.path.join(folder, "per_class.json")))
     for c, row in enumerate(stored["classes"]):
@@ -189,3 +193,22 @@ def test_the_papers_one_gpu_net():
     # 11*11*3*48+48 + 5*5*48*128+128 + 3*3*128*192+192 + 3*3*192*192+192 + 3*3*192*256+256
     # + 6*6*256*4096+4096 + 4096*4096+4096 + 4096*1000+1000
     assert model.count_params() == 59_798_312
+
+
+def test_an_ensemble_of_the_baselines_seeds_averages_their_softmaxes(tiny_data_dir, tmp_path):
+    out = str(tmp_path / "seeds")
+    rows = study.run_study(out, "smoke", seeds=(0, 1), only=["baseline"], data_dir=tiny_data_dir,
+                           log=lambda line: None)
+    assert [(r["name"], r["seed"]) for r in rows] == [("baseline", 0), ("baseline", 1),
+                                                     ("baseline_ensemble", None)]
+    (a, labels), (b, labels_b) = (_probabilities(os.path.join(out, "runs", f"baseline_seed{s}"))
+                                  for s in (0, 1))
+    assert np.array_equal(labels, labels_b) and not np.allclose(a, b)    # two different nets
+    mean = (a + b) / 2
+    top5 = np.argsort(-mean, axis=1)[:, :5]
+    ensemble = rows[-1]
+    assert ensemble["top1_error"] == pytest.approx(np.mean(mean.argmax(axis=1) != labels))
+    assert ensemble["top5_error"] == pytest.approx(
+        np.mean([label not in best for label, best in zip(labels, top5)]))
+    assert "| an ensemble of the baseline's seeds (6) |" in \
+        open(os.path.join(out, "results.md")).read()
