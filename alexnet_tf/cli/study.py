@@ -1,6 +1,6 @@
 """alexnet-study: re-run the paper's claims (sections 1, 3, 4 and figure 1) and compare.
 
-    alexnet-study --out_dir=study --preset=cpu            # the built-in dataset, ~85 min on 2 cores
+    alexnet-study --out_dir=study --preset=cpu            # the built-in dataset, ~75 min on 2 cores
     alexnet-study --out_dir=study --preset=paper --seeds=0,1,2,3,4   # ImageNet, for GPUs
 
 Writes OUT/results.json, OUT/results.md and OUT/figure1.png; the same command
