@@ -25,7 +25,7 @@ import time
 
 import tensorflow as tf
 
-from alexnet_tf import errors, evaluate, figures, files, metrics, rundir, sources, train
+from alexnet_tf import errors, evaluate, figures, files, metrics, paper, rundir, sources, train
 from alexnet_tf.config import ModelConfig, TrainConfig
 
 
@@ -72,7 +72,6 @@ ABLATIONS = (
              paper="removing any middle conv layer costs about 2% top-1", paper_delta=(2.0, None)),
 )
 NAMES = tuple(a.name for a in ABLATIONS)
-_DROPOUT_PAPER = ABLATIONS[NAMES.index("no_dropout")].paper
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,9 +115,10 @@ PRESETS = {
         train_error_images=600, threshold=0.5, replace=(
             ("baseline", Ablation("baseline", "none: two towers, ReLU, LRN, 3/2 pooling, PCA; "
                                   "no dropout (the cpu preset's baseline)")),
-            ("no_dropout", Ablation("dropout", "the paper's dropout 0.5 (the baseline has none)",
-                                    model=(("dropout_rate", 0.5),), section="4.2",
-                                    paper=_DROPOUT_PAPER, inverted=True)))),
+            ("no_dropout", dataclasses.replace(
+                ABLATIONS[NAMES.index("no_dropout")], name="dropout",
+                changed="the paper's dropout 0.5 (the baseline has none)",
+                model=(("dropout_rate", paper.DROPOUT_RATE),), inverted=True)))),
     # The paper's recipe on ImageNet (flags/paper.cfg): for GPUs.
     "paper": Preset("paper", TrainConfig(model_dir="", dataset="imagenet2012")),
 }
@@ -126,6 +126,12 @@ PRESETS = {
 
 class StudyError(errors.UserError):
     """A study that cannot go on as asked; the message is one line."""
+
+
+def replaced_rows():
+    """How the presets' rows differ from ABLATIONS', in words (for --only's help)."""
+    return "; ".join(f"the {p.name} preset runs '{new.name}' in place of '{old}'"
+                     for p in PRESETS.values() for old, new in p.replace if new.name != old)
 
 
 def run_config(preset, ablation, seed, out_dir, data_dir=None):
@@ -269,9 +275,8 @@ def _train_and_evaluate(config, ablation, preset, threshold, log):
     ten = metrics.error_rates(*evaluate.run_probabilities(
         model, run_dir, run, source, config.eval_split, ten_crop=True, batch_size=8,
         max_images=preset.ten_crop_images))
-    centre = final if preset.ten_crop_images is None else metrics.error_rates(
-        *evaluate.run_probabilities(model, run_dir, run, source, config.eval_split,
-                                    max_images=preset.ten_crop_images))
+    centre = metrics.error_rates(*evaluate.run_probabilities(    # the model the 10-crop used
+        model, run_dir, run, source, config.eval_split, max_images=preset.ten_crop_images))
     on_train = metrics.error_rates(*evaluate.run_probabilities(
         model, run_dir, run, source, config.train_split, max_images=preset.train_error_images))
     curve = training_curve(run_dir, run.runtime.get("steps_per_epoch") or 1)
@@ -374,11 +379,9 @@ def results_markdown(rows):
     base = mean.get("baseline")
     claims = {}                                   # name -> its first row, in the rows' order
     for r in rows:
-        if r["name"] not in ("baseline", "baseline_ensemble"):
+        if base is not None and r["name"] not in ("baseline", "baseline_ensemble"):
             claims.setdefault(r["name"], r)
     for name, r in claims.items():
-        if base is None:
-            break
         ours = mean[name]
         if name == "tanh":
             text = _slower("tanh", ours, "ReLU", base)

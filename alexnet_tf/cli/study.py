@@ -21,8 +21,8 @@ flags.DEFINE_enum("preset", "cpu", list(study.PRESETS), "smoke: a few steps each
                   "within 90 minutes on a 2-core CPU; paper: the paper's recipe on imagenet2012.")
 flags.DEFINE_list("seeds", ["0"], "Seeds: each ablation is trained once per seed; with several, "
                   "the baseline's runs are also evaluated as an ensemble.")
-flags.DEFINE_list("only", [], f"Only these runs (of {', '.join(study.NAMES)}; the cpu preset "
-                  "runs 'dropout', the paper's dropout 0.5, in place of 'no_dropout').")
+flags.DEFINE_list("only", [], f"Only these runs (of {', '.join(study.NAMES)}; "
+                  f"{study.replaced_rows()}).")
 flags.DEFINE_string("data_dir", None, "TFDS data_dir (default: $TFDS_DATA_DIR or "
                     "~/tensorflow_datasets).")
 flags.DEFINE_float("threshold", None, "Figure 1's training error (default: the preset's: 0.25 "
