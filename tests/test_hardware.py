@@ -1,5 +1,6 @@
 """Choices by the hardware: precision, XLA and LRN against CPU flag sets and device lists."""
 
+import subprocess
 import sys
 
 import pytest
@@ -122,6 +123,38 @@ def test_xla_cpu_flags_are_added_once_and_never_override_the_user():
     assert hardware.configure_xla_cpu(env) == "--xla_dump_to=/tmp/x --xla_cpu_use_onednn=true"
     env = {"XLA_FLAGS": "--xla_cpu_use_onednn=false"}
     assert hardware.configure_xla_cpu(env) == "--xla_cpu_use_onednn=false"
+
+
+# Allocates and frees 256 MB, then prints how much of it the process still holds (MB).
+_HELD_AFTER_FREE = """
+import sys
+from alexnet_tf import hardware
+def rss_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2 ** 20
+if sys.argv[1] == "keep":
+    assert hardware.keep_freed_memory()
+before = rss_mb()
+block = bytearray(256 * 2 ** 20)     # zero-filled: every page touched
+del block
+print(rss_mb() - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc and /proc: Linux")
+def test_keep_freed_memory_keeps_a_freed_block_for_reuse():
+    def held(mode):
+        out = subprocess.run([sys.executable, "-c", _HELD_AFTER_FREE, mode], check=True,
+                             capture_output=True, text=True).stdout
+        return float(out.split()[-1])
+    assert held("default") < 64        # glibc unmapped the block when it was freed
+    assert held("keep") > 192          # kept in the heap, ready for the next step's buffers
+
+
+def test_keep_freed_memory_without_mallopt_leaves_the_allocator_alone():
+    class NoMallopt:                   # e.g. macOS's or musl's C library
+        pass
+    assert hardware.keep_freed_memory(NoMallopt()) is False
 
 
 def test_detect_reads_this_machine():
