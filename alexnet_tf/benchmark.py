@@ -74,7 +74,7 @@ def train_step_rate(batch_size, precision="float32", jit_compile=False, steps=3,
     Returns (images/s, number of traces of the step function).
     """
     if jit_compile:
-        hardware.configure_compiled_cpu_step()
+        hardware.configure_xla_cpu()
     keras.mixed_precision.set_dtype_policy(hardware.KERAS_POLICIES[precision])
     try:
         strategy = tf.distribute.get_strategy()

@@ -263,7 +263,10 @@ def keep_freed_memory(libc=None):
     XLA, 8 ms with this setting, and the fp32 train step on a 2-core AVX2 CPU
     went from ~24 to ~27 images/s (docs/BENCHMARKS.md). The cost: the process
     keeps its peak memory until it exits. TensorFlow's own kernels (no XLA)
-    pool their memory already and did not change.
+    pool their memory already and did not change. So the entry points whose
+    process exists to train or measure (`alexnet-train`, `alexnet-benchmark`)
+    call it, and library code does not: a long-lived process that builds
+    many models (a test worker) would keep every peak.
 
     Returns True if set; False where the C library has no mallopt (macOS,
     musl), where the allocator stays as it is.
@@ -276,9 +279,3 @@ def keep_freed_memory(libc=None):
         return False
     # All allocations from the heap (no mmap), and the heap never trimmed.
     return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, _NEVER_TRIM))
-
-
-def configure_compiled_cpu_step():
-    """Sets up this process for an XLA-compiled step on the CPU, before XLA's first compile."""
-    configure_xla_cpu()
-    keep_freed_memory()

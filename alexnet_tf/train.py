@@ -83,7 +83,7 @@ def resolve_runtime(config, placed_towers, data_parallel):
     jit, jit_why = hardware.resolve_jit(config.jit_compile, found, precision, placed_towers,
                                         data_parallel)
     if jit and found.accelerator is None:
-        hardware.configure_compiled_cpu_step()
+        hardware.configure_xla_cpu()
     return {"mixed_precision": precision, "mixed_precision_reason": precision_why,
             "jit_compile": jit, "jit_compile_reason": jit_why, "warning": warning,
             "hardware": found.as_dict()}

@@ -33,7 +33,7 @@ def tiny_config(model_dir, data_dir, **overrides):
 def test_train_step_is_the_papers_update(jit_compile):
     # A large decay (1.0) so that the decay term stands well above float32 noise.
     lr, momentum, decay = 0.01, 0.9, 1.0
-    hardware.configure_compiled_cpu_step()          # as a run does before XLA compiles
+    hardware.configure_xla_cpu()                    # as a run does before XLA compiles
     model = build_alexnet(10, devices=None, dropout_rate=0.0, seed=2, kernel_init="he")
     optimizer = PaperSGD(learning_rate=lr, momentum=momentum, weight_decay=decay)
     optimizer.build(model.trainable_variables)

@@ -121,6 +121,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     common.quiet_libraries()
+    hardware.keep_freed_memory()   # as alexnet-train does
     results = measure(FLAGS.quick)
     machine = {**hardware.detected().as_dict(), "cores": os.cpu_count(),
                "tensorflow": tf.__version__, "python": platform.python_version()}

@@ -7,7 +7,7 @@ import sys
 import tensorflow as tf
 from absl import app, flags
 
-from alexnet_tf import config, errors
+from alexnet_tf import config, errors, hardware
 from alexnet_tf.cli import common, model_flags  # noqa: F401  (defines the model's flags)
 from alexnet_tf.train import NonFiniteLoss, WorkerLost, train
 
@@ -49,6 +49,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     common.quiet_libraries()
+    hardware.keep_freed_memory()   # this process trains: reuse the step's buffers
     try:
         train_config = config.from_flags(config.TrainConfig)
         train(train_config, make_strategy(), log=lambda line: print(line, flush=True))
