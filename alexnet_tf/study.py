@@ -25,7 +25,8 @@ import time
 
 import tensorflow as tf
 
-from alexnet_tf import errors, evaluate, figures, files, metrics, paper, rundir, sources, train
+from alexnet_tf import (errors, evaluate, figures, files, hardware, metrics, paper, rundir,
+                        sources, train)
 from alexnet_tf.config import ModelConfig, TrainConfig
 
 
@@ -251,6 +252,8 @@ def _record(config, ablation, preset, threshold, log):
 
 def _child(config, ablation, preset, threshold):
     """The process of one run (`_in_own_process`): exits 1 on a UserError, STOPPED if stopped."""
+    hardware.keep_freed_memory()   # this process trains one run, as alexnet-train's does
+
     def log(line):
         print(line, flush=True)
     try:
