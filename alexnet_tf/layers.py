@@ -45,37 +45,51 @@ def _inverse_power(t, beta):
     return tf.pow(t, -beta)
 
 
+def window_sum(v, n):
+    """Each channel's clipped window of n channels summed: v's channels padded and shifted n times."""
+    channels, half = v.shape[-1], n // 2
+    padded = tf.pad(v, [[0, 0]] * (v.shape.rank - 1) + [[half, half]])
+    total = padded[..., 0:channels]
+    for shift in range(1, n):
+        total = total + padded[..., shift:shift + channels]
+    return total
+
+
 def lrn_matmul(x, n, k, alpha, beta):
-    """The paper's LRN (float32 `x`) with the window sums as band-matrix matmuls.
+    """The paper's LRN (float32 `x`), with window sums TF's own kernels do not use.
 
     Forward: t = k + alpha * W(x^2), b = x * t^-beta, where W sums the window.
-    On a 2-core AVX2 CPU this measured 1.8x (conv1's shape) to 1.9x (conv2's)
-    faster than TF's LRN + LRNGrad kernels, forward and backward together.
+    Outside XLA the window sums are band-matrix matmuls over the channel axis,
+    with autodiff's gradient: on a 2-core AVX2 CPU 1.8x (conv1's shape) to
+    1.9x (conv2's) faster than TF's LRN + LRNGrad kernels, forward and
+    backward together.
 
-    Inside an XLA-compiled function the gradient is written out (W is symmetric):
-      dL/da = g * t^-beta - 2 * alpha * beta * a * W(g * b / t),
-    2% faster per compiled train step than autodiff's. Elsewhere it is
-    autodiff's: `tf.custom_gradient` in a traced function registers its
-    gradient in TensorFlow's global registry, which keeps the traced graph and
-    the model variables it captured alive for the life of the process (220 MB
-    per model a process built and called; a compiled training run traces its
-    step once, so it keeps one).
+    Inside an XLA-compiled function they are n shifted slices, which XLA fuses
+    with the element-wise ops around them (the band matmuls ran at a third of
+    the matmul rate there: K is only 48 or 128), and the gradient is written
+    out (W is symmetric):
+      dL/da = g * t^-beta - 2 * alpha * beta * a * W(g * b / t).
+    The compiled fp32 train step, batch 64, AVX2 CPU: 28.7-31.4 images/s
+    against 25.7-28.5 with band matmuls (docs/BENCHMARKS.md). Elsewhere the
+    gradient is autodiff's: `tf.custom_gradient` in a traced function
+    registers its gradient in TensorFlow's global registry, which keeps the
+    traced graph and the model variables it captured alive for the life of
+    the process (220 MB per model a process built and called; a compiled
+    training run traces its step once, so it keeps one).
     """
-    channels = x.shape[-1]
-    sum_alpha = tf.constant(window_matrix(channels, n, alpha))
     if not in_xla_compilation():
+        sum_alpha = tf.constant(window_matrix(x.shape[-1], n, alpha))
         t = k + _channel_matmul(tf.square(x), sum_alpha)
         return x * _inverse_power(t, beta)
-    sum_grad = tf.constant(window_matrix(channels, n, -2.0 * alpha * beta))
 
     @tf.custom_gradient
     def forward(a):
-        t = k + _channel_matmul(tf.square(a), sum_alpha)
+        t = k + alpha * window_sum(tf.square(a), n)
         scale = _inverse_power(t, beta)
         b = a * scale
 
         def grad(g):
-            return g * scale + a * _channel_matmul(g * b / t, sum_grad)
+            return g * scale + (-2.0 * alpha * beta) * a * window_sum(g * b / t, n)
         return b, grad
 
     return forward(x)

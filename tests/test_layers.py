@@ -80,7 +80,12 @@ def test_lrn_gradient_matches_finite_differences_of_the_formula(implementation, 
         loss = tf.reduce_sum(layer(x) * tf.constant(weights, tf.float32))
     grad = tape.gradient(loss, x).numpy()
 
-    eps = 1e-6
+    np.testing.assert_allclose(grad, numeric_lrn_gradient(a, weights, n, k, alpha, beta),
+                               rtol=1e-3, atol=1e-5)
+
+
+def numeric_lrn_gradient(a, weights, n, k, alpha, beta, eps=1e-6):
+    """d/da of sum(lrn_reference(a) * weights), by central differences in float64."""
     numeric = np.zeros_like(a)
     for idx in np.ndindex(a.shape):
         plus, minus = a.copy(), a.copy()
@@ -88,7 +93,36 @@ def test_lrn_gradient_matches_finite_differences_of_the_formula(implementation, 
         minus[idx] -= eps
         numeric[idx] = (np.sum(lrn_reference(plus, n, k, alpha, beta) * weights)
                         - np.sum(lrn_reference(minus, n, k, alpha, beta) * weights)) / (2 * eps)
-    np.testing.assert_allclose(grad, numeric, rtol=1e-3, atol=1e-5)
+    return numeric
+
+
+@pytest.mark.parametrize("n,k,alpha,beta,channels", [
+    (5, 2.0, 1e-4, 0.75, 48),   # the paper's constants, one tower's conv1 width
+    (5, 2.0, 5e-2, 0.75, 7),    # large alpha so the sum matters; few channels: edges dominate
+    (3, 1.0, 0.5, 0.5, 4),
+    (1, 0.5, 1.0, 1.0, 3),      # window of one channel
+    (9, 2.0, 1e-2, 0.75, 5),    # window wider than the channel count: clipped both sides
+])
+def test_lrn_inside_xla_matches_the_formula_and_its_gradient(n, k, alpha, beta, channels):
+    # Inside XLA the "matmul" implementation sums windows by shifted slices, with a written-out
+    # gradient: both checked against the numpy formula, the gradient by finite differences.
+    rng = np.random.default_rng(6)
+    a = rng.normal(0.0, 3.0, size=(1, 2, 2, channels))
+    weights = rng.normal(size=a.shape)
+    layer = LocalResponseNormalization(n=n, k=k, alpha=alpha, beta=beta, implementation="matmul")
+
+    @tf.function(jit_compile=True)
+    def value_and_grad(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x)
+            loss = tf.reduce_sum(y * tf.constant(weights, tf.float32))
+        return y, tape.gradient(loss, x)
+    y, grad = value_and_grad(tf.constant(a, tf.float32))
+    np.testing.assert_allclose(y.numpy(), lrn_reference(a, n, k, alpha, beta), rtol=1e-5,
+                               atol=1e-6)
+    np.testing.assert_allclose(grad.numpy(), numeric_lrn_gradient(a, weights, n, k, alpha, beta),
+                               rtol=1e-3, atol=1e-5)
 
 
 @pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
