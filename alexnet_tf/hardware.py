@@ -182,7 +182,7 @@ def choose_jit(hardware, precision, placed_towers=False, data_parallel=False):
 def choose_lrn(hardware):
     """(implementation, reason) of LocalResponseNormalization's "auto".
 
-    "matmul" (band-matrix window sums, a hand-written gradient) measured 1.6-2.3x
+    "matmul" (band-matrix window sums; shifted slices inside XLA) measured 1.6-2.3x
     faster than TF's LRN/LRNGrad kernels on an AVX2 CPU; on AVX-512 CPUs TF's
     kernel was the fastest of the replacements measured, and GPUs have their own
     (cuDNN) LRN, so "kernel" stays there.
