@@ -265,8 +265,9 @@ def keep_freed_memory(libc=None):
     keeps its peak memory until it exits. TensorFlow's own kernels (no XLA)
     pool their memory already and did not change. So the entry points whose
     process exists to train or measure (`alexnet-train`, `alexnet-benchmark`,
-    a study's process per run) call it, and library code does not: a long-lived process that builds
-    many models (a test worker) would keep every peak.
+    a study's process per run) call it, and library code does not: a
+    long-lived process that builds many models (a test worker) would keep
+    every peak.
 
     Returns True if set; False where the C library has no mallopt (macOS,
     musl), where the allocator stays as it is.

@@ -127,11 +127,11 @@ def test_xla_cpu_flags_are_added_once_and_never_override_the_user():
 
 # Allocates and frees 256 MB, then prints how much of it the process still holds (MB).
 _HELD_AFTER_FREE = """
-import sys
+import os, sys
 from alexnet_tf import hardware
 def rss_mb():
     with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * 4096 / 2 ** 20
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
 if sys.argv[1] == "keep":
     assert hardware.keep_freed_memory()
 before = rss_mb()

@@ -12,6 +12,14 @@ from alexnet_tf.layers import PlacedMaxPooling2D, max_pool_slices, window_matrix
 
 # TF's LRN kernels, and band-matrix window sums with a hand-written gradient: the same formula.
 IMPLEMENTATIONS = ["kernel", "matmul"]
+# (n, k, alpha, beta, channels) that the formula's tests run, eagerly and inside XLA.
+LRN_CASES = [
+    (5, 2.0, 1e-4, 0.75, 48),   # the paper's constants, one tower's conv1 width
+    (5, 2.0, 5e-2, 0.75, 7),    # large alpha so the sum matters; few channels: edges dominate
+    (3, 1.0, 0.5, 0.5, 4),
+    (1, 0.5, 1.0, 1.0, 3),      # window of one channel
+    (9, 2.0, 1e-2, 0.75, 5),    # window wider than the channel count: clipped both sides
+]
 
 
 def lrn_reference(a, n=5, k=2.0, alpha=1e-4, beta=0.75):
@@ -27,13 +35,7 @@ def lrn_reference(a, n=5, k=2.0, alpha=1e-4, beta=0.75):
 
 
 @pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
-@pytest.mark.parametrize("n,k,alpha,beta,channels", [
-    (5, 2.0, 1e-4, 0.75, 48),   # the paper's constants, one tower's conv1 width
-    (5, 2.0, 1e-2, 0.75, 7),    # large alpha so the sum matters; few channels: edges dominate
-    (3, 1.0, 0.5, 0.5, 4),
-    (1, 0.5, 1.0, 1.0, 3),      # window of one channel
-    (9, 2.0, 1e-3, 0.75, 5),    # window wider than the channel count: clipped both sides
-])
+@pytest.mark.parametrize("n,k,alpha,beta,channels", LRN_CASES)
 def test_lrn_matches_numpy_formula(n, k, alpha, beta, channels, implementation):
     rng = np.random.default_rng(0)
     a = rng.normal(0.0, 10.0, size=(2, 3, 4, channels)).astype(np.float32)
@@ -96,13 +98,7 @@ def numeric_lrn_gradient(a, weights, n, k, alpha, beta, eps=1e-6):
     return numeric
 
 
-@pytest.mark.parametrize("n,k,alpha,beta,channels", [
-    (5, 2.0, 1e-4, 0.75, 48),   # the paper's constants, one tower's conv1 width
-    (5, 2.0, 5e-2, 0.75, 7),    # large alpha so the sum matters; few channels: edges dominate
-    (3, 1.0, 0.5, 0.5, 4),
-    (1, 0.5, 1.0, 1.0, 3),      # window of one channel
-    (9, 2.0, 1e-2, 0.75, 5),    # window wider than the channel count: clipped both sides
-])
+@pytest.mark.parametrize("n,k,alpha,beta,channels", LRN_CASES)
 def test_lrn_inside_xla_matches_the_formula_and_its_gradient(n, k, alpha, beta, channels):
     # Inside XLA the "matmul" implementation sums windows by shifted slices, with a written-out
     # gradient: both checked against the numpy formula, the gradient by finite differences.
