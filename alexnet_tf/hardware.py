@@ -249,7 +249,11 @@ def configure_xla_cpu(environ=None):
 
 # glibc's mallopt parameters (malloc.h) and the values `keep_freed_memory` sets.
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
-_NEVER_TRIM = 2 ** 31 - 1
+# mallopt takes an int and glibc stores the trim threshold as a size_t, so -1 is SIZE_MAX:
+# never. The largest positive int (2 GB) was not enough: at batch 128 XLA's temporary buffer
+# alone is 1.5 GB, the heap's free top passed 2 GB and was trimmed every step (366,000 page
+# faults a step).
+_NEVER_TRIM = -1
 
 
 def keep_freed_memory(libc=None):
