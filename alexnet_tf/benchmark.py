@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from alexnet_tf import dataset_stats, export, hardware, input_pipeline, paper, train
-from alexnet_tf.models import build_alexnet
+from alexnet_tf.models import base_name, build_alexnet
 from alexnet_tf.optimizer import PaperSGD
 
 # FLOPs of the two-tower net per 224x224 image (docs/BENCHMARKS.md shows the arithmetic):
@@ -96,6 +96,55 @@ def train_step_rate(batch_size, precision="float32", jit_compile=False, steps=3,
         return rate, step.experimental_get_tracing_count()
     finally:
         keras.mixed_precision.set_dtype_policy("float32")
+
+
+def conv_passes(model, batch_size):
+    """The model's convolutions as a train step runs them: [(layer, input shape, passes, GFLOP)].
+
+    `passes` is 3 (forward, the kernel's gradient, the input's gradient) or 2 for
+    conv1, which reads the image and so needs no input gradient; each pass is
+    2 * N * OH * OW * KH * KW * Cin * Cout FLOPs.
+    """
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            _, in_h, in_w, cin = layer.input.shape
+            _, out_h, out_w, cout = layer.output.shape
+            kh, kw = layer.kernel_size
+            passes = 2 if base_name(layer.name) == "conv1" else 3
+            gflop = 2 * batch_size * out_h * out_w * kh * kw * cin * cout * passes / 1e9
+            found.append((layer, (batch_size, in_h, in_w, cin), passes, gflop))
+    return found
+
+
+def conv_bound_rate(batch_size, jit_compile=True, repeats=3, num_classes=10):
+    """What the train step's convolutions alone allow: (images/s, their GFLOP/s).
+
+    Times each convolution of the two-tower model by itself (its passes of
+    `conv_passes`, float32, compiled like the step) on random data, and adds the
+    times: the step's rate if everything else (pooling, LRN, the fully connected
+    layers, the update) took no time. It tells how much of the gap to the matmul
+    limit lies in the convolution kernels TensorFlow brings, not in the step.
+    """
+    if jit_compile:
+        hardware.configure_xla_cpu()
+    model = build_alexnet(num_classes, devices=None, seed=0)
+    seconds, total_gflop = 0.0, 0.0
+    for layer, shape, passes, gflop in conv_passes(model, batch_size):
+        x = tf.random.normal(shape)
+        dy = tf.random.normal((batch_size,) + tuple(layer.output.shape[1:]))
+
+        @tf.function(jit_compile=jit_compile)
+        def run(x, dy, layer=layer, wrt_input=passes == 3):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = tf.nn.conv2d(x, layer.kernel, layer.strides, layer.padding.upper())
+                loss = tf.reduce_sum(y * dy)
+            return [loss] + tape.gradient(loss, [layer.kernel, x] if wrt_input else [layer.kernel])
+
+        seconds += 1 / median_rate(lambda: [t.numpy() for t in run(x, dy)], 1, repeats=repeats)
+        total_gflop += gflop
+    return batch_size / seconds, total_gflop / seconds
 
 
 def pipeline_rate(source, normalization, batch_size, batches=20):

@@ -12,7 +12,8 @@ KEYS = ("train_fp32_synthetic_img_s", "train_fp32_pipeline_img_s", "train_bf16_s
         "pipeline_img_s", "eval_img_s", "eval_10crop_img_s", "peak_rss_mb", "matmul_fp32_gflops",
         "matmul_bf16_gflops", "retraces", "serving_p50_ms", "serving_p99_ms", "serving_b32_img_s",
         "train_fp32_jit_synthetic_img_s", "train_bf16_jit_synthetic_img_s", "train_fp32_auto_img_s",
-        "matmul_fp32_tf_1024_gflops", "matmul_fp32_numpy_1024_gflops")
+        "matmul_fp32_tf_1024_gflops", "matmul_fp32_numpy_1024_gflops", "conv_fp32_gflops",
+        "train_fp32_conv_bound_img_s", "conv_bound_fraction_of_flop_limit")
 
 
 def test_quick_benchmark_writes_every_key(tiny_data_dir, tmp_path):
@@ -41,6 +42,8 @@ def test_quick_benchmark_writes_every_key(tiny_data_dir, tmp_path):
     assert payload["train_fp32_auto_img_s"] == fp32
     assert payload["train_fp32_fraction_of_flop_limit"] == pytest.approx(
         fp32 * 4.14 / payload["matmul_fp32_gflops"])
+    assert payload["train_fp32_over_conv_bound"] == pytest.approx(
+        fp32 / payload["train_fp32_conv_bound_img_s"])
     with open("/proc/cpuinfo") as f:                           # recorded beside the numbers
         flags = set(f.read().split())
     machine = payload["machine"]
@@ -49,6 +52,24 @@ def test_quick_benchmark_writes_every_key(tiny_data_dir, tmp_path):
     assert machine["cpu_class"] and machine["cpu_model"]
     assert payload["auto_precision"] == ("bfloat16" if flags & {"avx512_bf16", "amx_bf16"}
                                          else "float32")
+
+
+def test_conv_passes_count_the_papers_convolutions_and_their_gradients():
+    from alexnet_tf import benchmark
+    from alexnet_tf.models import build_alexnet
+    found = benchmark.conv_passes(build_alexnet(10, devices=None), batch_size=2)
+    # Per image and tower, multiply-accumulates: output size^2 * kernel^2 * in * out maps (fig. 2).
+    macs = {"conv1": 55 * 55 * 11 * 11 * 3 * 48, "conv2": 27 * 27 * 5 * 5 * 48 * 128,
+            "conv3": 13 * 13 * 3 * 3 * 256 * 192, "conv4": 13 * 13 * 3 * 3 * 192 * 192,
+            "conv5": 13 * 13 * 3 * 3 * 192 * 128}
+    assert [layer.name for layer, *_ in found] == [f"conv{i}_{t}" for i in range(1, 6)
+                                                   for t in "ab"]
+    for layer, shape, passes, gflop in found:
+        name = layer.name[:5]
+        assert passes == (2 if name == "conv1" else 3)   # the image needs no gradient
+        assert gflop == pytest.approx(2 * 2 * macs[name] * passes / 1e9)
+    assert [shape for _, shape, *_ in found][::2] == [
+        (2, 228, 228, 3), (2, 27, 27, 48), (2, 13, 13, 256), (2, 13, 13, 192), (2, 13, 13, 192)]
 
 
 if __name__ == "__main__":

@@ -66,6 +66,10 @@ def measure(quick):
     gpu = bool(tf.config.list_physical_devices("GPU"))
     results["train_fp16_synthetic_img_s"] = train_rate("float16") if gpu else None
     results["retraces"] = retraces
+    conv_bound, conv_gflops = benchmark.conv_bound_rate(batch, jit_compile=fp32_jit,
+                                                        repeats=1 if quick else 3,
+                                                        num_classes=num_classes)
+    results.update(conv_fp32_gflops=conv_gflops, train_fp32_conv_bound_img_s=conv_bound)
     results["eval_img_s"] = benchmark.eval_rate(source, normalization, 64, ten_crop=False,
                                                 batches=2 if quick else 4)
     results["eval_10crop_img_s"] = benchmark.eval_rate(source, normalization, 8, ten_crop=True,
@@ -103,6 +107,9 @@ def ratios(r):
             fp32, benchmark.TRAIN_GFLOP, r["matmul_fp32_gflops"]),
         "train_bf16_fraction_of_flop_limit": benchmark.fraction_of_limit(
             bf16, benchmark.TRAIN_GFLOP, r["matmul_bf16_gflops"]),
+        "conv_bound_fraction_of_flop_limit": benchmark.fraction_of_limit(
+            r["train_fp32_conv_bound_img_s"], benchmark.TRAIN_GFLOP, r["matmul_fp32_gflops"]),
+        "train_fp32_over_conv_bound": fp32 / r["train_fp32_conv_bound_img_s"],
         "train_bf16_over_fp32": bf16 / fp32,
         "train_fp32_jit_over_nojit": (r["train_fp32_jit_synthetic_img_s"]
                                       / r["train_fp32_synthetic_img_s"]),
