@@ -1,13 +1,40 @@
-"""alexnet_tf: the AlexNet paper (Krizhevsky, Sutskever & Hinton, 2012) in TensorFlow/Keras."""
+"""alexnet_tf: the AlexNet paper (Krizhevsky, Sutskever & Hinton, 2012) in TensorFlow/Keras.
 
-__all__ = ["LocalResponseNormalization", "build_alexnet"]
+The Python API, in the style of `keras.applications`:
+
+    import alexnet_tf
+    model = alexnet_tf.AlexNet(weights="bvlc_alexnet")
+    x = alexnet_tf.preprocess_input(alexnet_tf.load_image("cat.jpg")[None])
+    alexnet_tf.decode_predictions(model.predict(x))
+
+Importing the package registers its Keras layers and optimiser (so
+`keras.models.load_model` reads a saved AlexNet); everything else is imported
+on first use.
+"""
+
+from alexnet_tf.layers import LocalResponseNormalization  # noqa: F401  (registers the layers)
+from alexnet_tf.optimizer import PaperSGD  # noqa: F401  (registers the optimiser)
+
 __version__ = "0.1.0"
-_HOMES = {"LocalResponseNormalization": "alexnet_tf.layers", "build_alexnet": "alexnet_tf.models"}
+_LAZY = {
+    "AlexNet": "alexnet_tf.applications",
+    "preprocess_input": "alexnet_tf.applications",
+    "load_image": "alexnet_tf.applications",
+    "decode_predictions": "alexnet_tf.applications",
+    "fc7_model": "alexnet_tf.applications",
+    "build_alexnet": "alexnet_tf.models",
+}
+__all__ = ["AlexNet", "preprocess_input", "load_image", "decode_predictions", "fc7_model",
+           "PaperSGD", "LocalResponseNormalization", "build_alexnet"]
 
 
 def __getattr__(name):
-    """`alexnet_tf.build_alexnet` etc., imported on first use (TensorFlow loads only then)."""
-    if name not in _HOMES:
+    """`alexnet_tf.AlexNet` etc., imported on first use."""
+    if name not in _LAZY:
         raise AttributeError(f"module 'alexnet_tf' has no attribute {name!r}")
     import importlib
-    return getattr(importlib.import_module(_HOMES[name]), name)
+    return getattr(importlib.import_module(_LAZY[name]), name)
+
+
+def __dir__():
+    return sorted(__all__ + ["__version__"])

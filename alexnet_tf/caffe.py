@@ -49,6 +49,9 @@ PUBLISHED_ACCURACY = "57.1% top-1, 80.2% top-5 (ILSVRC-2012 validation, centre c
 CAFFE_BGR_MEAN = (104.007, 116.669, 122.679)
 MEAN_SIZE = 256
 IMAGE_SIZE = 227
+# The published net's norm1/norm2 (k=1, alpha=1e-4 over local_size 5: 2e-5 as our layer takes
+# it) and its pooling (Caffe's default round_mode CEIL).
+BVLC_LRN_K, BVLC_LRN_ALPHA, BVLC_POOL_ROUNDING = 1.0, 2e-5, "ceil"
 
 
 class CaffeError(errors.UserError):

@@ -42,23 +42,26 @@ class Source:
     which: str           # "best", or a checkpoint path
 
     @classmethod
-    def locate(cls, path):
-        """A run directory, or a checkpoint path inside one (up to two levels down)."""
+    def locate(cls, path, what="--init_from"):
+        """A run directory, or a checkpoint path inside one (up to two levels down).
+
+        `what` names the argument in the one-line error (`--init_from`, `weights`).
+        """
         path = os.path.normpath(path)
         if os.path.isdir(path):
             if not os.path.exists(os.path.join(path, RUN_CONFIG)):
-                raise FineTuneError(f"--init_from={path} is not a run directory (no {RUN_CONFIG}); "
+                raise FineTuneError(f"{what}={path} is not a run directory (no {RUN_CONFIG}); "
                                     "pass a --model_dir of alexnet-train or alexnet-import, or a "
                                     "checkpoint in one (DIR/ckpt-N)")
             return cls(RunDir(path), "best")
         if not os.path.exists(path + ".index"):
-            raise FineTuneError(f"--init_from={path} is neither a run directory nor a checkpoint "
+            raise FineTuneError(f"{what}={path} is neither a run directory nor a checkpoint "
                                 f"({path}.index does not exist)")
         folder = os.path.dirname(path)
         for candidate in (folder, os.path.dirname(folder)):
             if os.path.exists(os.path.join(candidate, RUN_CONFIG)):
                 return cls(RunDir(candidate), path)
-        raise FineTuneError(f"--init_from={path}: its run directory (with {RUN_CONFIG}) is not "
+        raise FineTuneError(f"{what}={path}: its run directory (with {RUN_CONFIG}) is not "
                             "beside it; the run's options are needed to rebuild its network")
 
 

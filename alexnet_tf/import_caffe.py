@@ -32,11 +32,16 @@ IMAGENET_EIGENVECTORS = ((-0.5675, 0.7192, 0.4009),
 IMAGENET_TRAIN_IMAGES = 1_281_167     # ILSVRC-2012's training set, which Caffe's mean is over
 
 
+def imported_model(lrn_k=caffe.BVLC_LRN_K, lrn_alpha=caffe.BVLC_LRN_ALPHA,
+                   pool_rounding=caffe.BVLC_POOL_ROUNDING):
+    """The ModelConfig of Caffe's forward pass (defaults: the published bvlc_alexnet's)."""
+    return ModelConfig(image_size=caffe.IMAGE_SIZE, lrn_k=lrn_k, lrn_alpha=lrn_alpha,
+                       lrn_across_towers=True, pool_rounding=pool_rounding)
+
+
 def imported_config(model_dir, weights, mean_mode):
     """The TrainConfig of an imported run: Caffe's forward pass and test-time preprocessing."""
-    model = ModelConfig(image_size=caffe.IMAGE_SIZE, lrn_k=weights.lrn_k,
-                        lrn_alpha=weights.lrn_alpha, lrn_across_towers=True,
-                        pool_rounding=weights.pool_rounding)
+    model = imported_model(weights.lrn_k, weights.lrn_alpha, weights.pool_rounding)
     return TrainConfig(model_dir=model_dir, dataset="imagenet2012", mean_mode=mean_mode,
                        input_scale="none", resize=preprocessing.SQUASH, model=model)
 
