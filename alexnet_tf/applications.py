@@ -37,6 +37,7 @@ from alexnet_tf.export import feature_extractor
 from alexnet_tf.finetune import Source
 from alexnet_tf.import_caffe import imported_model, imported_stats
 from alexnet_tf.models import build_alexnet
+from alexnet_tf.restore import restore_model
 
 BVLC_ALEXNET = "bvlc_alexnet"
 POOLINGS = (None, "avg", "max")
@@ -98,9 +99,7 @@ def _resize_and_size(weights):
 
 def _build(options, classes):
     """The logits model of `options` (a ModelConfig), unplaced (it saves and loads anywhere)."""
-    kwargs = options.build_kwargs()
-    kwargs["devices"] = None
-    return build_alexnet(classes, **kwargs)
+    return build_alexnet(classes, options, devices=None)
 
 
 def _write_h5(caffemodel, h5_path):
@@ -129,7 +128,7 @@ def _source_model(weights, classes):
         return _build(ModelConfig(), classes), ModelConfig(), "weights=None", classes
     if kind == _RUN:
         source = _run(weights)
-        model, run, path = source.run_dir.restore_model(source.which, devices=None)
+        model, run, path = restore_model(source.run_dir, source.which)
         return model, run.config.model, path, run.num_classes
     if kind == _CAFFEMODEL:
         loaded = caffe.load(os.fspath(weights)).weights

@@ -219,3 +219,43 @@ def peak_rss_mb():
 
 def fraction_of_limit(images_per_second, gflop_per_image, machine_gflops):
     return images_per_second * gflop_per_image / machine_gflops
+
+
+# Run in a fresh process, so its peak RSS is the load's alone.
+_LOAD_SCRIPT = """
+import json, resource, time
+start = time.perf_counter()
+import alexnet_tf
+imported = time.perf_counter()
+alexnet_tf.AlexNet(weights="bvlc_alexnet")
+loaded = time.perf_counter()
+print(json.dumps({"import_s": imported - start, "load_s": loaded - imported,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}))
+"""
+
+
+def weights_load(repeats=3):
+    """`AlexNet(weights="bvlc_alexnet")` from a warm cache, each in a fresh process.
+
+    The cache holds a converted `.weights.h5` of the real size (random values);
+    nothing is downloaded. Returns the medians: {"import_s", "load_s", "peak_rss_mb"}.
+    """
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from alexnet_tf.applications import _build
+    from alexnet_tf.import_caffe import imported_model
+    from alexnet_tf.weights import CACHE_SUBDIR, WEIGHTS_H5
+    with tempfile.TemporaryDirectory() as home:
+        os.makedirs(os.path.join(home, CACHE_SUBDIR))
+        _build(imported_model(), paper.NUM_CLASSES).save_weights(
+            os.path.join(home, CACHE_SUBDIR, WEIGHTS_H5))
+        env = dict(os.environ, KERAS_HOME=home, TF_CPP_MIN_LOG_LEVEL="3")
+        runs = []
+        for _ in range(repeats):
+            done = subprocess.run([sys.executable, "-c", _LOAD_SCRIPT], env=env, check=True,
+                                  capture_output=True, text=True, timeout=600)
+            runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    return {key: statistics.median(run[key] for run in runs) for key in runs[0]}

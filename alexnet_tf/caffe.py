@@ -43,7 +43,6 @@ from alexnet_tf import errors
 # The published file (BVLC/caffe models/bvlc_alexnet/readme.md).
 PUBLISHED_SHA1 = "9116a64c0fbe4459d18f4bb6b56d647b63920377"
 PUBLISHED_URL = "http://dl.caffe.berkeleyvision.org/bvlc_alexnet.caffemodel"
-PUBLISHED_ACCURACY = "57.1% top-1, 80.2% top-5 (ILSVRC-2012 validation, centre crop)"
 # Caffe's per-channel ImageNet mean, B, G, R (caffe/python/caffe/imagenet/ilsvrc_2012_mean.npy
 # averaged; the value its examples use when no mean file is given).
 CAFFE_BGR_MEAN = (104.007, 116.669, 122.679)

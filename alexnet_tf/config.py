@@ -22,15 +22,36 @@ import dataclasses
 import typing
 from typing import Optional
 
-from alexnet_tf import hardware, paper, preprocessing
-from alexnet_tf.dataset_stats import INPUT_SCALES, MEAN_MODES, Normalization
-from alexnet_tf.layers import POOL_ROUNDINGS
-from alexnet_tf.models import (ACTIVATIONS, BIAS_INITS, IMAGE_SIZES, KERNEL_INITS, REMOVABLE,
-                               WEIGHTED_LAYERS)
-from alexnet_tf.schedule import SCHEDULES
-from alexnet_tf.sources import BUILT_IN
+from alexnet_tf import errors, paper
 
-MIXED_PRECISIONS = ("auto",) + hardware.PRECISIONS + ("none",)
+# --- The choices, declared once (the modules that implement them import them from here) ----
+# Compute precisions (variables stay float32), and what --mixed_precision accepts.
+FLOAT32, BFLOAT16, FLOAT16 = "float32", "bfloat16", "float16"
+PRECISIONS = (FLOAT32, BFLOAT16, FLOAT16)
+MIXED_PRECISIONS = ("auto",) + PRECISIONS + ("none",)
+# The network (models.build_alexnet).
+KERNEL_INITS = ("paper", "he", "glorot")
+BIAS_INITS = ("paper", "zeros")
+ACTIVATIONS = ("relu", "tanh")
+IMAGE_SIZES = {224: paper.CONV1_PADDING, 227: 0}  # input size -> conv1 zero padding
+REMOVABLE = ("conv3", "conv4", "conv5")    # the middle conv layers (all 13x13 in, 13x13 out)
+# The layers with weights, by base name (with two towers each but fc8 is two layers, `_a`/`_b`).
+WEIGHTED_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
+POOL_ROUNDINGS = ("floor", "ceil")         # layers.PlacedMaxPooling2D
+SCHEDULES = ("plateau", "step", "cosine")  # schedule.LearningRateSchedule
+# Data and preprocessing.
+BUILT_IN = "alexnet_shapes"                # the built-in offline dataset (shapes_dataset)
+MEAN_MODES = ("image", "channel")          # dataset_stats.Normalization
+# "none": the paper's raw mean-subtracted pixels (0..255 scale); "std": divided by the
+# training set's per-channel standard deviation (unit scale, for He/Glorot inits).
+INPUT_SCALES = ("none", "std")
+# How an image becomes 256x256: the paper's (section 2), or Caffe's (its ImageNet LMDBs were
+# made with convert_imageset --resize_height=256 --resize_width=256: bilinear, aspect ignored).
+SHORTER_SIDE, SQUASH = "shorter_side", "squash"
+RESIZES = (SHORTER_SIDE, SQUASH)
+# Images above this many megapixels are refused before decoding (a 100-megapixel RGB image
+# decodes to 300 MB; a 30000x30000 PNG of 2.6 MB would need 2.7 GB).
+MAX_MEGAPIXELS = 100.0
 
 
 def setting(default, help, *, flag=None, choices=None, check=None, message=None):
@@ -87,12 +108,20 @@ class ModelConfig:
     devices: str = setting("auto", "Tower devices: 'auto' (two GPUs if present), 'none', or "
                            "'DEV_A,DEV_B' such as '/GPU:0,/GPU:1'.", flag="towers_on")
 
+    def placement(self):
+        """`devices` as `models.resolve_tower_devices` takes it: 'none' -> None (no placement)."""
+        return None if str(self.devices).lower() == "none" else self.devices
+
     def build_kwargs(self):
-        """`build_alexnet`'s keyword arguments ('none' devices -> None: no placement)."""
-        kwargs = dataclasses.asdict(self)
-        if str(kwargs["devices"]).lower() == "none":
-            kwargs["devices"] = None
-        return kwargs
+        """`build_alexnet`'s keyword arguments (`devices` as `placement` gives it)."""
+        return {**dataclasses.asdict(self), "devices": self.placement()}
+
+
+def frozen_layers(train_layers, freeze):
+    """The base layer names (conv1 ... fc8) that do not train, from --train_layers / --freeze."""
+    if train_layers:
+        return tuple(name for name in WEIGHTED_LAYERS if name not in train_layers)
+    return tuple(freeze)
 
 
 PER_PRECISION = ("epochs", "batch_size", "learning_rate", "lr_warmup_epochs")
@@ -117,12 +146,12 @@ class TrainConfig:
     input_scale: str = setting("none", "none: raw mean-subtracted pixels (the paper); std: also "
                                "divide by the per-channel std (for --kernel_init=he/glorot).",
                                choices=INPUT_SCALES)
-    resize: str = setting(preprocessing.SHORTER_SIDE, "How images become 256x256: shorter_side "
+    resize: str = setting(SHORTER_SIDE, "How images become 256x256: shorter_side "
                           "(the paper: shorter side to 256, the central 256x256) or squash (Caffe: "
                           "both sides to 256, the aspect ratio not kept).",
-                          choices=preprocessing.RESIZES)
+                          choices=RESIZES)
     pca: bool = setting(True, "PCA colour augmentation (section 4.1).")
-    max_megapixels: float = setting(preprocessing.MAX_MEGAPIXELS, "image_folder: images larger "
+    max_megapixels: float = setting(MAX_MEGAPIXELS, "image_folder: images larger "
                                     "than this (read from their headers) are skipped, never "
                                     "decoded.", check=lambda v: v > 0, message="must be > 0")
     # The recipe.
@@ -197,14 +226,16 @@ class TrainConfig:
     histograms: bool = setting(False, "Weight histograms in TensorBoard every epoch.")
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
 
+    def validate(self):
+        """Refuses settings that cannot work together (one-line `errors.ConfigError`)."""
+        if self.train_layers and self.freeze:
+            raise errors.ConfigError("give --train_layers (what trains) or --freeze (what does "
+                                     "not), not both")
+
     def for_precision(self, precision):
         """The settings of a run computing in `precision`: its `by_precision` entries applied."""
         changes = {name: value for p, name, value in self.by_precision if p == precision}
         return dataclasses.replace(self, **changes, by_precision=())
-
-    def normalization(self, stats):
-        """The `Normalization` of this run's preprocessing settings over `stats`."""
-        return Normalization(stats, self.mean_mode, self.input_scale, self.resize)
 
     @property
     def image_size(self):
@@ -218,7 +249,7 @@ class TrainConfig:
     def from_dict(cls, values):
         """The config `to_dict` gave (JSON lists back to tuples; older runs' names upgraded)."""
         values = dict(values)
-        if "epochs_by_precision" in values:         # runs of 2026-11-23: --epochs only
+        if "epochs_by_precision" in values:         # older runs: only --epochs per precision
             values["by_precision"] = [(p, "epochs", n)
                                       for p, n in values.pop("epochs_by_precision")]
         model = dict(values.pop("model", None) or {})
@@ -260,9 +291,9 @@ def parse_per_precision(name, text, kind):
                 raise ValueError(f"--{name}={text} gives two default values; give one plain "
                                  "number")
             default = value
-        elif precision.strip() not in hardware.PRECISIONS:
+        elif precision.strip() not in PRECISIONS:
             raise ValueError(f"--{name}={text}: {precision.strip()!r} is not a precision (one of "
-                             f"{', '.join(hardware.PRECISIONS)})")
+                             f"{', '.join(PRECISIONS)})")
         else:
             by_precision.append((precision.strip(), value))
     if default is None:

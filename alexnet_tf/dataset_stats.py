@@ -17,11 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from alexnet_tf import files, paper, preprocessing, sources
-
-MEAN_MODES = ("image", "channel")
-# "none": the paper's raw mean-subtracted pixels (0..255 scale); "std": divided by the
-# training set's per-channel standard deviation (unit scale, for He/Glorot inits).
-INPUT_SCALES = ("none", "std")
+from alexnet_tf.config import INPUT_SCALES, MEAN_MODES
 STATS_FILE = "alexnet_tf_stats.json"
 MEAN_IMAGE_FILE = "alexnet_tf_mean_image.npy"
 PIXEL_SCALE = 255.0  # PCA is computed on RGB in [0, 1]; offsets are applied in [0, 255].
@@ -154,6 +150,11 @@ class Normalization:
         self.resize = preprocessing.check_resize(resize)
         self.mean = tf.constant(stats.mean(mean_mode), tf.float32)
         self.scale = tf.constant(stats.scale(input_scale), tf.float32)
+
+    @classmethod
+    def of(cls, config, stats):
+        """The `Normalization` of a `TrainConfig`'s preprocessing settings over `stats`."""
+        return cls(stats, config.mean_mode, config.input_scale, config.resize)
 
     def image_256(self, image):
         """A decoded image [h, w, 3] as float32 [256, 256, 3], resized the run's way."""

@@ -8,6 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from alexnet_tf import input_pipeline, metrics, report, sources
+from alexnet_tf.restore import restore_model
 from alexnet_tf.rundir import RunDir, RunDirError
 
 
@@ -60,7 +61,7 @@ def evaluate_runs(model_dirs, *, split=None, dataset=None, data_dir=None, which=
     split = split or config.eval_split
     rows, all_probs = [], []
     for run_dir in run_dirs:
-        model, run, path = run_dir.restore_model(which)
+        model, run, path = restore_model(run_dir, which)
         probs, labels = run_probabilities(model, run_dir, run, source, split, ten_crop=ten_crop,
                                           batch_size=batch_size, max_images=max_images)
         all_probs.append(probs)

@@ -32,6 +32,7 @@ import keras
 import tensorflow as tf
 
 from alexnet_tf import errors, files, metrics, paper, preprocessing
+from alexnet_tf.restore import restore_model
 from alexnet_tf.rundir import RunDir, variables_bytes
 
 DEFAULT_EXPORT_BASE = os.path.join("savedmodel", "alexnet")
@@ -171,7 +172,7 @@ def serving_module(model_dir, which="best", *, ten_crop=False, top_k=TOP_K,
                    max_megapixels=preprocessing.MAX_MEGAPIXELS):
     """(ServingModule, checkpoint path): a run's checkpoint ready to serve, in float32."""
     run_dir = RunDir(model_dir)
-    model, run, path = run_dir.restore_model(which, devices=None)
+    model, run, path = restore_model(run_dir, which)
     module = ServingModule(model, run.class_names, run_dir.normalization(run),
                            ten_crop=ten_crop, top_k=top_k, max_megapixels=max_megapixels)
     return module, path

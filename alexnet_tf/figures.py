@@ -2,7 +2,7 @@
 
 import numpy as np
 import tensorflow as tf
-from alexnet_tf import files, preprocessing
+from alexnet_tf import files, metrics, preprocessing
 
 GAP = 1          # pixels between kernels
 TOWER_GAP = 4    # extra pixels between the towers' row blocks
@@ -150,8 +150,7 @@ def confusion_image(matrix, class_names, pairs=20):
     matrix = np.asarray(matrix)
     n = len(class_names)
     if n > MAX_CELLS:
-        from alexnet_tf import report
-        lines = [f"{t} -> {p}: {count}" for t, p, count in report.most_confused(
+        lines = [f"{t} -> {p}: {count}" for t, p, count in metrics.most_confused(
             matrix, class_names, pairs)] or ["no confusions"]
         image = Image.new("RGB", (560, 18 * (len(lines) + 1) + 4), "white")
         draw = ImageDraw.Draw(image)

@@ -8,8 +8,9 @@
   scale, resize), which the pretrained features expect.
 * `load_matching`: every variable whose name and shape match is copied; the
   others (fc8 when the class count differs) keep their fresh initialisation.
-* `freeze`: `--train_layers` / `--freeze` make layers non-trainable, so they
-  get no gradient, no velocity and no weight decay: they stay bit-identical.
+* `--train_layers` / `--freeze` (`config.frozen_layers`, `models.freeze`) make
+  layers non-trainable, so they get no gradient, no velocity and no weight
+  decay: they stay bit-identical.
 
 Example:
 
@@ -23,7 +24,9 @@ import dataclasses
 import os
 
 from alexnet_tf import errors
-from alexnet_tf.models import WEIGHTED_LAYERS, base_name
+from alexnet_tf.config import WEIGHTED_LAYERS
+from alexnet_tf.models import base_name
+from alexnet_tf.restore import restore_model
 from alexnet_tf.rundir import RUN_CONFIG, RunDir
 
 # Network options that are the training recipe's, not the weights': they stay the new run's.
@@ -96,7 +99,7 @@ def load_matching(model, source, log=print):
 
     Returns (loaded, initialised): lists of variable paths.
     """
-    source_model, run, path = source.run_dir.restore_model(source.which)
+    source_model, run, path = restore_model(source.run_dir, source.which)
     theirs = {v.path: v for v in _weights(source_model)}
     loaded, initialised = [], []
     for variable in _weights(model):
@@ -127,19 +130,3 @@ def _layers(paths):
         if name not in names:
             names.append(name)
     return ", ".join(names)
-
-
-def frozen_layers(train_layers, freeze):
-    """The base layer names (conv1 ... fc8) that do not train."""
-    if train_layers:
-        return tuple(name for name in WEIGHTED_LAYERS if name not in train_layers)
-    return tuple(freeze)
-
-
-def freeze(model, train_layers=(), frozen=()):
-    """Makes the layers `frozen_layers` names non-trainable (both towers' `conv1_a`, `conv1_b`)."""
-    names = frozen_layers(train_layers, frozen)
-    for layer in model.layers:
-        if base_name(layer.name) in names and layer.weights:
-            layer.trainable = False
-    return names

@@ -21,15 +21,12 @@ import platform
 from typing import Tuple
 
 from alexnet_tf import errors
+from alexnet_tf.config import BFLOAT16, FLOAT16, FLOAT32, PRECISIONS  # noqa: F401  (re-exported)
 
 # CPU flags (as /proc/cpuinfo spells them) that decide precision and compilation.
 RELEVANT_CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16")
 NATIVE_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
-FLOAT32 = "float32"
-BFLOAT16 = "bfloat16"
-FLOAT16 = "float16"
-PRECISIONS = (FLOAT32, BFLOAT16, FLOAT16)
 # Resolved precisions -> Keras dtype policies (variables stay float32).
 KERAS_POLICIES = {FLOAT32: "float32", BFLOAT16: "mixed_bfloat16", FLOAT16: "mixed_float16"}
 AUTO = "auto"
@@ -227,9 +224,8 @@ def resolve_jit(requested, hardware, precision, placed_towers=False, data_parall
     return bool(requested), "as asked"
 
 
-# XLA's CPU backend calls oneDNN for convolutions and matmuls with this flag: the compiled
-# fp32 train step measured 20.2-21.3 images/s with it and 19.2-19.6 without (2-core AVX2 CPU,
-# batch 64, before max pooling was rewritten for XLA; docs/BENCHMARKS.md).
+# XLA's CPU backend calls oneDNN for convolutions and matmuls with this flag (faster: see
+# docs/BENCHMARKS.md).
 XLA_CPU_FLAGS = ("--xla_cpu_use_onednn=true",)
 
 
@@ -250,28 +246,20 @@ def configure_xla_cpu(environ=None):
 # glibc's mallopt parameters (malloc.h) and the values `keep_freed_memory` sets.
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
 # mallopt takes an int and glibc stores the trim threshold as a size_t, so -1 is SIZE_MAX:
-# never. The largest positive int (2 GB) was not enough: at batch 128 XLA's temporary buffer
-# alone is 1.5 GB, the heap's free top passed 2 GB and was trimmed every step (366,000 page
-# faults a step).
+# never (2 GB was not enough at batch 128, where XLA's temporary buffer alone is 1.5 GB).
 _NEVER_TRIM = -1
 
 
 def keep_freed_memory(libc=None):
     """Makes glibc's malloc keep freed memory for reuse instead of giving it back to the OS.
 
-    By default glibc serves each allocation above its mmap threshold (at most
-    32 MB) with a fresh mmap and unmaps it when freed, and trims the heap's
-    free top. A compiled (XLA) train step allocates its large buffers (conv1's
-    output is 37 MB a tower at batch 64) every step, so every step mapped them
-    afresh and page-faulted them in: 18.6 M floats of `x * 2` took 45 ms under
-    XLA, 8 ms with this setting, and the fp32 train step on a 2-core AVX2 CPU
-    went from ~24 to ~27 images/s (docs/BENCHMARKS.md). The cost: the process
-    keeps its peak memory until it exits. TensorFlow's own kernels (no XLA)
-    pool their memory already and did not change. So the entry points whose
-    process exists to train or measure (`alexnet-train`, `alexnet-benchmark`,
-    a study's process per run) call it, and library code does not: a
-    long-lived process that builds many models (a test worker) would keep
-    every peak.
+    By default glibc serves large allocations with a fresh mmap, unmaps them
+    when freed and trims the heap's free top, so a compiled (XLA) train step,
+    which allocates its large buffers every step, page-faults them in afresh
+    every step. The cost of keeping them: the process keeps its peak memory
+    until it exits. So the entry points whose process exists to train or
+    measure (`alexnet-train`, `alexnet-benchmark`, a study's process per run)
+    call it, and library code does not (a test worker would keep every peak).
 
     Returns True if set; False where the C library has no mallopt (macOS,
     musl), where the allocator stays as it is.

@@ -16,10 +16,10 @@ Example:
 import os
 
 import numpy as np
-import tensorflow as tf
 
-from alexnet_tf import caffe, dataset_stats, files, imagenet, preprocessing
+from alexnet_tf import caffe, dataset_stats, files, imagenet, preprocessing, state
 from alexnet_tf.config import ModelConfig, TrainConfig
+from alexnet_tf.restore import build_model
 from alexnet_tf.rundir import Run, RunDir, variables_bytes
 
 # ImageNet's RGB covariance (pixels in [0, 1]): the eigenvalues and eigenvectors (columns)
@@ -81,15 +81,14 @@ def write_run(loaded, model_dir, log=print):
         "caffemodel": os.path.abspath(loaded.caffemodel), "sha1": loaded.sha1,
         "published_sha1": caffe.PUBLISHED_SHA1, "mean": mean,
         "class_order": "sorted synset ids (TFDS imagenet2012, Caffe's synsets.txt)"}})
-    model = RunDir(model_dir).build_model(run)
+    model = build_model(model_dir, run)
     caffe.assign(model, weights)
-    step = tf.Variable(0, dtype=tf.int64, name="global_step")
-    epoch = tf.Variable(0, dtype=tf.int64, name="epoch")
+    step, epoch = state.counters()
     needed = 2 * variables_bytes(model.variables)
     with files.staged_directory(model_dir, needed, "free space and import again") as staging:
         staged = RunDir(staging)
         staged.write(run, imported_stats(loaded.mean_image))
-        checkpoint = tf.train.Checkpoint(model=model, step=step, epoch=epoch)
+        checkpoint = state.checkpoint_of(model, step, epoch)
         latest, _ = staged.checkpoint_managers(checkpoint, step, keep=1)
         staged.save(latest, 0, needed)
     return run

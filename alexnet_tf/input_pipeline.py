@@ -13,9 +13,8 @@ from alexnet_tf import paper, preprocessing
 def _options():
     options = tf.data.Options()
     options.deterministic = True
-    # Autotuning off: with it on, deleting an epoch's iterator after ~45 s of training blocked
-    # for 30-40 s (in RootDataset::Iterator's destructor, joining a tf.data thread) at 3 of 4
-    # epoch ends measured here; off, the pipeline ran as fast (910 vs 850 images/s).
+    # Autotuning off: with it on, deleting an epoch's iterator could block for 30-40 s (joining
+    # a tf.data thread); off, the pipeline runs as fast.
     options.autotune.enabled = False
     return options
 

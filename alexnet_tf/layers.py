@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from alexnet_tf import hardware, paper
+from alexnet_tf.config import POOL_ROUNDINGS
 
 _PACKAGE = "alexnet_tf"
 _HALF_DTYPES = (tf.float16, tf.bfloat16)
@@ -60,22 +61,13 @@ def lrn_matmul(x, n, k, alpha, beta):
 
     Forward: t = k + alpha * W(x^2), b = x * t^-beta, where W sums the window.
     Outside XLA the window sums are band-matrix matmuls over the channel axis,
-    with autodiff's gradient: on a 2-core AVX2 CPU 1.8x (conv1's shape) to
-    1.9x (conv2's) faster than TF's LRN + LRNGrad kernels, forward and
-    backward together.
-
-    Inside an XLA-compiled function they are n shifted slices, which XLA fuses
-    with the element-wise ops around them (the band matmuls ran at a third of
-    the matmul rate there: K is only 48 or 128), and the gradient is written
-    out (W is symmetric):
+    with autodiff's gradient (faster than TF's LRN kernels on AVX2 CPUs).
+    Inside XLA they are n shifted slices, which XLA fuses with the element-wise
+    ops around them, and the gradient is written out (W is symmetric):
       dL/da = g * t^-beta - 2 * alpha * beta * a * W(g * b / t).
-    The compiled fp32 train step, batch 64, AVX2 CPU: 28.7-31.4 images/s
-    against 25.7-28.5 with band matmuls (docs/BENCHMARKS.md). Elsewhere the
-    gradient is autodiff's: `tf.custom_gradient` in a traced function
-    registers its gradient in TensorFlow's global registry, which keeps the
-    traced graph and the model variables it captured alive for the life of
-    the process (220 MB per model a process built and called; a compiled
-    training run traces its step once, so it keeps one).
+    Only there: `tf.custom_gradient` in a traced function keeps the graph and
+    its variables alive for the life of the process. docs/BENCHMARKS.md has
+    the measurements.
     """
     if not in_xla_compilation():
         sum_alpha = tf.constant(window_matrix(x.shape[-1], n, alpha))
@@ -271,7 +263,6 @@ def in_xla_compilation():
     return tf.__internal__.get_enclosing_xla_context() is not None
 
 
-POOL_ROUNDINGS = ("floor", "ceil")
 
 
 def ceil_padding(size, window, stride):

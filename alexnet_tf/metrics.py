@@ -84,3 +84,13 @@ def dataset_metrics(logits_fn, dataset):
     count = max(count, 1)
     return {"loss": loss / count, "top1_error": miss1 / count, "top5_error": miss5 / count,
             "examples": count, "confusion": confusion if np.ndim(confusion) else None}
+
+
+def most_confused(matrix, class_names, count=None):
+    """(true, predicted, images) pairs off the diagonal, most images first (then by class order)."""
+    off = matrix.copy()
+    np.fill_diagonal(off, 0)
+    true, predicted = np.nonzero(off)
+    order = sorted(zip(-off[true, predicted], true, predicted))
+    pairs = [(class_names[t], class_names[p], int(-n)) for n, t, p in order]
+    return pairs if count is None else pairs[:count]

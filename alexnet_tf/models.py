@@ -13,17 +13,11 @@ import keras
 import tensorflow as tf
 
 from alexnet_tf import errors, paper
-from alexnet_tf.layers import (POOL_ROUNDINGS, LocalResponseNormalization, PlacedConcatenate,
-                               PlacedConv2D, PlacedDense, PlacedDropout, PlacedFlatten,
-                               PlacedMaxPooling2D)
+from alexnet_tf.config import (ACTIVATIONS, BIAS_INITS, IMAGE_SIZES, KERNEL_INITS,
+                               POOL_ROUNDINGS, REMOVABLE, ModelConfig)
+from alexnet_tf.layers import (LocalResponseNormalization, PlacedConcatenate, PlacedConv2D,
+                               PlacedDense, PlacedDropout, PlacedFlatten, PlacedMaxPooling2D)
 
-KERNEL_INITS = ("paper", "he", "glorot")
-BIAS_INITS = ("paper", "zeros")
-ACTIVATIONS = ("relu", "tanh")
-IMAGE_SIZES = {224: paper.CONV1_PADDING, 227: 0}  # input size -> conv1 zero padding
-REMOVABLE = ("conv3", "conv4", "conv5")    # the middle conv layers (all 13x13 in, 13x13 out)
-# The layers with weights, by base name (with two towers each but fc8 is two layers, `_a`/`_b`).
-WEIGHTED_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
 
 
 def resolve_tower_devices(devices="auto"):
@@ -69,6 +63,14 @@ def base_name(layer_name):
     return layer_name.split("_")[0]
 
 
+def freeze(model, names):
+    """Makes the layers of base names `names` non-trainable (both towers': conv1_a, conv1_b)."""
+    for layer in model.layers:
+        if base_name(layer.name) in names and layer.weights:
+            layer.trainable = False
+    return tuple(names)
+
+
 def _initializers(layer_name, kernel_init, bias_init, seed):
     """The kernel and bias initialisers for one layer (section 5 of the paper)."""
     if kernel_init == "paper":
@@ -112,13 +114,11 @@ def _merge(tensors, name, device):
     return PlacedConcatenate(axis=-1, name=name, device=device)(tensors)
 
 
-def build_alexnet(num_classes=paper.NUM_CLASSES, *, towers=paper.NUM_TOWERS, lrn=True,
-                  lrn_k=paper.LRN_K, lrn_alpha=paper.LRN_ALPHA, lrn_across_towers=False,
-                  pool_size=paper.POOL_SIZE, pool_stride=paper.POOL_STRIDE, pool_rounding="floor",
-                  activation="relu", kernel_init="paper", bias_init="paper", half_width=False,
-                  remove=(),
-                  dropout_rate=paper.DROPOUT_RATE, image_size=paper.IMAGE_SIZE,
-                  devices="auto", seed=None, include_softmax=False, name="alexnet"):
+_FROM_CONFIG = object()
+
+
+def build_alexnet(num_classes=paper.NUM_CLASSES, config=None, *, devices=_FROM_CONFIG, seed=None,
+                  include_softmax=False, name="alexnet", **options):
     """Builds the paper's AlexNet (figure 2) as a Keras functional model.
 
     The model maps a batch of mean-subtracted float images [batch, S, S, 3]
@@ -127,49 +127,42 @@ def build_alexnet(num_classes=paper.NUM_CLASSES, *, towers=paper.NUM_TOWERS, lrn
 
     Args:
       num_classes: Outputs of fc8 (1000 for ImageNet).
-      towers: 2 for the paper's two-GPU connectivity (60,965,224 parameters
-        at 1000 classes); 1 for a single tower with full-width layers that
-        see all of the previous layer (62,378,344 parameters).
-      lrn: Local response normalisation after conv1 and conv2 (section 3.3).
-      lrn_k, lrn_alpha: LRN's k and alpha (alpha multiplies the plain sum of
-        squares; Caffe's alpha=1e-4 with k=1 is lrn_k=1, lrn_alpha=2e-5).
-      lrn_across_towers: With two towers, normalise each tower's maps with a
-        window that crosses into the other tower's (Caffe's norm1/norm2 see
-        all 96/256 maps); False (the paper's GPUs): within each tower.
-      pool_size, pool_stride: Max pooling window and stride; 3/2 is the
-        paper's overlapping pooling, 2/2 the ablation (section 3.4).
-      pool_rounding: "floor" (windows that fit) or "ceil" (Caffe's: a last,
-        clipped window where one would overhang). Equal for 3/2 pooling at
-        224 (padded) and 227 input: 55 -> 27 -> 13 -> 6 either way.
-      activation: "relu" (the paper) or "tanh" (its section 3.1 comparison).
-      half_width: With towers=1, the paper's one-GPU comparator (section 3.2):
-        "half as many kernels in each convolutional layer", except the last
-        one and the fully connected layers (its footnote): conv1-4 48, 128,
-        192, 192; conv5 256; fc 4096 (59,798,312 parameters at 1000 classes).
-      remove: Middle conv layers to leave out, among conv3, conv4, conv5
-        (section 1: "removing any middle layer ... about 2% top-1"); the
-        next layer takes the previous one's maps (all 13x13).
-      kernel_init: "paper" (N(0, 0.01)), "he" (He normal) or "glorot".
-      bias_init: "paper" (1 in conv2, conv4, conv5, fc6, fc7; 0 elsewhere)
-        or "zeros".
-      dropout_rate: Dropout after fc6 and fc7, active in training only.
-      image_size: 224 (conv1 zero-pads 2 pixels: (224 + 4 - 11) // 4 + 1 = 55)
-        or 227 (no padding: (227 - 11) // 4 + 1 = 55).
-      devices: Tower placement, see `resolve_tower_devices`.
+      config: The network's options, a `config.ModelConfig` (its fields are
+        documented there: towers, lrn, lrn_k, lrn_alpha, lrn_across_towers,
+        pool_size, pool_stride, pool_rounding, activation, half_width,
+        remove, kernel_init, bias_init, dropout_rate, image_size, devices).
+        Default: the paper's network.
+      devices: Tower placement, overriding the config's: see
+        `resolve_tower_devices` ("auto", None, or two device strings).
       seed: If set, every layer's initialiser gets its own seed derived from
         it, so the same seed gives the same weights.
       include_softmax: Append a float32 softmax output instead of logits.
       name: Model name.
+      **options: Instead of `config`: its fields as keyword arguments.
 
     Returns:
-      A `keras.Model`.
+      A `keras.Model`: with towers=2, 60,965,224 parameters at 1000 classes
+      (62,378,344 with one full-width tower; 59,798,312 for `half_width`).
 
     Example:
 
-    >>> model = build_alexnet(num_classes=1000, devices=None)
-    >>> model.count_params()
+    >>> model = build_alexnet(1000, ModelConfig(lrn_k=1.0), devices=None)
+    >>> build_alexnet(num_classes=1000, devices=None).count_params()
     60965224
     """
+    if config is None:
+        config = ModelConfig(**options)
+    elif options:
+        raise TypeError(f"give build_alexnet a ModelConfig or its fields ({', '.join(options)}), "
+                        "not both")
+    if devices is _FROM_CONFIG:
+        devices = config.placement()
+    towers, lrn, lrn_k, lrn_alpha = config.towers, config.lrn, config.lrn_k, config.lrn_alpha
+    lrn_across_towers, pool_rounding = config.lrn_across_towers, config.pool_rounding
+    pool_size, pool_stride, activation = config.pool_size, config.pool_stride, config.activation
+    kernel_init, bias_init = config.kernel_init, config.bias_init
+    half_width, remove, dropout_rate = config.half_width, tuple(config.remove), config.dropout_rate
+    image_size = config.image_size
     _check_choice("towers", towers, (1, 2))
     _check_choice("activation", activation, ACTIVATIONS)
     _check_choice("kernel_init", kernel_init, KERNEL_INITS)

@@ -12,11 +12,7 @@ flip, PCA colour offset / (evaluation) centre 224 crop or the ten crops.
 import tensorflow as tf
 
 from alexnet_tf import paper
-
-
-# Images above this many megapixels are refused before decoding (a 100-megapixel RGB image
-# decodes to 300 MB; a 30000x30000 PNG of 2.6 MB would need 2.7 GB). --max_megapixels changes it.
-MAX_MEGAPIXELS = 100.0
+from alexnet_tf.config import MAX_MEGAPIXELS, RESIZES, SHORTER_SIDE, SQUASH  # noqa: F401
 
 
 def _unsigned(encoded, start, length, big_endian):
@@ -104,12 +100,6 @@ def resize_shorter_side(image, size=paper.RESIZE_SHORTER_SIDE):
                    lambda: tf.image.resize(image, new_size, method="bilinear"))
 
 
-# How an image becomes 256x256: the paper's (section 2), or Caffe's (its ImageNet LMDBs were
-# made with convert_imageset --resize_height=256 --resize_width=256: bilinear, aspect ignored).
-SHORTER_SIDE, SQUASH = "shorter_side", "squash"
-RESIZES = (SHORTER_SIDE, SQUASH)
-
-
 def check_resize(resize):
     """`resize` if it is one of RESIZES, else a ValueError naming them."""
     if resize not in RESIZES:
@@ -185,4 +175,6 @@ def ten_crops(image, size=paper.IMAGE_SIZE):
     height, width = image.shape[-3], image.shape[-2]
     patches = tf.stack([image[..., top:top + size, left:left + size, :]
                         for top, left in ten_crop_offsets(height, width, size)], axis=-4)
-    return tf.concat([patches, tf.reverse(patches, axis=[-2])], axis=-4)
+    crops = tf.concat([patches, tf.reverse(patches, axis=[-2])], axis=-4)
+    assert crops.shape[-4] == paper.NUM_TEST_CROPS
+    return crops

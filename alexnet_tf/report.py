@@ -23,6 +23,7 @@ import os
 import numpy as np
 
 from alexnet_tf import files
+from alexnet_tf.metrics import most_confused
 
 TOP_PAIRS = 10
 
@@ -39,16 +40,6 @@ def per_class(matrix, class_names):
                      "precision": hits[c] / predicted[c] if predicted[c] else 0.0,
                      "recall": recall})
     return rows
-
-
-def most_confused(matrix, class_names, count=None):
-    """(true, predicted, images) pairs off the diagonal, most images first (then by class order)."""
-    off = matrix.copy()
-    np.fill_diagonal(off, 0)
-    true, predicted = np.nonzero(off)
-    order = sorted(zip(-off[true, predicted], true, predicted))
-    pairs = [(class_names[t], class_names[p], int(-n)) for n, t, p in order]
-    return pairs if count is None else pairs[:count]
 
 
 def write_report(folder, matrix, class_names):

@@ -22,8 +22,10 @@ read is set aside and the newest readable one is used instead.
 Example:
 
     run_dir = RunDir("runs/quickstart")
-    model, run, path = run_dir.restore_model("best")
-    run.config.eval_split, run.class_names, run_dir.normalization()
+    run = run_dir.read()
+    run.config.eval_split, run.class_names, run_dir.normalization(), run_dir.checkpoint("best")
+
+(`restore.restore_model` rebuilds a run's model from it.)
 """
 
 import dataclasses
@@ -38,7 +40,6 @@ import tensorflow as tf
 
 from alexnet_tf import dataset_stats, errors, files
 from alexnet_tf.config import TrainConfig
-from alexnet_tf.models import build_alexnet
 
 RUN_CONFIG = "run_config.json"
 CHECKPOINT_NAME = "ckpt"
@@ -154,7 +155,7 @@ class RunDir:
 
     def normalization(self, run=None):
         """The run's `dataset_stats.Normalization` (its statistics and preprocessing settings)."""
-        return (run or self.read()).config.normalization(self.stats())
+        return dataset_stats.Normalization.of((run or self.read()).config, self.stats())
 
     def logs(self, name):
         """The TensorBoard folder `name` (TRAIN_LOGS or VALIDATION_LOGS)."""
@@ -267,21 +268,6 @@ class RunDir:
                               "--checkpoint, or best or latest")
         return which
 
-    def build_model(self, run=None, devices=None):
-        """The run's model, freshly initialised, its towers on `devices` (None: unplaced)."""
-        run = run or self.read()
-        kwargs = run.config.model.build_kwargs()
-        kwargs["devices"] = devices
-        return build_alexnet(run.num_classes, **kwargs)
-
-    def restore_model(self, which="best", devices=None):
-        """(model, run, checkpoint path): the run's model with the checkpoint `which` restored."""
-        run = self.read()
-        model = self.build_model(run, devices)
-        path = self.checkpoint(which)
-        tf.train.Checkpoint(model=model).restore(path).expect_partial() \
-            .assert_existing_objects_matched()
-        return model, run, path
 
 
 def _checkpoints_newest_first(folder):

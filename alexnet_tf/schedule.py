@@ -18,8 +18,7 @@ import math
 import tensorflow as tf
 
 from alexnet_tf import errors, paper
-
-SCHEDULES = ("plateau", "step", "cosine")
+from alexnet_tf.config import SCHEDULES
 
 
 class _Driven:

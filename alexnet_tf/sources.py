@@ -20,10 +20,10 @@ import tensorflow_datasets as tfds
 from absl import logging
 
 from alexnet_tf import errors, files, preprocessing
+from alexnet_tf.config import BUILT_IN
 from alexnet_tf import shapes_dataset  # noqa: F401  (registers alexnet_shapes with TFDS)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
-BUILT_IN = "alexnet_shapes"
 FOLDER_PREFIX = "image_folder:"
 IMAGENET_TARS = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
 

@@ -28,6 +28,8 @@ import tensorflow as tf
 from alexnet_tf import (errors, evaluate, figures, files, hardware, metrics, paper, rundir,
                         sources, train)
 from alexnet_tf.config import ModelConfig, TrainConfig
+from alexnet_tf.restore import restore_model
+from alexnet_tf.summaries import format_duration
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,12 +151,6 @@ def run_config(preset, ablation, seed, out_dir, data_dir=None):
 RESULT = "study_result.json"
 
 
-def _format_time(seconds):
-    seconds = int(seconds)
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else \
-        f"{seconds // 60}m{seconds % 60:02d}s"
-
-
 def run_study(out_dir, preset="cpu", seeds=(0,), only=None, data_dir=None, threshold=None,
               log=print):
     """Trains and evaluates the study's runs (skipping recorded ones); returns the rows."""
@@ -181,7 +177,7 @@ def run_study(out_dir, preset="cpu", seeds=(0,), only=None, data_dir=None, thres
             rows.append(done)
             continue
         remaining = len(plan) - i + 1
-        eta = (f"; study ETA {_format_time(statistics.mean(durations) * remaining)}"
+        eta = (f"; study ETA {format_duration(statistics.mean(durations) * remaining)}"
                if durations else "")
         log(f"{tag}: {ablation.changed}{eta}")
         start = time.time()
@@ -194,7 +190,7 @@ def run_study(out_dir, preset="cpu", seeds=(0,), only=None, data_dir=None, thres
                                  "command again to resume it")
         rows.append(row)
         durations.append(time.time() - start)
-        log(f"{tag}: done in {_format_time(durations[-1])}: top-1 error {row['top1_error']:.4f}, "
+        log(f"{tag}: done in {format_duration(durations[-1])}: top-1 error {row['top1_error']:.4f}, "
             f"10-crop {row['top1_error_10crop']:.4f}, training error {row['train_error']:.4f}")
         write_outputs(out_dir, rows, threshold)
     rows += _ensemble_rows(out_dir, preset, seeds, chosen, data_dir)
@@ -273,7 +269,7 @@ def _train_and_evaluate(config, ablation, preset, threshold, log):
     latest = run_dir.latest_checkpoint()
     if latest is None or int(latest.rsplit("-", 1)[-1]) < run.runtime["last_step"]:
         return None
-    model, run, _ = run_dir.restore_model("best")
+    model, run, _ = restore_model(run_dir, "best")
     source = sources.open_source(config.dataset, config.data_dir)
     ten = metrics.error_rates(*evaluate.run_probabilities(
         model, run_dir, run, source, config.eval_split, ten_crop=True, batch_size=8,

@@ -21,7 +21,7 @@ import pytest
 import tensorflow as tf
 
 import alexnet_tf
-from alexnet_tf import caffe, imagenet
+from alexnet_tf import caffe, imagenet, paper
 from alexnet_tf import weights as published
 from alexnet_tf.import_caffe import import_caffemodel
 from caffe_reference import assert_close, caffe_layers, caffemodel_bytes, random_alexnet
@@ -122,7 +122,7 @@ def test_parameter_count_is_figure_2s_counted_by_hand():
                + conv(3, 192, 128) + dense(6 * 6 * 256, 2048) + dense(4096, 2048)
                + dense(4096, 1000, towers=1))
     model = alexnet_tf.AlexNet(weights=None)
-    assert by_hand == 60_965_224 and model.count_params() == by_hand
+    assert by_hand == paper.PARAMS_TWO_TOWERS and model.count_params() == by_hand
     assert model.input_shape == (None, 224, 224, 3) and model.output_shape == (None, 1000)
     pooled = alexnet_tf.AlexNet(include_top=False, pooling="max")
     assert pooled.output_shape == (None, 256)

@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from alexnet_tf import caffe, export, imagenet, preprocessing
 from alexnet_tf.import_caffe import import_caffemodel
+from alexnet_tf.restore import restore_model
 from alexnet_tf.rundir import RunDir
 from caffe_reference import (POOL_PARAMS, assert_close, caffe_forward, caffemodel_bytes,
                              conv_params, float32, layer, mean_bytes, number, random_alexnet,
@@ -52,7 +53,7 @@ def test_imported_v1_model_computes_caffes_forward_pass(files, tmp_path):
     run = import_caffemodel(files["paths"]["V1"], model_dir, mean=files["paths"]["mean"],
                             log=lambda line: None)
     assert run.class_names == imagenet.synsets()
-    model, run, _ = RunDir(model_dir).restore_model("best")
+    model, run, _ = restore_model(model_dir, "best")
     normalization = RunDir(model_dir).normalization(run)
     image = tf.constant(files["image"])
     crop = preprocessing.centre_crop(normalization(normalization.image_256(image)), 227)[None]

@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from alexnet_tf import evaluate, export, input_pipeline, sources, train
 from alexnet_tf.config import ModelConfig, TrainConfig
+from alexnet_tf.restore import restore_model
 from alexnet_tf.rundir import RunDir
 from helpers import REPO, cli
 
@@ -81,7 +82,7 @@ def test_serving_equals_evaluation_and_top_k_follows_the_probabilities(
     signatures = tf.saved_model.load(exported[1]).signatures
     out = signatures["serving_default"](image_bytes=tf.constant(encoded))
 
-    model, run, _ = RunDir(run_dir).restore_model()
+    model, run, _ = restore_model(run_dir)
     data = input_pipeline.eval_dataset(source, RunDir(run_dir).normalization(), 16)
     expected, expected_labels = evaluate.probabilities(model, data)
     np.testing.assert_array_equal(expected_labels, labels)
@@ -110,7 +111,7 @@ def test_ten_crop_export_equals_ten_crop_evaluation(run_dir, validation, tmp_pat
         image_bytes=tf.constant(encoded[:6]))
     data = input_pipeline.eval_dataset(source, RunDir(run_dir).normalization(), 6,
                                        ten_crop=True).take(1)
-    model, _, _ = RunDir(run_dir).restore_model()
+    model, _, _ = restore_model(run_dir)
     expected, _ = evaluate.probabilities(model, data, ten_crop=True)
     np.testing.assert_allclose(out["probabilities"].numpy(), expected, atol=EVAL_TOLERANCE)
     assert out["top_k_names"].shape == (6, 3)
@@ -123,7 +124,7 @@ def test_features_are_fc7_the_input_of_fc8(run_dir, exported, validation):
     batch = tf.constant(encoded[:5])
     features = signatures["features"](image_bytes=batch)["features"].numpy()
     assert features.shape == (5, 4096) and features.min() >= 0.0            # after ReLU
-    model, _, _ = RunDir(run_dir).restore_model()
+    model, _, _ = restore_model(run_dir)
     kernel, bias = (np.asarray(v, np.float64) for v in model.get_layer("fc8").weights)
     logits = features.astype(np.float64) @ kernel + bias
     softmax = np.exp(logits - logits.max(1, keepdims=True))

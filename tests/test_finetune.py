@@ -8,7 +8,8 @@ import tensorflow as tf
 from PIL import Image
 
 from alexnet_tf import export, finetune, train
-from alexnet_tf.config import ModelConfig, TrainConfig
+from alexnet_tf.config import ModelConfig, TrainConfig, frozen_layers
+from alexnet_tf.restore import restore_model
 from alexnet_tf.rundir import RunDir
 
 COLOURS = {"blue": (40, 60, 200), "green": (40, 180, 60), "red": (200, 40, 40)}
@@ -33,7 +34,7 @@ def run_config(model_dir, **settings):
 
 
 def weights_by_layer(model_dir, which="latest"):
-    model, _, _ = RunDir(model_dir).restore_model(which)
+    model, _, _ = restore_model(model_dir, which)
     return {layer.name: [w.numpy() for w in layer.weights] for layer in model.layers
             if layer.weights}
 
@@ -93,12 +94,12 @@ def test_fine_tuning_fc8_keeps_the_rest_bit_identical_learns_resumes_and_exports
 
 
 def test_train_layers_and_freeze_name_what_does_not_train():
-    assert finetune.frozen_layers(("fc8",), ()) == ("conv1", "conv2", "conv3", "conv4", "conv5",
-                                                    "fc6", "fc7")
-    assert finetune.frozen_layers((), ("conv1", "conv2")) == ("conv1", "conv2")
-    from alexnet_tf.models import build_alexnet
+    assert frozen_layers(("fc8",), ()) == ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6",
+                                          "fc7")
+    assert frozen_layers((), ("conv1", "conv2")) == ("conv1", "conv2")
+    from alexnet_tf.models import build_alexnet, freeze
     model = build_alexnet(5, devices=None)
-    finetune.freeze(model, (), ("conv1", "fc6"))
+    freeze(model, frozen_layers((), ("conv1", "fc6")))
     frozen = sorted({v.path.split("/")[0] for v in model.non_trainable_weights})
     assert frozen == ["conv1_a", "conv1_b", "fc6_a", "fc6_b"]
 

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from alexnet_tf import LocalResponseNormalization, build_alexnet
+from alexnet_tf import LocalResponseNormalization, build_alexnet, paper
 
 TOWER_LAYERS = ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7"]
 
@@ -35,22 +35,22 @@ def model():
 
 
 def test_hand_counts_are_the_papers_numbers():
-    assert TWO_TOWER_PARAMS == 60_965_224
-    assert ONE_TOWER_PARAMS == 62_378_344
+    assert TWO_TOWER_PARAMS == paper.PARAMS_TWO_TOWERS == 60_965_224
+    assert ONE_TOWER_PARAMS == paper.PARAMS_ONE_TOWER == 62_378_344
 
 
 def test_two_tower_parameter_count(model):
-    assert model.count_params() == 60_965_224
-    assert sum(int(np.prod(w.shape)) for w in model.trainable_weights) == 60_965_224
+    assert model.count_params() == TWO_TOWER_PARAMS
+    assert sum(int(np.prod(w.shape)) for w in model.trainable_weights) == TWO_TOWER_PARAMS
 
 
 @pytest.mark.parametrize("kwargs,expected", [
-    ({"towers": 1}, 62_378_344),
-    ({"lrn": False}, 60_965_224),
-    ({"pool_size": 2, "pool_stride": 2}, 60_965_224),
-    ({"activation": "tanh"}, 60_965_224),
-    ({"image_size": 227}, 60_965_224),
-    ({"num_classes": 10}, 60_965_224 - dense_params(4096, 1000) + dense_params(4096, 10)),
+    ({"towers": 1}, ONE_TOWER_PARAMS),
+    ({"lrn": False}, TWO_TOWER_PARAMS),
+    ({"pool_size": 2, "pool_stride": 2}, TWO_TOWER_PARAMS),
+    ({"activation": "tanh"}, TWO_TOWER_PARAMS),
+    ({"image_size": 227}, TWO_TOWER_PARAMS),
+    ({"num_classes": 10}, TWO_TOWER_PARAMS - dense_params(4096, 1000) + dense_params(4096, 10)),
 ])
 def test_variant_parameter_counts(kwargs, expected):
     assert build_alexnet(devices=None, **kwargs).count_params() == expected

@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from alexnet_tf import evaluate, figures, input_pipeline, metrics, report, sources, study
+from alexnet_tf.restore import restore_model
 from alexnet_tf.rundir import RunDir
 from alexnet_tf.models import build_alexnet
 from helpers import cli
@@ -123,7 +124,7 @@ def test_the_claims_compare_each_row_with_the_baseline_by_hand():
 def _probabilities(run):
     """A run's validation softmaxes and labels, independently of the study and the report: its
     best checkpoint over the evaluation pipeline, through evaluate.probabilities."""
-    model, config_run, _ = RunDir(run).restore_model("best")
+    model, config_run, _ = restore_model(run, "best")
     source = sources.open_source(config_run.config.dataset, config_run.config.data_dir)
     data = input_pipeline.eval_dataset(source, RunDir(run).normalization(config_run), 64)
     return evaluate.probabilities(model, data)
@@ -159,7 +160,7 @@ def test_most_confused_pairs_and_precision_by_hand():
     rows = report.per_class(matrix, ["a", "b", "c"])
     assert [r["recall"] for r in rows] == pytest.approx([1 / 3, 1 / 2, 0])
     assert [r["precision"] for r in rows] == pytest.approx([1 / 2, 1 / 3, 0])
-    assert report.most_confused(matrix, ["a", "b", "c"]) == [("a", "b", 2), ("b", "c", 1),
+    assert metrics.most_confused(matrix, ["a", "b", "c"]) == [("a", "b", 2), ("b", "c", 1),
                                                             ("c", "a", 1)]
 
 

@@ -18,13 +18,22 @@ flags.DEFINE_boolean("quick", False, "Fewer steps and repeats (same keys), for a
 flags.DEFINE_string("json", None, "Write the results to this JSON file.")
 
 
+flags.DEFINE_boolean("only_weights_load", False, "Measure only AlexNet(weights='bvlc_alexnet') "
+                     "from a warm Keras cache (fresh processes; nothing is downloaded).")
 flags.DEFINE_string("reference_json", None,
                     "JSON of docs/torch_reference/alexnet_torch.py run in the same session at the "
                     "same batch: adds its rate and the ratio to ours.")
 
 
+def weights_load_results(quick):
+    load = benchmark.weights_load(repeats=1 if quick else 3)
+    return {f"weights_load_{key}": value for key, value in load.items()}
+
+
 def measure(quick):
     """Every measurement, as one flat dict of numbers (keys documented in docs/BENCHMARKS.md)."""
+    if FLAGS.only_weights_load:
+        return weights_load_results(quick)
     steps = 1 if quick else 4
     batch = FLAGS.batch_size
     found = hardware.detected()
@@ -77,6 +86,7 @@ def measure(quick):
     p50, p99, b32 = benchmark.serving_latency(requests=30 if quick else 100)
     results.update(serving_p50_ms=p50, serving_p99_ms=p99, serving_b32_img_s=b32)
     results["peak_rss_mb"] = benchmark.peak_rss_mb()
+    results.update(weights_load_results(quick))
     results.update(auto_precision=auto_precision, auto_fp32_jit=fp32_jit,
                    native_bfloat16=native_bf16)
     if FLAGS.reference_json:

@@ -1,0 +1,40 @@
+"""A run's model rebuilt from its directory: the network options it recorded, a checkpoint's weights.
+
+Every tool that reads a trained run (eval, export, predict, retrieve, figures,
+fine-tuning, the Python API) comes through here, so the run directory's own
+module (`rundir`) needs only the configuration and its files.
+
+Example:
+
+    model, run, path = restore_model("runs/quickstart", "best")
+"""
+
+from alexnet_tf import state
+from alexnet_tf.models import build_alexnet
+from alexnet_tf.rundir import RunDir
+
+
+def _run_dir(run_dir):
+    return run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+
+
+def build_model(run_dir, run=None, devices=None):
+    """The run's model, freshly initialised, its towers on `devices` (None: unplaced)."""
+    run = run or _run_dir(run_dir).read()
+    return build_alexnet(run.num_classes, run.config.model, devices=devices)
+
+
+def restore_model(run_dir, which="best", devices=None):
+    """(model, run, checkpoint path): the run's model with the checkpoint `which` restored.
+
+    Args:
+      run_dir: A `RunDir` or its path.
+      which: "best", "latest", or a checkpoint path (DIR/ckpt-N); see `RunDir.checkpoint`.
+      devices: Tower placement (None: unplaced).
+    """
+    run_dir = _run_dir(run_dir)
+    run = run_dir.read()
+    model = build_model(run_dir, run, devices)
+    path = run_dir.checkpoint(which)
+    state.restore_weights(model, path)
+    return model, run, path

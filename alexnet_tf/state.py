@@ -1,0 +1,134 @@
+"""A training run's state and what its checkpoint holds, declared once.
+
+The state is the model, the optimiser (its velocities), the learning-rate
+schedule (its state), the step and epoch counters and the dropout layers' RNG
+state. `checkpoint_of` says how they are saved; training (`build_state`,
+`restore_state`), `alexnet-import` and every tool that restores a run's
+weights (`restore_weights`) go through it.
+"""
+
+import dataclasses
+import functools
+
+import keras
+import tensorflow as tf
+
+from alexnet_tf import errors
+from alexnet_tf.config import FLOAT16, frozen_layers
+from alexnet_tf.models import build_alexnet, freeze
+from alexnet_tf.optimizer import PaperSGD
+from alexnet_tf.rundir import RunDir, variables_bytes
+from alexnet_tf.schedule import LearningRateSchedule
+
+
+def checkpoint_of(model, step, epoch, optimizer=None, schedule=None):
+    """The `tf.train.Checkpoint` of a run: what every checkpoint of it holds.
+
+    Keras does not expose the dropout layers' RNG states to tf.train.Checkpoint:
+    they are added (the model's non-trainable variables), so a resumed run
+    draws the same masks.
+    """
+    items = dict(model=model, step=step, epoch=epoch,
+                 rng=[v.value for v in model.non_trainable_variables])
+    if optimizer is not None:
+        items.update(optimizer=optimizer, schedule=schedule)
+    return tf.train.Checkpoint(**items)
+
+
+def counters():
+    """The step and epoch counters, at 0."""
+    return (tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step"),
+            tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch"))
+
+
+def restore_weights(model, path):
+    """Restores only the model's weights from checkpoint `path` (every weight must be there)."""
+    tf.train.Checkpoint(model=model).restore(path).expect_partial() \
+        .assert_existing_objects_matched()
+
+
+def make_optimizer(config, precision, schedule):
+    """The paper's SGD, its rate set by `schedule` (`LearningRateSchedule.set_step`)."""
+    optimizer = PaperSGD(schedule.learning_rate_at(0), config.momentum, config.weight_decay)
+    if precision == FLOAT16:
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    schedule.drive(optimizer)
+    return optimizer
+
+
+@dataclasses.dataclass
+class RunState:
+    """What a checkpoint carries, and the managers that save it."""
+    model: keras.Model
+    optimizer: keras.optimizers.Optimizer
+    schedule: LearningRateSchedule
+    step: tf.Variable
+    epoch: tf.Variable
+    checkpoint: tf.train.Checkpoint = None
+    latest: tf.train.CheckpointManager = None
+    best: tf.train.CheckpointManager = None
+    run_dir: RunDir = None
+
+    def save(self, best=False, unless_saved=False):
+        """Saves a checkpoint (and the best); a full disk stops the run with one line.
+
+        `unless_saved`: not again if the newest checkpoint is of this step already.
+        """
+        step = int(self.step.numpy())
+        newest = self.latest.latest_checkpoint
+        if unless_saved and newest and newest.endswith(f"-{step}"):
+            return newest
+        path = self.run_dir.save(self.latest, step, self.checkpoint_bytes)
+        if best:
+            self.run_dir.save(self.best, step, self.checkpoint_bytes)
+        return path
+
+    @functools.cached_property
+    def checkpoint_bytes(self):
+        """About what a checkpoint takes on disk (the free-space check before the first)."""
+        return variables_bytes(self.model.variables + self.optimizer.variables
+                               + [self.step, self.epoch])
+
+
+def build_state(config, strategy, num_classes, devices, precision, total_steps,
+                 steps_per_epoch):
+    schedule = LearningRateSchedule(config.learning_rate, config.lr_schedule, config.lr_patience,
+                                    config.lr_max_decays, config.lr_boundaries,
+                                    total_steps=total_steps,
+                                    warmup_steps=round(config.lr_warmup_epochs * steps_per_epoch))
+    with strategy.scope():
+        model = build_alexnet(num_classes, config.model, devices=devices, seed=config.seed)
+        freeze(model, frozen_layers(config.train_layers, config.freeze))
+        optimizer = make_optimizer(config, precision, schedule)
+        optimizer.build(model.trainable_variables)
+        step, epoch = counters()
+    return RunState(model, optimizer, schedule, step, epoch)
+
+
+def restore_state(state, run_dir, keep, task, log):
+    """Sets up the state's checkpoints and restores the newest one of the chief's, if any.
+
+    `task` is None for the chief (it saves into the run directory), else the
+    worker's tag (it saves under .workers/).
+    """
+    state.checkpoint = checkpoint_of(state.model, state.step, state.epoch, state.optimizer,
+                                     state.schedule)
+    # Every worker saves (TF saves distributed variables collectively): the chief into the
+    # run directory, the others into their own folders; all resume from the chief's.
+    state.run_dir = run_dir
+    if task is None:
+        count, freed = run_dir.remove_temporaries()
+        if count:
+            log(f"Removed {count} temporary file(s) of interrupted saves in {run_dir.path} "
+                f"({errors.megabytes(freed)} freed)")
+        latest = run_dir.readable_checkpoint(warn=lambda line: log(f"warning: {line}"))
+    else:
+        latest = run_dir.latest_checkpoint()     # the chief's, which the chief has checked
+    state.latest, state.best = run_dir.checkpoint_managers(state.checkpoint, state.step, keep,
+                                                           task)
+    if latest:
+        state.checkpoint.restore(latest).assert_existing_objects_matched()
+        log(f"Resuming from step {int(state.step.numpy())} (epoch {int(state.epoch.numpy())}) "
+            f"of {latest}")
+    else:
+        log(f"Starting from step 0 in {run_dir.path}")
