@@ -57,6 +57,21 @@ def test_quick_benchmark_writes_every_key(tiny_data_dir, tmp_path):
                                          else "float32")
 
 
+def test_the_flop_constants_are_figure_2_counted_by_hand():
+    """Multiply-accumulates per 224 image, layer by layer (output size x kernel volume)."""
+    from alexnet_tf import benchmark
+    macs = {"conv1": 55 * 55 * 96 * (11 * 11 * 3), "conv2": 27 * 27 * 256 * (5 * 5 * 48),
+            "conv3": 13 * 13 * 384 * (3 * 3 * 256), "conv4": 13 * 13 * 384 * (3 * 3 * 192),
+            "conv5": 13 * 13 * 256 * (3 * 3 * 192), "fc6": 9216 * 4096, "fc7": 4096 * 4096,
+            "fc8": 4096 * 1000}
+    forward = 2 * sum(macs.values()) / 1e9                              # 1.4488 GFLOP
+    # Training: forward, then a kernel gradient and an input gradient of each layer's size,
+    # except conv1's input gradient (the image needs none).
+    train = 3 * forward - 2 * macs["conv1"] / 1e9                        # 4.1355 GFLOP
+    assert benchmark.FORWARD_GFLOP == pytest.approx(forward, rel=0.005)
+    assert benchmark.TRAIN_GFLOP == pytest.approx(train, rel=0.005)
+
+
 def test_conv_passes_count_the_papers_convolutions_and_their_gradients():
     from alexnet_tf import benchmark
     from alexnet_tf.models import build_alexnet

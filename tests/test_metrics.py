@@ -7,25 +7,45 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_tf import evaluate, metrics
+from alexnet_tf import evaluate, metrics, preprocessing
 
 
-def test_ten_crop_and_ensemble_arithmetic():
-    inputs = keras.Input((4, 4, 3))
-    logits = keras.layers.Dense(3, kernel_initializer="ones")(
-        keras.layers.GlobalAveragePooling2D()(inputs))
-    model = keras.Model(inputs, logits)
+def numpy_ten_crops(image, size):
+    """The paper's ten patches, by hand: four corners and the centre, then their mirror images."""
+    height, width = image.shape[:2]
+    corners = [(0, 0), (0, width - size), (height - size, 0), (height - size, width - size),
+               ((height - size) // 2, (width - size) // 2)]
+    patches = [image[top:top + size, left:left + size] for top, left in corners]
+    return patches + [patch[:, ::-1] for patch in patches]
+
+
+def test_ten_crop_averages_the_softmax_of_the_papers_ten_patches():
+    """Each crop gets a different softmax (a position-sensitive linear model), so taking the
+    wrong patches, flipping the wrong way or not averaging changes the result."""
     rng = np.random.default_rng(0)
-    crops = rng.normal(size=(2, 10, 4, 4, 3)).astype(np.float32) * [1.0, 2.0, 3.0]
+    size, classes = 4, 3
+    inputs = keras.Input((size, size, 3))
+    dense = keras.layers.Dense(classes)
+    model = keras.Model(inputs, dense(keras.layers.Flatten()(inputs)))
+    kernel = rng.normal(size=(size * size * 3, classes)).astype(np.float32)
+    bias = np.array([0.1, -0.2, 0.3], np.float32)
+    dense.set_weights([kernel, bias])
+    images = rng.normal(size=(2, 7, 6, 3)).astype(np.float32)        # not square: 7 x 6
+    crops = tf.stack([preprocessing.ten_crops(tf.constant(image), size) for image in images])
     dataset = tf.data.Dataset.from_tensor_slices((crops, np.array([0, 2]))).batch(2)
     probs, labels = evaluate.probabilities(model, dataset, ten_crop=True)
-    # numpy: softmax of each crop's logits, averaged over the ten crops.
-    crop_logits = crops.mean(axis=(2, 3)) @ np.ones((3, 3))
-    soft = np.exp(crop_logits - crop_logits.max(-1, keepdims=True))
-    soft /= soft.sum(-1, keepdims=True)
-    np.testing.assert_allclose(probs, soft.mean(axis=1), rtol=1e-5)
+    expected = []
+    for image in images:
+        logits = np.stack([p.reshape(-1) @ kernel + bias for p in numpy_ten_crops(image, size)])
+        soft = np.exp(logits - logits.max(-1, keepdims=True))
+        soft /= soft.sum(-1, keepdims=True)
+        assert soft.std(axis=0).max() > 0.05                     # the crops really differ
+        expected.append(soft.mean(axis=0))
+    np.testing.assert_allclose(probs, np.array(expected), rtol=1e-5, atol=1e-6)
     assert list(labels) == [0, 2]
 
+
+def test_top_k_counting_and_ensemble_arithmetic():
     # Errors by hand: image 0 is right at top-1; image 1's label is second.
     p = np.array([[0.6, 0.3, 0.1], [0.5, 0.4, 0.1]])
     assert metrics.error_rates(p, np.array([0, 1])) == {"top1_error": 0.5, "top5_error": 0.0,

@@ -32,9 +32,22 @@ def test_three_steps_match_the_papers_rule_and_spare_biases():
         b, vb = paper_update(b, vb, gb, lr, 0.9, 0.05, decayed=False)
         np.testing.assert_allclose(kernel.numpy(), w, rtol=1e-6)  # the learning rate is a float32 variable
         np.testing.assert_allclose(bias.numpy(), b, rtol=1e-6)  # the learning rate is a float32 variable
-    # Differs from Keras' decoupled SGD weight decay, which also decays the bias.
-    keras_like = bias0.copy()
-    assert not np.allclose(bias.numpy(), keras_like * (1 - 0.1 * 0.05))
+
+
+def test_biases_are_not_decayed():
+    """With zero gradients a bias keeps its value (Keras' decoupled decay would shrink it),
+    while a kernel shrinks by the decay inside the momentum."""
+    bias = tf.Variable([1.0, -2.0], dtype=tf.float64)
+    kernel = tf.Variable([[1.0, -2.0]], dtype=tf.float64)
+    optimizer = PaperSGD(learning_rate=0.1, momentum=0.9, weight_decay=0.05)
+    for _ in range(2):
+        optimizer.apply([tf.zeros_like(bias), tf.zeros_like(kernel)], [bias, kernel])
+    np.testing.assert_array_equal(bias.numpy(), [1.0, -2.0])
+    w, v = np.array([[1.0, -2.0]]), np.zeros((1, 2))
+    for _ in range(2):
+        w, v = paper_update(w, v, 0.0, 0.1, 0.9, 0.05)
+    np.testing.assert_allclose(kernel.numpy(), w, rtol=1e-6)
+    assert np.all(np.abs(kernel.numpy()) < [1.0, 2.0])
 
 
 def test_zero_gradient_decays_kernels_through_the_momentum():

@@ -61,7 +61,9 @@ def test_placed_model_computes_the_same_as_unplaced(placed_model):
 
 def test_resolve_devices():
     assert resolve_tower_devices(None) == (None, None)
-    assert resolve_tower_devices("auto") == (None, None)     # no GPU here: TF places everything
+    gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
+    # "auto": the first two GPUs when there are two, else no placement (TF places everything).
+    assert resolve_tower_devices("auto") == (tuple(gpus[:2]) if len(gpus) >= 2 else (None, None))
     assert resolve_tower_devices("/CPU:0,/CPU:1") == ("/CPU:0", "/CPU:1")
     assert resolve_tower_devices(("/cpu:1", "/device:CPU:0")) == ("/cpu:1", "/device:CPU:0")
     with pytest.raises(ValueError, match="tower device '/GPU:1' does not exist here"):

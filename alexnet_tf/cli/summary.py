@@ -12,7 +12,7 @@ flags.DEFINE_integer("num_classes", 1000, "Classes of the output layer.")
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    model = build_alexnet(FLAGS.num_classes, **model_flags.model_config().build_kwargs())
+    model = build_alexnet(FLAGS.num_classes, model_flags.model_config())
     model.summary(line_length=100)
     print(f"trainable parameters: {model.count_params():,}")
 

@@ -1,0 +1,161 @@
+"""The mutation catalogue: what the paper and this project promise, each broken on purpose.
+
+Each entry names a promise, a one-line (or one-statement) mutation of the code
+that breaks it, and the tests that must then fail. `run_mutations.py` applies
+each to a scratch copy of the repository, runs those tests, and prints a table
+of caught and missed. It runs on demand (minutes), not in CI: docs/TESTING.md.
+Not collected by pytest (the name does not start with test_).
+"""
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class Mutation:
+    name: str
+    promise: str          # what must hold, and where it comes from
+    path: str             # the file mutated, from the repository root
+    old: str              # exact text, found exactly once
+    new: str
+    tests: tuple          # pytest arguments: files, node ids or -k expressions
+
+
+CATALOGUE = (
+    Mutation("lrn_alpha_over_n", "LRN's alpha multiplies the plain sum (section 3.3)",
+             "alexnet_tf/layers.py", "self.alpha = float(alpha)", "self.alpha = float(alpha) / n",
+             ("tests/test_layers.py",)),
+    Mutation("lrn_beta", "LRN's exponent is -beta (section 3.3)",
+             "alexnet_tf/layers.py", "self.beta = float(beta)", "self.beta = float(beta) / 2",
+             ("tests/test_layers.py",)),
+    Mutation("update_rule_momentum", "v <- 0.9 v - ... (section 5)",
+             "alexnet_tf/optimizer.py", "momentum=tf.cast(self.momentum, dtype)",
+             "momentum=tf.cast(self.momentum / 2, dtype)", ("tests/test_optimizer.py",)),
+    Mutation("weight_decay_outside_momentum", "weight decay enters the momentum (section 5)",
+             "alexnet_tf/optimizer.py",
+             "gradient = gradient + tf.cast(self.coupled_weight_decay, dtype) * variable",
+             "gradient = gradient", ("tests/test_optimizer.py",)),
+    Mutation("weight_decay_on_biases", "biases are not decayed (our reading, PAPER_CHOICES)",
+             "alexnet_tf/optimizer.py", "return len(variable.shape) >= 2", "return True",
+             ("tests/test_optimizer.py",)),
+    Mutation("init_stddev", "weights ~ N(0, 0.01) (section 5)",
+             "alexnet_tf/models.py", "keras.initializers.RandomNormal(0.0, paper.INIT_STDDEV,",
+             "keras.initializers.RandomNormal(0.0, 0.1,",
+             ("tests/test_models.py::test_paper_initialisation_statistics",)),
+    Mutation("bias_init_ones", "biases 1 in conv2, conv4, conv5, fc6, fc7 (section 5)",
+             "alexnet_tf/models.py",
+             'one = bias_init == "paper" and base_name(layer_name) in paper.BIAS_ONE_LAYERS',
+             "one = False", ("tests/test_models.py::test_paper_initialisation_statistics",)),
+    Mutation("overlapping_pooling", "max pooling z=3, s=2 (section 3.4)",
+             "alexnet_tf/models.py",
+             "return [PlacedMaxPooling2D(pool_size, pool_stride, rounding=pool_rounding,",
+             "return [PlacedMaxPooling2D(pool_stride, pool_stride, rounding=pool_rounding,",
+             ("tests/test_models.py",)),
+    Mutation("conv3_sees_one_tower", "conv3 sees both towers (figure 2)",
+             "alexnet_tf/models.py",
+             'h = [make.conv(_merge(h, f"concat3{s}", d), f3 // width, k3, s3, f"conv3{s}", d)\n'
+             "             for s, d in tw]",
+             'h = [make.conv(hi, f3 // width, k3, s3, f"conv3{s}", d)\n'
+             "             for hi, (s, d) in zip(h, tw)]",
+             ("tests/test_models.py",)),
+    Mutation("fc6_sees_one_tower", "fc6 sees both towers (figure 2)",
+             "alexnet_tf/models.py",
+             'h = [PlacedFlatten(name=f"flatten{s}", device=d)(_merge(h, f"concat6{s}", d)) '
+             "for s, d in tw]",
+             'h = [PlacedFlatten(name=f"flatten{s}", device=d)(hi) for hi, (s, d) in zip(h, tw)]',
+             ("tests/test_models.py",)),
+    Mutation("dropout_at_test_time", "dropout only in training (section 4.2)",
+             "alexnet_tf/train.py",
+             "return tf.function(lambda images: model(images, training=False), "
+             "reduce_retracing=True)",
+             "return tf.function(lambda images: model(images, training=True), "
+             "reduce_retracing=True)",
+             ("tests/test_train.py::test_a_run_validates_checkpoints_and_writes_run_files",)),
+    Mutation("flip_always", "horizontal reflection with probability 1/2 (section 4.1)",
+             "alexnet_tf/preprocessing.py",
+             "return tf.image.stateless_random_flip_left_right(image, seed=flip_seed)",
+             "return tf.image.flip_left_right(image)", ("tests/test_preprocessing.py",)),
+    Mutation("ten_crop_centre", "the ten crops: four corners and the centre (section 4.1)",
+             "alexnet_tf/preprocessing.py",
+             "((height - size) // 2, (width - size) // 2)]", "(0, 0)]",
+             ("tests/test_preprocessing.py", "tests/test_metrics.py")),
+    Mutation("ten_crop_flip_axis", "the ten crops' reflections are horizontal (section 4.1)",
+             "alexnet_tf/preprocessing.py",
+             "crops = tf.concat([patches, tf.reverse(patches, axis=[-2])], axis=-4)",
+             "crops = tf.concat([patches, tf.reverse(patches, axis=[-3])], axis=-4)",
+             ("tests/test_preprocessing.py", "tests/test_metrics.py")),
+    Mutation("mean_not_subtracted_in_training", "training images minus the mean (section 2)",
+             "alexnet_tf/input_pipeline.py",
+             "image = normalization.subtract_mean(normalization.decode_256(encoded))",
+             "image = normalization.decode_256(encoded)", ("tests/test_input_pipeline.py",)),
+    Mutation("mean_not_subtracted_in_evaluation", "evaluation images minus the mean (section 2)",
+             "alexnet_tf/input_pipeline.py",
+             "return crop_fn(normalization(normalization.decode_256(encoded)), image_size), label",
+             "return crop_fn(normalization.decode_256(encoded), image_size), label",
+             ("tests/test_input_pipeline.py",)),
+    Mutation("mean_not_subtracted_in_export", "the SavedModel preprocesses as evaluation does",
+             "alexnet_tf/export.py",
+             "return self.normalization(self.normalization.image_256(image))",
+             "return self.normalization.image_256(image)",
+             ("tests/test_export.py::test_serving_equals_evaluation_and_top_k_follows_the_"
+              "probabilities",)),
+    Mutation("ten_crop_first_only", "10-crop averages the ten softmaxes (section 4.1)",
+             "alexnet_tf/metrics.py",
+             "return tf.reduce_mean(tf.reshape(probs, [shape[0], shape[1], -1]), axis=1)",
+             "return tf.reshape(probs, [shape[0], shape[1], -1])[:, 0]",
+             ("tests/test_metrics.py",)),
+    Mutation("top5_is_top1", "top-5 error counts the label among the five best (section 6)",
+             "alexnet_tf/metrics.py", "k5 = min(5, scores.shape[-1])", "k5 = 1",
+             ("tests/test_metrics.py",)),
+    Mutation("ensemble_max", "an ensemble averages its members' softmax (section 6)",
+             "alexnet_tf/metrics.py", "return np.mean(members, axis=0)",
+             "return np.max(members, axis=0)", ("tests/test_metrics.py",)),
+    Mutation("resume_restarts_the_epoch", "a resumed run continues where it stopped",
+             "alexnet_tf/train.py",
+             "done_in_epoch = int(state.step.numpy()) - e * steps_per_epoch", "done_in_epoch = 0",
+             ("tests/test_train.py::test_resume_equals_an_uninterrupted_run",)),
+    Mutation("checkpoint_fallback", "an unreadable checkpoint is set aside, the one before used",
+             "alexnet_tf/rundir.py", "problem = _unreadable(prefix)", "problem = None",
+             ("tests/test_storage_faults.py::test_a_truncated_checkpoint_is_set_aside_and_the_"
+              "run_resumes_from_the_one_before",)),
+    Mutation("write_in_place", "a write never leaves a half-written file",
+             "alexnet_tf/files.py",
+             "        fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMPORARY_PREFIX + "
+             "os.path.basename(path))",
+             "        fd, tmp = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), path",
+             ("tests/test_atomic_writes.py",)),
+    Mutation("caffe_kernel_transpose", "Caffe's (out, in, h, w) kernels become (h, w, in, out)",
+             "alexnet_tf/caffe.py", "return np.ascontiguousarray(w.transpose(2, 3, 1, 0))",
+             "return np.ascontiguousarray(w.transpose(3, 2, 1, 0))",
+             ("tests/test_caffe.py::test_imported_v1_model_computes_caffes_forward_pass",)),
+    Mutation("caffe_bgr", "conv1's input channels reversed: Caffe reads BGR",
+             "alexnet_tf/caffe.py", 'split("conv1", conv_kernel(w1[:, ::-1]), b1)',
+             'split("conv1", conv_kernel(w1), b1)',
+             ("tests/test_caffe.py::test_imported_v1_model_computes_caffes_forward_pass",)),
+    Mutation("caffe_fc6_order", "fc6's inputs from Caffe's C,H,W order to Keras' H,W,C",
+             "alexnet_tf/caffe.py",
+             "kernel6 = w6.reshape(units, 256, 6, 6).transpose(2, 3, 1, 0).reshape(-1, units)",
+             "kernel6 = w6.reshape(units, 6, 6, 256).transpose(1, 2, 3, 0).reshape(-1, units)",
+             ("tests/test_caffe.py::test_imported_v1_model_computes_caffes_forward_pass",)),
+    Mutation("lr_decay_factor", "the learning rate is divided by 10 (section 5)",
+             "alexnet_tf/paper.py", "LR_DECAY_FACTOR = 10.0", "LR_DECAY_FACTOR = 5.0",
+             ("tests/test_optimizer.py",)),
+    Mutation("per_precision_recipe", "a run computing in float32 uses the float32 values",
+             "alexnet_tf/config.py",
+             "changes = {name: value for p, name, value in self.by_precision if p == precision}",
+             "changes = {}", ("tests/test_config.py", "tests/test_train.py::test_per_precision_"
+                              "settings_follow_the_precision")),
+    Mutation("pca_scale", "PCA offsets in pixel units: eigenvalues of [0, 1] RGB x 255 (4.1)",
+             "alexnet_tf/dataset_stats.py",
+             "return PIXEL_SCALE * preprocessing.pca_offset(", "return preprocessing.pca_offset(",
+             ("tests/test_dataset_stats.py",)),
+    Mutation("api_means_bgr", "preprocess_input subtracts Caffe's means in RGB order",
+             "alexnet_tf/import_caffe.py",
+             "rgb = np.asarray(caffe.CAFFE_BGR_MEAN[::-1], np.float32)",
+             "rgb = np.asarray(caffe.CAFFE_BGR_MEAN, np.float32)",
+             ("tests/test_applications.py::test_preprocess_input_subtracts_caffes_channel_means_"
+              "in_rgb",)),
+    Mutation("api_weights_sha1", "published weights are refused unless their sha1 matches",
+             "alexnet_tf/weights.py", "    if found != sha1:", "    if False:",
+             ("tests/test_applications.py::test_a_wrong_file_or_a_dead_server_is_refused_and_"
+              "leaves_nothing",)),
+)
