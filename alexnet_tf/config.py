@@ -117,6 +117,52 @@ class ModelConfig:
         return {**dataclasses.asdict(self), "devices": self.placement()}
 
 
+# Settings that change how long, how loudly or where a run goes, not what it is: a resume may
+# change them freely (`recipe_differences`). --epochs too, unless the schedule depends on it.
+FREE_SETTINGS = ("model_dir", "data_dir", "max_steps", "checkpoint_steps", "keep_checkpoints",
+                 "log_steps", "profile_steps", "histograms", "allow_changes", "devices")
+SCHEDULES_OF_EPOCHS = ("cosine",)       # the rate at each step depends on the total steps
+
+
+def recipe_setting_names():
+    """The flag names of the settings that make a run what it is."""
+    fields = [f for cls in (TrainConfig, ModelConfig) for f in _setting_fields(cls)]
+    return [_flag_name(f) for f in fields if f.name not in FREE_SETTINGS]
+
+
+def recipe_differences(before, after):
+    """[(flag name, "--flag: A in the run, B now"), ...] where two TrainConfigs' recipes differ.
+
+    Per-precision settings compare as the flag's whole value (e.g. 14,float32:4).
+    """
+    free = set(FREE_SETTINGS)
+    if after.lr_schedule not in SCHEDULES_OF_EPOCHS and before.lr_schedule == after.lr_schedule:
+        free.add("epochs")
+    out = []
+    for settings_before, settings_after, cls in ((before, after, TrainConfig),
+                                                 (before.model, after.model, ModelConfig)):
+        for field in _setting_fields(cls):
+            if field.name in free:
+                continue
+            old, new = (_flag_text(s, field) for s in (settings_before, settings_after))
+            if old != new:
+                name = _flag_name(field)
+                out.append((name, f"--{name}: {old} in the run, {new} now"))
+    return out
+
+
+def _flag_text(settings, field):
+    """A setting's value as its flag is written (per-precision entries included)."""
+    value = getattr(settings, field.name)
+    if isinstance(value, tuple):
+        text = ",".join(str(v) for v in value)
+    else:
+        text = str(value)
+    entries = [f"{p}:{v}" for p, name, v in getattr(settings, "by_precision", ())
+               if name == field.name]
+    return ",".join([text] + entries) if entries else text
+
+
 def frozen_layers(train_layers, freeze):
     """The base layer names (conv1 ... fc8) that do not train, from --train_layers / --freeze."""
     if train_layers:
@@ -224,6 +270,11 @@ class TrainConfig:
         check=lambda v: not v or (len(v) == 2 and 0 <= v[0] < v[1]),
         message="must be START,STOP with START < STOP")
     histograms: bool = setting(False, "Weight histograms in TensorBoard every epoch.")
+    allow_changes: typing.Tuple[str, ...] = setting(
+        (), "Resuming: accept these settings' changes (e.g. learning_rate,epochs); a resume that "
+        "changes any other setting of the run's recipe is refused.",
+        check=lambda v: set(v) <= set(recipe_setting_names()),
+        message="must name settings of the recipe, e.g. learning_rate,epochs")
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
 
     def validate(self):

@@ -7,7 +7,7 @@ Everything a run directory holds is read through `rundir`; the counting is
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import input_pipeline, metrics, report, sources
+from alexnet_tf import input_pipeline, metrics, ownership, report, sources
 from alexnet_tf.restore import restore_model
 from alexnet_tf.rundir import RunDir, RunDirError
 
@@ -66,7 +66,8 @@ def evaluate_runs(model_dirs, *, split=None, dataset=None, data_dir=None, which=
                                           batch_size=batch_size, max_images=max_images)
         all_probs.append(probs)
         rows.append({"model": run_dir.path, "checkpoint": path,
-                     **metrics.error_rates(probs, labels)})
+                     **metrics.error_rates(probs, labels),
+                     "history": ownership.summary(run_dir.path)})
     if len(run_dirs) > 1:
         all_probs.append(metrics.ensemble_probabilities(all_probs))
         rows.append({"model": f"{len(run_dirs)} CNNs (mean softmax)", "checkpoint": "",

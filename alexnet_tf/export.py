@@ -31,7 +31,7 @@ import re
 import keras
 import tensorflow as tf
 
-from alexnet_tf import errors, files, metrics, paper, preprocessing
+from alexnet_tf import errors, files, metrics, ownership, paper, preprocessing
 from alexnet_tf.restore import restore_model
 from alexnet_tf.rundir import RunDir, variables_bytes
 
@@ -221,7 +221,8 @@ def _save(module, folder, checkpoint, model_dir):
     info = {"checkpoint": os.path.abspath(checkpoint), "model_dir": os.path.abspath(model_dir),
             "ten_crop": module.ten_crop, "top_k": module.top_k,
             "max_megapixels": module.max_megapixels,
-            "signatures": [SIGNATURE_BYTES, SIGNATURE_TENSOR, SIGNATURE_FEATURES]}
+            "signatures": [SIGNATURE_BYTES, SIGNATURE_TENSOR, SIGNATURE_FEATURES],
+            "history": ownership.summary(model_dir)}
     os.makedirs(os.path.join(folder, os.path.dirname(EXPORT_INFO)))
     with open(os.path.join(folder, EXPORT_INFO), "w") as f:
         json.dump(info, f, indent=2)

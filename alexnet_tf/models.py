@@ -1,6 +1,6 @@
 """AlexNet as a Keras functional model, split into the paper's two towers.
 
-Layer names are stable and documented (README, "Layer names"): with two towers
+Layer names are stable and documented (docs/ARCHITECTURE.md, "Layer names"): with two towers
 every per-tower layer ends in `_a` (tower 0) or `_b` (tower 1), e.g. `conv1_a`,
 `conv1_b`, ..., `fc7_b`, and the classifier is `fc8`. With one tower the
 suffix is dropped (`conv1`, ..., `fc8`).

@@ -13,14 +13,15 @@ The data order of an epoch follows from (seed, epoch), so a restarted run skips
 the batches the epoch had already seen and continues exactly where it stopped.
 """
 
+import contextlib
 import dataclasses
 import math
 import signal
 
 import tensorflow as tf
 
-from alexnet_tf import (dataset_stats, finetune, input_pipeline, metrics, runtime, sources,
-                        summaries)
+from alexnet_tf import (dataset_stats, finetune, input_pipeline, metrics, ownership, runtime,
+                        sources, summaries)
 from alexnet_tf.config import frozen_layers
 from alexnet_tf.rundir import TRAIN_LOGS, Run, RunDir
 from alexnet_tf.state import RunState, build_state, restore_state
@@ -176,7 +177,8 @@ def prepare(recipe, strategy, log=print):
     last_step = min(total_steps, config.max_steps or total_steps)
     resolved.runtime.update(steps_per_epoch=steps_per_epoch, last_step=last_step)
     run_dir = RunDir(config.model_dir)
-    if resolved.chief:
+    if resolved.chief:           # a resume that changes the recipe stops here, nothing written
+        accepted = ownership.check_recipe(run_dir, recipe)
         run_dir.write(Run(recipe, source.class_names, resolved.runtime), stats)
 
     # Model, optimiser, schedule and the checkpoint they resume from.
@@ -184,6 +186,10 @@ def prepare(recipe, strategy, log=print):
                         resolved.precision, total_steps, steps_per_epoch)
     restore_state(state, run_dir, config.keep_checkpoints if resolved.chief else 1,
                   None if resolved.chief else resolved.task, log)
+    if resolved.chief:
+        ownership.record_start(run_dir, recipe, int(state.step.numpy()), accepted)
+        for change in accepted:
+            log(f"Accepted change (--allow_changes): {change}")
     if init and int(state.step.numpy()) == 0:
         finetune.load_matching(state.model, init, log)
     frozen = frozen_layers(config.train_layers, config.freeze)
@@ -203,8 +209,17 @@ def prepare(recipe, strategy, log=print):
 
 
 def train(config, strategy=None, log=print):
-    """Trains (or resumes training) AlexNet as `config` says; returns the final validation metrics."""
+    """Trains (or resumes training) AlexNet as `config` says; returns the final validation metrics.
+
+    The chief holds the run directory's writer lock for the whole run (`ownership.hold`).
+    """
     strategy = strategy or tf.distribute.get_strategy()
+    chief, _ = runtime.task_of(strategy)
+    with ownership.hold(config.model_dir, log) if chief else contextlib.nullcontext():
+        return _train(config, strategy, log)
+
+
+def _train(config, strategy, log):
     run = prepare(config, strategy, log)
     config, state, source, normalization = run.config, run.state, run.source, run.normalization
     steps_per_epoch, last_step = run.steps_per_epoch, run.last_step
@@ -226,8 +241,10 @@ def train(config, strategy=None, log=print):
         try:
             while int(state.step.numpy()) < last_step:
                 # One epoch (or its rest, after a restart mid-epoch).
-                e = int(state.epoch.numpy())
-                done_in_epoch = int(state.step.numpy()) - e * steps_per_epoch
+                e, before = int(state.epoch.numpy()), int(state.step.numpy())
+                # Within [0, steps_per_epoch]: a resume with an allowed batch size change moves
+                # the epochs' boundaries (its position can no longer be exact, but it goes on).
+                done_in_epoch = min(max(before - e * steps_per_epoch, 0), steps_per_epoch)
                 for batch in distributed_epoch(strategy, source, normalization, config, e,
                                                done_in_epoch, steps_per_epoch):
                     s, results = _one_step(train_step, batch, state, config, run.run_dir)
@@ -241,7 +258,11 @@ def train(config, strategy=None, log=print):
                     log(f"{stop.signal}: saved {state.save()}; run again with the same "
                         "--model_dir to resume")
                     return metrics_
-                if int(state.step.numpy()) % steps_per_epoch == 0:     # the epoch is complete
+                done = int(state.step.numpy()) - e * steps_per_epoch
+                if done < steps_per_epoch and int(state.step.numpy()) == before:
+                    raise sources.DataError(f"epoch {e + 1} of {source.name} gave no batch; "
+                                            "check the training split")
+                if done >= steps_per_epoch:                             # the epoch is complete
                     metrics_ = _end_of_epoch(state, validate, writers.train, config, log)
                     validated_at = int(state.step.numpy())
         except PEER_ERRORS as error:

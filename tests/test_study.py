@@ -130,6 +130,15 @@ def _probabilities(run):
     return evaluate.probabilities(model, data)
 
 
+def test_the_studys_errors_are_its_models_counted_by_numpy(smoke_study):
+    out, rows, _ = smoke_study
+    row = next(r for r in rows if r["name"] == "baseline")
+    probs, labels = _probabilities(os.path.join(out, "runs", "baseline_seed0"))
+    rank = (probs > probs[np.arange(len(labels)), labels][:, None]).sum(axis=1)
+    assert row["top1_error"] == pytest.approx(np.mean(rank >= 1), abs=1e-9)
+    assert row["top5_error"] == pytest.approx(np.mean(rank >= 5), abs=1e-9)
+
+
 def test_report_per_class_numbers_match_numpy(smoke_study, tmp_path):
     out, _, _ = smoke_study
     run = os.path.join(out, "runs", "baseline_seed0")

@@ -36,7 +36,7 @@ def make_strategy():
             raise errors.ConfigError(
                 "--strategy=multi_worker needs the TF_CONFIG environment variable (JSON: "
                 '{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", '
-                '"index": N}}), see README "Scaling out"') from None
+                '"index": N}}), see docs/SCALING.md') from None
         if not cluster:
             raise errors.ConfigError("TF_CONFIG names no cluster")
         options = tf.distribute.experimental.CommunicationOptions(
