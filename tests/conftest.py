@@ -17,6 +17,20 @@ tf.config.set_logical_device_configuration(
 import pytest  # noqa: E402
 
 
+# The slowest files first, so that two workers (--dist loadfile) end together instead of one
+# waiting for the other's last long file.
+SLOW_FIRST = ("test_study.py", "test_train.py", "test_export.py", "test_storage_faults.py",
+              "test_benchmark.py", "test_ownership.py", "test_cli.py", "test_distribute.py",
+              "test_applications.py", "test_finetune.py", "test_caffe.py")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        name = item.path.name
+        return SLOW_FIRST.index(name) if name in SLOW_FIRST else len(SLOW_FIRST)
+    items.sort(key=rank)                      # stable: the order within a file is kept
+
+
 @pytest.fixture(scope="session")
 def tiny_data_dir(tmp_path_factory):
     """A TFDS data_dir with the built-in dataset's `tiny` config prepared (80 + 40 images)."""

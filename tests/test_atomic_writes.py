@@ -49,27 +49,6 @@ def assert_interrupted_and_unchanged(result, before, folder):
         name for name in set(before) | set(after) if before.get(name) != after.get(name))
 
 
-@pytest.mark.parametrize("call", [
-    "files.atomic_write(PATH, b'new' * 10_000)",
-    "files.atomic_write_json(PATH, {'values': list(range(10_000))})",
-])
-def test_an_interrupted_write_keeps_the_previous_file(call, tmp_path):
-    path = tmp_path / "result.json"
-    path.write_bytes(json.dumps({"previous": True}).encode())
-    before = snapshot(tmp_path)
-    result = run_limited(f"""
-        from alexnet_tf import files
-        PATH = {str(path)!r}
-        LIMIT()
-        try:
-            {call}
-        except OSError as error:
-            print("interrupted", error.errno)
-        """, 4096, tmp_path)
-    assert "interrupted" in result.stdout, result.stderr[-2000:]
-    assert_interrupted_and_unchanged(result, before, tmp_path)
-
-
 def small_stats(seed):
     rng = np.random.default_rng(seed)
     return dataset_stats.Stats(
@@ -79,47 +58,55 @@ def small_stats(seed):
         eigenvectors=np.eye(3, dtype=np.float32), num_images=10)
 
 
-def test_interrupted_statistics_keep_the_previous_ones(tmp_path):
-    dataset_stats.save_stats(small_stats(0), str(tmp_path))
-    before = snapshot(tmp_path)
-    result = run_limited(f"""
-        import sys
-        sys.path.insert(0, {os.path.join(REPO, 'tests')!r})
-        from alexnet_tf import dataset_stats
-        from test_atomic_writes import small_stats
-        LIMIT()
-        try:
-            dataset_stats.save_stats(small_stats(1), {str(tmp_path)!r})
-        except OSError as error:
-            print("interrupted", error.errno)
-        """, 100_000,
-        tmp_path)
-    assert "interrupted" in result.stdout, result.stderr[-2000:]
-    assert_interrupted_and_unchanged(result, before, tmp_path)
-    assert dataset_stats.load_stats(str(tmp_path)).num_images == 10
+# name: (what the child writes over the folder's files, its file-size limit in bytes)
+CASES = {
+    "bytes": ("files.atomic_write(FOLDER + '/result.json', b'new' * 10_000)", 4096),
+    "json": ("files.atomic_write_json(FOLDER + '/result.json', {'values': list(range(10_000))})",
+             4096),
+    "statistics": ("dataset_stats.save_stats(small_stats(1), FOLDER)", 100_000),
+    "run files": ("RunDir(FOLDER).write(Run(TrainConfig(model_dir=FOLDER, epochs=7), "
+                  "['a', 'b', 'c'] * 100), small_stats(1))", 1000),
+}
 
 
-def test_interrupted_run_files_keep_the_previous_ones(tmp_path):
+def test_interrupted_writes_keep_the_previous_files(tmp_path):
+    """Run files, statistics and JSON: each write stopped partway by the file-size limit."""
     from alexnet_tf.config import TrainConfig
     from alexnet_tf.rundir import Run, RunDir
-    RunDir(str(tmp_path)).write(Run(TrainConfig(model_dir=str(tmp_path)), ["a", "b"]),
-                                small_stats(0))
-    before = snapshot(tmp_path)
-    result = run_limited(f"""
+    folders, before = {}, {}
+    for name in CASES:
+        folder = tmp_path / name.replace(" ", "_")
+        folder.mkdir()
+        if name in ("bytes", "json"):
+            (folder / "result.json").write_bytes(json.dumps({"previous": True}).encode())
+        elif name == "statistics":
+            dataset_stats.save_stats(small_stats(0), str(folder))
+        else:
+            RunDir(str(folder)).write(Run(TrainConfig(model_dir=str(folder)), ["a", "b"]),
+                                      small_stats(0))
+        folders[name], before[name] = str(folder), snapshot(folder)
+    cases = "".join(f"""
+        FOLDER = {folders[name]!r}
+        resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, resource.RLIM_INFINITY))
+        try:
+            {call}
+            print("{name}: written")
+        except OSError as error:
+            print("{name}: interrupted", error.errno)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)
+        """ for name, (call, limit) in CASES.items())
+    result = run_limited(textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {os.path.join(REPO, 'tests')!r})
+        from alexnet_tf import dataset_stats, files
         from alexnet_tf.config import TrainConfig
         from alexnet_tf.rundir import Run, RunDir
         from test_atomic_writes import small_stats
-        run = Run(TrainConfig(model_dir={str(tmp_path)!r}, epochs=7), ["a", "b", "c"] * 100)
-        LIMIT()
-        try:
-            RunDir({str(tmp_path)!r}).write(run, small_stats(1))
-        except OSError as error:
-            print("interrupted", error.errno)
-        """, 1000, tmp_path)
-    assert "interrupted" in result.stdout, result.stderr[-2000:]
-    assert_interrupted_and_unchanged(result, before, tmp_path)
+        """) + textwrap.dedent(cases), 10**12, tmp_path)
+    for name in CASES:
+        assert f"{name}: interrupted" in result.stdout, (name, result.stdout, result.stderr[-2000:])
+        assert snapshot(folders[name]) == before[name], f"{name}: a file changed"
+    assert dataset_stats.load_stats(folders["statistics"]).num_images == 10
 
 
 def test_an_interrupted_scan_cache_keeps_the_previous_one(tmp_path):

@@ -31,9 +31,6 @@ def test_quick_benchmark_writes_every_key(tiny_data_dir, tmp_path):
         assert payload[key] >= 0, key
     assert payload["retraces"] == 0                            # one trace per train step function
     assert payload["quick"] is True and payload["batch_size"] == 4
-    # A process that loaded the weights held at least their 60,965,224 float32 values (244 MB).
-    assert payload["weights_load_peak_rss_mb"] > 60_965_224 * 4 / 2 ** 20
-    assert 0 < payload["weights_load_load_s"] < 600
     assert payload["serving_p50_ms"] <= payload["serving_p99_ms"]
     assert payload["serving_p50_over_flop_bound"] == pytest.approx(
         payload["serving_p50_ms"] / (1.45 / payload["matmul_fp32_gflops"] * 1000))

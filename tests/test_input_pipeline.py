@@ -45,6 +45,22 @@ def test_eval_batches_centre_and_ten_crops(tiny):
     assert sum(len(b[1]) for b in batches) == 40               # evaluation keeps every image
 
 
+def test_eval_images_are_the_centre_crop_minus_the_mean_over_the_scale(tiny):
+    """Section 2 by hand: the decoded 256x256 image, minus the mean image, divided by the
+    per-channel std, then the centre 224 (starting at 16)."""
+    from alexnet_tf import preprocessing
+    stats = dataset_stats.stats_for(tiny)
+    normalization = dataset_stats.Normalization(stats, "image", "std")
+    centre, _ = _first_batch(input_pipeline.eval_dataset(tiny, normalization, 2))
+    encoded = [x for x, _ in tiny.encoded("validation").take(2).as_numpy_iterator()]
+    scale = np.sqrt(np.diag(stats.eigenvectors @ np.diag(stats.eigenvalues)
+                            @ stats.eigenvectors.T)) * 255.0
+    for index, data in enumerate(encoded):
+        image = preprocessing.decode_256(data).numpy()
+        expected = ((image - stats.mean_image) / scale)[16:240, 16:240]
+        np.testing.assert_allclose(centre[index], expected, rtol=1e-4, atol=1e-4)
+
+
 def test_227_pixel_models_get_227_pixel_crops(tiny):
     """build_alexnet(image_size=227) (Caffe's input size) is fed 227 crops, train and eval."""
     stats = dataset_stats.Normalization(dataset_stats.stats_for(tiny))

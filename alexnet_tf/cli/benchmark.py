@@ -86,7 +86,8 @@ def measure(quick):
     p50, p99, b32 = benchmark.serving_latency(requests=30 if quick else 100)
     results.update(serving_p50_ms=p50, serving_p99_ms=p99, serving_b32_img_s=b32)
     results["peak_rss_mb"] = benchmark.peak_rss_mb()
-    results.update(weights_load_results(quick))
+    if not quick:      # fresh processes that load 244 MB: not for a quick look
+        results.update(weights_load_results(quick))
     results.update(auto_precision=auto_precision, auto_fp32_jit=fp32_jit,
                    native_bfloat16=native_bf16)
     if FLAGS.reference_json:
