@@ -34,7 +34,7 @@ from alexnet_tf import weights as published
 from alexnet_tf.config import ModelConfig
 from alexnet_tf.dataset_stats import Normalization
 from alexnet_tf.export import feature_extractor
-from alexnet_tf.finetune import Source
+from alexnet_tf.finetune import Source, copy_matching
 from alexnet_tf.import_caffe import imported_model, imported_stats
 from alexnet_tf.models import build_alexnet
 from alexnet_tf.restore import restore_model
@@ -102,13 +102,18 @@ def _build(options, classes):
     return build_alexnet(classes, options, devices=None)
 
 
+def _caffe_model(caffemodel):
+    """(the Caffe-exact model with a caffemodel's weights, its ModelConfig as the file says)."""
+    loaded = caffe.load(caffemodel).weights
+    options = imported_model(loaded.lrn_k, loaded.lrn_alpha, loaded.pool_rounding)
+    model = _build(options, paper.NUM_CLASSES)
+    caffe.assign(model, loaded)
+    return model, options
+
+
 def _write_h5(caffemodel, h5_path):
     """Converts a bvlc_alexnet caffemodel into the Caffe-exact model's `.weights.h5`."""
-    loaded = caffe.load(caffemodel).weights
-    model = _build(imported_model(loaded.lrn_k, loaded.lrn_alpha, loaded.pool_rounding),
-                   paper.NUM_CLASSES)
-    caffe.assign(model, loaded)
-    model.save_weights(h5_path)
+    _caffe_model(caffemodel)[0].save_weights(h5_path)
 
 
 def _load_h5(model, path):
@@ -131,10 +136,7 @@ def _source_model(weights, classes):
         model, run, path = restore_model(source.run_dir, source.which)
         return model, run.config.model, path, run.num_classes
     if kind == _CAFFEMODEL:
-        loaded = caffe.load(os.fspath(weights)).weights
-        options = imported_model(loaded.lrn_k, loaded.lrn_alpha, loaded.pool_rounding)
-        model = _build(options, paper.NUM_CLASSES)
-        caffe.assign(model, loaded)
+        model, options = _caffe_model(os.fspath(weights))
         return model, options, os.fspath(weights), paper.NUM_CLASSES
     path = os.fspath(weights) if kind == _H5 else published.cached_weights(_write_h5)
     options = imported_model()
@@ -149,9 +151,7 @@ def _with_classes(model, options, classes, description):
                   f"{classes} outputs (N(0, 0.01), zero bias); every other layer is loaded",
                   stacklevel=3)
     fresh = _build(options, classes)
-    for layer in model.layers:
-        if layer.weights and layer.name != "fc8":
-            fresh.get_layer(layer.name).set_weights(layer.get_weights())
+    copy_matching(model, fresh)                   # every layer but fc8, whose shape differs
     return fresh
 
 

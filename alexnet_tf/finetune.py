@@ -100,6 +100,19 @@ def load_matching(model, source, log=print):
     Returns (loaded, initialised): lists of variable paths.
     """
     source_model, run, path = restore_model(source.run_dir, source.which)
+    loaded, initialised = copy_matching(source_model, model)
+    log(f"Initialised from {path}: loaded {_layers(loaded)} ({len(loaded)} variables); "
+        f"freshly initialised {_layers(initialised) or 'nothing'}"
+        + (f" ({run.num_classes} classes there, {model.output_shape[-1]} here)"
+           if run.num_classes != model.output_shape[-1] else ""))
+    return loaded, initialised
+
+
+def copy_matching(source_model, model):
+    """Copies `source_model`'s kernels and biases into `model`'s where name and shape match.
+
+    Returns (loaded, initialised): lists of `model`'s variable paths.
+    """
     theirs = {v.path: v for v in _weights(source_model)}
     loaded, initialised = [], []
     for variable in _weights(model):
@@ -109,10 +122,6 @@ def load_matching(model, source, log=print):
             loaded.append(variable.path)
         else:
             initialised.append(variable.path)
-    log(f"Initialised from {path}: loaded {_layers(loaded)} ({len(loaded)} variables); "
-        f"freshly initialised {_layers(initialised) or 'nothing'}"
-        + (f" ({run.num_classes} classes there, {model.output_shape[-1]} here)"
-           if run.num_classes != model.output_shape[-1] else ""))
     return loaded, initialised
 
 

@@ -30,6 +30,7 @@ import threading
 import time
 
 from alexnet_tf import config as config_lib, errors, files
+from alexnet_tf.rundir import RUN_CONFIG
 
 LOCK = ".lock"
 HISTORY = "history.jsonl"
@@ -134,7 +135,7 @@ def _last_recipe(run_dir):
     for line in reversed(_history_lines(run_dir.path)):
         if "recipe" in line:
             return config_lib.TrainConfig.from_dict(line["recipe"])
-    if os.path.exists(os.path.join(run_dir.path, "run_config.json")):
+    if os.path.exists(os.path.join(run_dir.path, RUN_CONFIG)):
         return run_dir.read().config               # a run started before the history existed
     return None
 
