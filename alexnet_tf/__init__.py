@@ -12,48 +12,12 @@ Importing the package registers its Keras layers and optimiser (so
 on first use.
 """
 
-import os
-import sys
+from alexnet_tf import quiet
 
-
-def _is_command():
-    """Whether this process is one of the alexnet-* commands (a console script or `-m`)."""
-    if os.path.basename(sys.argv[0] if sys.argv else "").startswith("alexnet-"):
-        return True
-    argv = getattr(sys, "orig_argv", [])
-    return any(a == "-m" and b.startswith("alexnet_tf.cli") for a, b in zip(argv, argv[1:]))
-
-
-def _quiet_start_up():
-    """Sends TensorFlow's C++ start-up log lines to /dev/null until absl's app has initialised.
-
-    They go to file descriptor 2 directly (TF_CPP_MIN_LOG_LEVEL does not reach them), so fd 2
-    points at /dev/null meanwhile while Python's own `sys.stderr` (errors, warnings,
-    tracebacks) still writes to the terminal.
-    """
-    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    sys.stderr.flush()
-    os.dup2(null, 2)
-    os.close(null)
-    python_stderr = sys.stderr
-    sys.stderr = open(os.dup(saved), "w", buffering=1, errors="backslashreplace")
-
-    def restore():
-        import tensorflow as tf
-        tf.config.list_physical_devices()        # the device probe (cuInit's line) happens here
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-        sys.stderr = python_stderr
-
-    from absl import app
-    app.call_after_init(restore)
-
-
-# In the alexnet-* commands TensorFlow's start-up lines are noise (ALEXNET_TF_VERBOSE=1 shows
+# In the alexnet-* commands native libraries' log lines are noise (ALEXNET_TF_VERBOSE=1 shows
 # them); a Python program that imports the package sees TensorFlow as usual.
-if _is_command() and os.environ.get("ALEXNET_TF_VERBOSE") != "1":
-    _quiet_start_up()
+if quiet.wanted():
+    quiet.silence_native_stderr()
 
 from alexnet_tf.layers import LocalResponseNormalization  # noqa: E402,F401  (registers the layers)
 from alexnet_tf.optimizer import PaperSGD  # noqa: E402,F401  (registers the optimiser)

@@ -19,6 +19,7 @@ Example:
 """
 
 import dataclasses
+import math
 import typing
 from typing import Optional
 
@@ -314,10 +315,53 @@ class TrainConfig:
         for fields, found in ((dataclasses.fields(cls), values),
                               (dataclasses.fields(ModelConfig), model)):
             for field in fields:
-                if field.name in found and isinstance(field.default, tuple):    # JSON lists
+                if isinstance(field.default, tuple) and isinstance(found.get(field.name), list):
                     found[field.name] = tuple(tuple(v) if isinstance(v, list) else v
                                               for v in found[field.name])
-        return cls(**values, model=ModelConfig(**model))
+        config = cls(**values, model=ModelConfig(**model))
+        problem = config.problem()
+        if problem:
+            raise ValueError(problem)
+        return config
+
+    def problem(self):
+        """None, or the first setting whose value a run cannot have (its type, choices, check).
+
+        Flags are checked by their parser; this checks a config read from a file.
+        """
+        for settings, cls in ((self, TrainConfig), (self.model, ModelConfig)):
+            for field in _setting_fields(cls):
+                value = getattr(settings, field.name)
+                problem = None if _fits(value, field.type) else "has the wrong type"
+                problem = problem or check(cls, field.name, value)
+                if problem:
+                    return f"{field.name} {value!r} {problem}"
+        for entry in self.by_precision:
+            if not (isinstance(entry, tuple) and len(entry) == 3 and entry[0] in PRECISIONS
+                    and entry[1] in PER_PRECISION):
+                return f"by_precision entry {entry!r} is not (precision, setting, value)"
+            field = next(f for f in dataclasses.fields(TrainConfig) if f.name == entry[1])
+            if not _fits(entry[2], field.type) or check(TrainConfig, entry[1], entry[2]):
+                return f"by_precision entry {entry!r} has a value {entry[1]} cannot have"
+        return None
+
+
+def _fits(value, kind):
+    """Whether `value` (read from JSON) has the type `kind` a field declares."""
+    if typing.get_origin(kind) is typing.Union:                      # Optional[X]
+        return any(_fits(value, k) for k in typing.get_args(kind))
+    if kind is type(None):
+        return value is None
+    if typing.get_origin(kind) is tuple:                             # Tuple[X, ...]
+        return isinstance(value, tuple) and all(_fits(v, typing.get_args(kind)[0]) for v in value)
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return (isinstance(value, (int, float)) and not isinstance(value, bool)
+                and math.isfinite(value))
+    return isinstance(value, kind)
 
 
 # --- Flags -------------------------------------------------------------------

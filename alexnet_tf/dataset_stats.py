@@ -12,6 +12,7 @@ divide by the scale through it.
 import dataclasses
 import io
 import os
+import tokenize
 
 import numpy as np
 import tensorflow as tf
@@ -21,6 +22,10 @@ from alexnet_tf.config import INPUT_SCALES, MEAN_MODES
 STATS_FILE = "alexnet_tf_stats.json"
 MEAN_IMAGE_FILE = "alexnet_tf_mean_image.npy"
 PIXEL_SCALE = 255.0  # PCA is computed on RGB in [0, 1]; offsets are applied in [0, 255].
+
+
+class StatsError(sources.DataError):
+    """Statistics files that exist but cannot be read; the message is one line."""
 
 
 @dataclasses.dataclass
@@ -101,21 +106,58 @@ def save_stats(stats, folder):
 
 
 def load_stats(folder):
-    """The stats saved in `folder`, or None if there are none."""
-    summary = files.read_json(os.path.join(folder, STATS_FILE))
-    mean_path = os.path.join(folder, MEAN_IMAGE_FILE)
-    if summary is None or not os.path.exists(mean_path):
+    """The stats saved in `folder`, None if there are none, or `StatsError` if they are damaged."""
+    summary_path, mean_path = (os.path.join(folder, name) for name in (STATS_FILE, MEAN_IMAGE_FILE))
+    if not (os.path.exists(summary_path) and os.path.exists(mean_path)):
         return None
-    return Stats(mean_image=np.load(mean_path),
+    summary = files.read_json(summary_path)
+    try:
+        if not isinstance(summary, dict):
+            raise ValueError(f"{STATS_FILE} is not a JSON object")
+        with np.errstate(all="ignore"):                 # out-of-range values are refused below
+            stats = _stats_of(summary, mean_path)
+        expected = {"mean_image": (paper.RESIZE_SHORTER_SIDE, paper.RESIZE_SHORTER_SIDE, 3),
+                    "mean_channel": (3,), "eigenvalues": (3,), "eigenvectors": (3, 3)}
+        for name, shape in expected.items():
+            value = getattr(stats, name)
+            if value.shape != shape or not np.issubdtype(value.dtype, np.floating) \
+                    or not np.isfinite(value).all():
+                raise ValueError(f"{name} is not {shape} finite numbers")
+        if isinstance(stats.num_images, bool) or not isinstance(stats.num_images, int) \
+                or stats.num_images < 1:
+            raise ValueError("num_images is not a count")
+    except (OSError, EOFError, KeyError, TypeError, ValueError, SyntaxError,
+            tokenize.TokenError) as error:
+        reason = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
+        raise StatsError(f"the statistics in {folder} ({STATS_FILE}, {MEAN_IMAGE_FILE}) are "
+                         f"damaged ({reason})") from None
+    return stats
+
+
+def _stats_of(summary, mean_path):
+    """The `Stats` of a statistics summary and a mean image file (their shapes not yet checked)."""
+    with open(mean_path, "rb") as f:           # the header first: nothing huge is allocated
+        version = np.lib.format.read_magic(f)
+        header = (np.lib.format.read_array_header_1_0 if version == (1, 0) else
+                  np.lib.format.read_array_header_2_0)
+        shape, _, dtype = header(f)
+        if shape != (paper.RESIZE_SHORTER_SIDE, paper.RESIZE_SHORTER_SIDE, 3) \
+                or dtype != np.float32:
+            raise ValueError(f"{MEAN_IMAGE_FILE} holds {dtype} {shape}")
+    return Stats(mean_image=np.load(mean_path, allow_pickle=False),
                  mean_channel=np.asarray(summary["mean_channel"], np.float32),
                  eigenvalues=np.asarray(summary["eigenvalues"], np.float32),
                  eigenvectors=np.asarray(summary["eigenvectors"], np.float32),
-                 num_images=int(summary["num_images"]))
+                 num_images=summary["num_images"])
 
 
 def stats_for(source, split="train", max_images=5000):
     """The source's stats: loaded from beside it, or computed once and stored there."""
-    stats = load_stats(source.stats_dir)
+    try:
+        stats = load_stats(source.stats_dir)
+    except StatsError as error:
+        sources.notice(f"Ignoring {error}: computing them again.")
+        stats = None
     if stats is None:
         sources.notice(f"Computing the mean and RGB PCA of {source.name}/{split} (once).")
         stats = compute_stats(source, split, max_images)

@@ -138,16 +138,28 @@ class RunDir:
             raise RunDirError(f"{self.path} is not a training run (no {RUN_CONFIG}); pass the "
                               "--model_dir that alexnet-train wrote")
         document = files.read_json(path)
+        if not isinstance(document, dict):
+            raise RunDirError(f"{path} is damaged: not a JSON object; restore it from a backup "
+                              "or train the run again")
         try:
             config = TrainConfig.from_dict(document["train_config"])
-            return Run(config, list(document["class_names"]), document.get("runtime") or {})
-        except (TypeError, KeyError, ValueError) as error:
-            raise RunDirError(f"{path} is not a run configuration this version reads ({error}); "
-                              "train the run again with this version") from None
+            names, runtime = document["class_names"], document.get("runtime") or {}
+            if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)
+                    and isinstance(runtime, dict)):
+                raise ValueError("class_names is not a list of names")
+            return Run(config, names, runtime)
+        except (TypeError, KeyError, ValueError, AttributeError) as error:
+            raise RunDirError(f"{path} is not a run configuration this version reads "
+                              f"({_first_line(error)}); restore it from a backup or train the "
+                              "run again") from None
 
     def stats(self):
         """The training-set `dataset_stats.Stats` the run was trained with."""
-        stats = dataset_stats.load_stats(self.path)
+        try:
+            stats = dataset_stats.load_stats(self.path)
+        except dataset_stats.StatsError as error:
+            raise RunDirError(f"{error}; copy them from the training set's folder (the same "
+                              "names) or train the run again") from None
         if stats is None:
             raise RunDirError(f"{self.path} has no training-set statistics "
                               f"({dataset_stats.STATS_FILE}); it was not written by alexnet-train")

@@ -161,11 +161,8 @@ class FolderSource:
         listing = [[os.path.relpath(p, self.root), os.path.getsize(p), os.path.getmtime(p)]
                    for p in paths]
         manifest_path = os.path.join(self.stats_dir, f"manifest-{split}.json")
-        manifest = files.read_json(manifest_path)
-        if (manifest and manifest.get("listing") == listing and "reasons" in manifest
-                and manifest.get("max_megapixels") == self.max_megapixels):
-            bad = {int(i): reason for i, reason in manifest["reasons"].items()}
-        else:
+        bad = _cached_scan(files.read_json(manifest_path), listing, self.max_megapixels)
+        if bad is None:
             bad = _unusable(paths, self.max_megapixels)
             try:
                 files.atomic_write_json(manifest_path, {
@@ -188,6 +185,21 @@ class FolderSource:
         paths, labels = self._good_files(split)
         ds = tf.data.Dataset.from_tensor_slices((paths, tf.constant(labels, tf.int64)))
         return ds.map(lambda p, y: (tf.io.read_file(p), y), num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _cached_scan(manifest, listing, max_megapixels):
+    """{index: why} from a scan cache that matches the folder's files, else None (scan again)."""
+    if not (isinstance(manifest, dict) and manifest.get("listing") == listing
+            and manifest.get("max_megapixels") == max_megapixels
+            and isinstance(manifest.get("reasons"), dict)):
+        return None
+    bad = {}
+    for index, reason in manifest["reasons"].items():
+        if not (isinstance(index, str) and index.isdigit() and int(index) < len(listing)
+                and isinstance(reason, str)):
+            return None
+        bad[int(index)] = reason
+    return bad
 
 
 def _unusable(paths, max_megapixels):

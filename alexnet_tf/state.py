@@ -17,22 +17,39 @@ from alexnet_tf import errors
 from alexnet_tf.config import FLOAT16, frozen_layers
 from alexnet_tf.models import build_alexnet, freeze
 from alexnet_tf.optimizer import PaperSGD
-from alexnet_tf.rundir import RunDir, variables_bytes
+from alexnet_tf.rundir import RunDir, RunDirError, variables_bytes
 from alexnet_tf.schedule import LearningRateSchedule
 
 
-def checkpoint_of(model, step, epoch, optimizer=None, schedule=None):
+def dropout_states(model):
+    """The dropout layers' RNG states, in layer order: what a resumed run needs to draw the same masks."""
+    return [layer.seed_generator.state.value for layer in model.layers
+            if isinstance(layer, keras.layers.Dropout) and hasattr(layer, "seed_generator")]
+
+
+def checkpoint_of(model, step, epoch, optimizer=None, schedule=None, legacy=False):
     """The `tf.train.Checkpoint` of a run: what every checkpoint of it holds.
 
     Keras does not expose the dropout layers' RNG states to tf.train.Checkpoint:
-    they are added (the model's non-trainable variables), so a resumed run
-    draws the same masks.
+    they are added as `rng`. Checkpoints of the earlier layout saved every
+    non-trainable variable there instead (frozen weights a second time);
+    `legacy=True` reads those.
     """
-    items = dict(model=model, step=step, epoch=epoch,
-                 rng=[v.value for v in model.non_trainable_variables])
+    rng = ([v.value for v in model.non_trainable_variables] if legacy
+           else dropout_states(model))
+    items = dict(model=model, step=step, epoch=epoch, rng=rng)
     if optimizer is not None:
         items.update(optimizer=optimizer, schedule=schedule)
     return tf.train.Checkpoint(**items)
+
+
+def restore_checkpoint(state, path):
+    """Restores every part of `state` from checkpoint `path`, of either layout."""
+    saved = sum(name.startswith("rng/") for name, _ in tf.train.list_variables(path))
+    legacy = saved != len(dropout_states(state.model))
+    checkpoint = (checkpoint_of(state.model, state.step, state.epoch, state.optimizer,
+                                state.schedule, legacy=True) if legacy else state.checkpoint)
+    checkpoint.restore(path).assert_existing_objects_matched()
 
 
 def counters():
@@ -42,9 +59,18 @@ def counters():
 
 
 def restore_weights(model, path):
-    """Restores only the model's weights from checkpoint `path` (every weight must be there)."""
-    tf.train.Checkpoint(model=model).restore(path).expect_partial() \
-        .assert_existing_objects_matched()
+    """Restores only the model's weights from checkpoint `path` (every weight must be there).
+
+    A checkpoint that does not hold this network's weights is refused in one line.
+    """
+    try:
+        tf.train.Checkpoint(model=model).restore(path).expect_partial() \
+            .assert_existing_objects_matched()
+    except (AssertionError, ValueError, tf.errors.OpError) as error:
+        reason = str(getattr(error, "message", None) or error).strip().splitlines()
+        raise RunDirError(f"checkpoint {path} does not hold this network's weights "
+                          f"({reason[0][:160] if reason else type(error).__name__}); pass "
+                          "another checkpoint") from None
 
 
 def make_optimizer(config, precision, schedule):
@@ -127,7 +153,7 @@ def restore_state(state, run_dir, keep, task, log):
     state.latest, state.best = run_dir.checkpoint_managers(state.checkpoint, state.step, keep,
                                                            task)
     if latest:
-        state.checkpoint.restore(latest).assert_existing_objects_matched()
+        restore_checkpoint(state, latest)
         log(f"Resuming from step {int(state.step.numpy())} (epoch {int(state.epoch.numpy())}) "
             f"of {latest}")
     else:

@@ -25,8 +25,8 @@ import time
 
 import tensorflow as tf
 
-from alexnet_tf import (errors, evaluate, figures, files, hardware, metrics, paper, rundir,
-                        sources, train)
+from alexnet_tf import (errors, evaluate, figures, files, hardware, metrics, paper, quiet,
+                        rundir, sources, train)
 from alexnet_tf.config import ModelConfig, TrainConfig
 from alexnet_tf.restore import restore_model
 from alexnet_tf.summaries import format_duration
@@ -221,7 +221,8 @@ def _in_own_process(config, ablation, preset, threshold):
     ends: a process that builds many models keeps some of each); returns its recorded row."""
     process = multiprocessing.get_context("spawn").Process(
         target=_child, args=(config, ablation, preset, threshold))
-    process.start()
+    with quiet.terminal_stderr():         # the child's own errors reach the terminal
+        process.start()
     try:
         process.join()
     except KeyboardInterrupt:      # Ctrl-C reached the child too: let it save its checkpoint

@@ -21,7 +21,7 @@ import pytest  # noqa: E402
 # waiting for the other's last long file.
 SLOW_FIRST = ("test_study.py", "test_train.py", "test_export.py", "test_storage_faults.py",
               "test_benchmark.py", "test_ownership.py", "test_cli.py", "test_distribute.py",
-              "test_applications.py", "test_finetune.py", "test_caffe.py")
+              "test_applications.py", "test_finetune.py", "test_fuzz.py", "test_caffe.py")
 
 
 def pytest_collection_modifyitems(items):

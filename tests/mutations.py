@@ -160,4 +160,25 @@ CATALOGUE = (
              "alexnet_tf/weights.py", "    if found != sha1:", "    if False:",
              ("tests/test_applications.py::test_a_wrong_file_or_a_dead_server_is_refused_and_"
               "leaves_nothing",)),
+    Mutation("checkpoint_frozen_twice", "a checkpoint stores frozen weights once (#25)",
+             "alexnet_tf/state.py", "rng = ([v.value for v in model.non_trainable_variables] if legacy",
+             "rng = ([v.value for v in model.non_trainable_variables] if True",
+             ("tests/test_finetune.py::test_fine_tuning_fc8_keeps_the_rest_bit_identical_learns_"
+              "resumes_and_exports",)),
+    Mutation("checkpoint_legacy_layout", "checkpoints of the earlier layout still resume (#25)",
+             "alexnet_tf/state.py", "legacy = saved != len(dropout_states(state.model))",
+             "legacy = False",
+             ("tests/test_finetune.py::test_a_checkpoint_of_the_earlier_layout_resumes_weights_"
+              "velocities_and_masks",)),
+    Mutation("scan_cache_trusted", "a damaged scan cache is scanned again, never trusted (#25)",
+             "alexnet_tf/sources.py", """            and isinstance(manifest.get("reasons"), dict)):""",
+             "            ):", ("tests/test_fuzz.py::test_scan_cache_never_changes_the_answer",)),
+    Mutation("stats_unchecked", "damaged statistics are refused in one line (#25)",
+             "alexnet_tf/dataset_stats.py",
+             'raise ValueError(f"{name} is not {shape} finite numbers")', "pass",
+             ("tests/test_fuzz.py::test_run_config_and_statistics",)),
+    Mutation("run_config_unchecked", "a run_config.json value of the wrong type is refused (#25)",
+             "alexnet_tf/config.py", "        if problem:\n            raise ValueError(problem)",
+             "        pass", ("tests/test_config.py::test_a_run_config_with_a_value_of_the_wrong_"
+                             "type_or_range_is_refused_naming_it",)),
 )

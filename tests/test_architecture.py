@@ -15,7 +15,7 @@ from helpers import REPO
 
 # Bottom to top. A module may import from its own layer (without a cycle) or a lower one.
 LAYERS = [
-    ("constants", {"paper", "errors", "imagenet"}),
+    ("constants", {"paper", "errors", "imagenet", "quiet"}),
     ("configuration", {"config"}),
     ("foundations", {"files", "hardware", "caffe", "metrics", "preprocessing", "optimizer",
                      "schedule", "weights", "shapes_dataset"}),

@@ -1,6 +1,8 @@
 """The configuration declared once: flags derived from the fields, flagfiles, per-precision values."""
 
 import dataclasses
+import json
+import typing
 import os
 import sys
 
@@ -82,6 +84,40 @@ def test_older_run_configs_load():
     assert loaded.model.image_size == 224
     with pytest.raises(ValueError, match="unknown settings colour"):
         TrainConfig.from_dict({"model_dir": "r", "colour": 1})
+
+
+# A value of the wrong type for each kind of setting, chosen by hand from the field's declared
+# type (a run_config.json edited or damaged by hand).
+WRONG = {int: ["3", 2.5, True, None], float: ["0.1", True, None, float("nan")], bool: [1, "yes"],
+         str: [3, None, ["a"]], "tuple": ["conv3", [1.5], 5]}
+
+
+def test_a_run_config_with_a_value_of_the_wrong_type_or_range_is_refused_naming_it():
+    valid = TrainConfig(model_dir="r").to_dict()
+    cases = 0
+    for section, cls in ((None, TrainConfig), ("model", ModelConfig)):
+        for field in dataclasses.fields(cls):
+            if field.name in ("model", "by_precision"):
+                continue
+            kind = field.type
+            if typing.get_origin(kind) is typing.Union:
+                kind = next(k for k in typing.get_args(kind) if k is not type(None))
+            kind = "tuple" if typing.get_origin(kind) is tuple else kind
+            for value in WRONG[kind]:
+                if value is None and (field.default is None or field.name == "devices"):
+                    continue                          # devices: None is older runs' "none"
+                document = json.loads(json.dumps(valid))
+                (document[section] if section else document)[field.name] = value
+                with pytest.raises(ValueError, match=f"^{field.name} "):
+                    TrainConfig.from_dict(document)
+                cases += 1
+    assert cases > 100
+    for name, value in (("batch_size", 0), ("momentum", 1.5), ("mean", "median")):
+        document = dict(valid, **{name if name != "mean" else "mean_mode": value})
+        with pytest.raises(ValueError, match="must"):
+            TrainConfig.from_dict(document)
+    with pytest.raises(ValueError, match="by_precision entry"):
+        TrainConfig.from_dict(dict(valid, by_precision=[["float64", "epochs", 3]]))
 
 
 def test_helpfull_lists_every_flag_with_its_help():

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from alexnet_tf import export, finetune, train
+from alexnet_tf import export, finetune, paper, state, train
 from alexnet_tf.config import ModelConfig, TrainConfig, frozen_layers
 from alexnet_tf.restore import restore_model
 from alexnet_tf.rundir import RunDir
@@ -74,6 +74,12 @@ def test_fine_tuning_fc8_keeps_the_rest_bit_identical_learns_resumes_and_exports
     slots = [shape for key, shape in reader.get_variable_to_shape_map().items()
              if key.startswith("optimizer/_variables/") and len(shape) >= 1]
     assert sorted(map(tuple, slots)) == [(3,), (4096, 3)]
+    # Stored once: the 3-class network (the paper's count, fc8 of 3 classes), fc8's velocities,
+    # and a few counters and RNG states; not the frozen weights a second time.
+    network = paper.PARAMS_TWO_TOWERS - 4097 * 1000 + 4097 * 3
+    stored = sum(int(np.prod(shape)) for key, shape in reader.get_variable_to_shape_map().items()
+                 if key != "_CHECKPOINTABLE_OBJECT_GRAPH")
+    assert 0 <= stored - network - 4097 * 3 < 64, stored
     assert first["top1_error"] < 0.4, text       # chance: 2/3 top-1 error, held-out images
 
     # Resume: more steps continue from the checkpoint and do not load the source again.
@@ -102,6 +108,44 @@ def test_train_layers_and_freeze_name_what_does_not_train():
     freeze(model, frozen_layers((), ("conv1", "fc6")))
     frozen = sorted({v.path.split("/")[0] for v in model.non_trainable_weights})
     assert frozen == ["conv1_a", "conv1_b", "fc6_a", "fc6_b"]
+
+
+def test_a_checkpoint_of_the_earlier_layout_resumes_weights_velocities_and_masks(tmp_path):
+    # The earlier layout (before the RNG states were saved alone) stored every non-trainable
+    # variable under `rng`: with frozen layers, their weights came first.
+    config = TrainConfig(train_layers=("fc8",), mixed_precision="float32",
+                         model=ModelConfig(devices="none"))
+
+    def fresh(seed):
+        tf.keras.utils.set_random_seed(seed)
+        built = state.build_state(config, tf.distribute.get_strategy(), 3, None, "float32",
+                                  total_steps=10, steps_per_epoch=5)
+        built.checkpoint = state.checkpoint_of(built.model, built.step, built.epoch,
+                                               built.optimizer, built.schedule)
+        return built
+
+    old = fresh(1)
+    for i, variable in enumerate(state.dropout_states(old.model)):
+        variable.assign([7, 100 + i])
+    old.step.assign(40)
+    old.optimizer.variables[-1].assign(tf.fill(old.optimizer.variables[-1].shape, 0.5))
+    written = tf.train.Checkpoint(model=old.model, step=old.step, epoch=old.epoch,
+                                  rng=[v.value for v in old.model.non_trainable_variables],
+                                  optimizer=old.optimizer, schedule=old.schedule)
+    path = written.save(str(tmp_path / "ckpt"))
+    assert sum(n.startswith("rng/") for n, _ in tf.train.list_variables(path)) > 4
+
+    new = fresh(2)
+    state.restore_checkpoint(new, path)
+    assert int(new.step.numpy()) == 40
+    for a, b in zip(old.model.weights, new.model.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert [list(v.numpy()) for v in state.dropout_states(new.model)] == \
+        [[7, 100 + i] for i in range(4)]
+    np.testing.assert_array_equal(new.optimizer.variables[-1].numpy(), 0.5)
+    # Saved again, in the current layout: the RNG states alone.
+    again = new.checkpoint.save(str(tmp_path / "again"))
+    assert sum(n.startswith("rng/") for n, _ in tf.train.list_variables(again)) == 4
 
 
 @pytest.mark.parametrize("path, message", [
