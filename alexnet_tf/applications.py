@@ -291,14 +291,24 @@ def load_image(path, weights=BVLC_ALEXNET):
         raise ValueError(f"cannot read {path} ({error.strerror})") from None
     if not data:
         raise ValueError(f"{path} is empty, not an image")
+    if not _header_reads(data):
+        raise ValueError(f"{path} is not a JPEG, PNG, GIF or BMP image")
     try:
         image = preprocessing.decode_rgb(data, max_megapixels=preprocessing.MAX_MEGAPIXELS)
     except tf.errors.InvalidArgumentError as error:
         message = str(getattr(error, "message", error))
         reason = ("larger than the megapixel limit" if "megapixel limit" in message else
-                  "not a JPEG, PNG, GIF or BMP image (or a truncated one)")
+                  "a truncated or damaged image (its header reads, its pixels do not)")
         raise ValueError(f"{path} is {reason}") from None
     return preprocessing.centre_crop(preprocessing.image_256(image, resize), size).numpy()
+
+
+def _header_reads(data):
+    """Whether the bytes start like a JPEG, PNG, GIF or BMP of some size."""
+    try:
+        return bool(np.all(preprocessing.encoded_size(data).numpy() > 0))
+    except tf.errors.OpError:
+        return False
 
 
 def _short_name(name):

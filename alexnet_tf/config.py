@@ -178,7 +178,9 @@ PER_PRECISION = ("epochs", "batch_size", "learning_rate", "lr_warmup_epochs")
 class TrainConfig:
     """Everything a training run depends on (alexnet-train's flags, one to one)."""
     model_dir: str = setting(None, "Where checkpoints, TensorBoard logs and run files go; running "
-                             "again on the same dir resumes.")
+                             "again on the same dir resumes.",
+                             check=lambda v: v is None or bool(v.strip()),
+                             message="must name a folder, e.g. runs/NAME")
     # Data.
     dataset: str = setting(BUILT_IN, "A TFDS dataset name (alexnet_shapes is built in; "
                            "imagenet2012 from TFDS' manual dir) or image_folder:ROOT "
@@ -423,8 +425,11 @@ def check(cls, name, value):
     return None
 
 
-def define_flags(cls, flag_values=None):
-    """Defines one absl flag per setting of `cls` (nested configs are defined separately)."""
+def define_flags(cls, flag_values=None, require_model_dir=True):
+    """Defines one absl flag per setting of `cls` (nested configs are defined separately).
+
+    `require_model_dir=False`: --model_dir is optional (a tool that only reads a flagfile).
+    """
     from absl import flags
     flag_values = flags.FLAGS if flag_values is None else flag_values
     for field in _setting_fields(cls):
@@ -445,7 +450,7 @@ def define_flags(cls, flag_values=None):
                               flag_values=flag_values)
         elif kind is str:
             flags.DEFINE_string(name, default, help_text, flag_values=flag_values,
-                                required=field.name == "model_dir")
+                                required=field.name == "model_dir" and require_model_dir)
         elif kind is int:
             flags.DEFINE_integer(name, default, help_text, flag_values=flag_values)
         elif kind is float:
@@ -481,10 +486,11 @@ def _per_precision_validator(cls, field):
     kind = _base_type(field)
 
     def valid(raw):
+        from absl import flags
         try:
             default, by_precision = parse_per_precision(_flag_name(field), raw, kind)
-        except ValueError:
-            return False
+        except ValueError as error:                  # its own message: the part that is wrong
+            raise flags.ValidationError(str(error)) from None
         return all(check(cls, field.name, v) is None for v in [default] +
                    [v for _, v in by_precision])
     return valid

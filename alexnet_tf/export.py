@@ -33,7 +33,7 @@ import tensorflow as tf
 
 from alexnet_tf import errors, files, metrics, ownership, paper, preprocessing
 from alexnet_tf.restore import restore_model
-from alexnet_tf.rundir import RunDir, variables_bytes
+from alexnet_tf.rundir import RunDir, variables_bytes, weights_fingerprint
 
 DEFAULT_EXPORT_BASE = os.path.join("savedmodel", "alexnet")
 TOP_K = 5                      # the paper reports top-5 (section 6)
@@ -219,6 +219,7 @@ def _save(module, folder, checkpoint, model_dir):
     with open(os.path.join(folder, "assets", CLASS_NAMES_ASSET), "w") as f:
         f.write(names)   # for people and tools; the graph uses its own constant
     info = {"checkpoint": os.path.abspath(checkpoint), "model_dir": os.path.abspath(model_dir),
+            "weights_sha1": weights_fingerprint(checkpoint),
             "ten_crop": module.ten_crop, "top_k": module.top_k,
             "max_megapixels": module.max_megapixels,
             "signatures": [SIGNATURE_BYTES, SIGNATURE_TENSOR, SIGNATURE_FEATURES],
@@ -240,16 +241,21 @@ def resolve_saved_model(path):
 
 
 def load_signatures(saved_model=None, model_dir=None, which="best"):
-    """({signature name: callable}, where they came from: the export or checkpoint path).
+    """({signature name: callable}, {"source": path, "weights_sha1": ...}).
 
     Each callable takes keyword inputs and returns a dict of tensors. From an
     exported SavedModel, or straight from a model_dir's checkpoint (the same
-    graph, built in memory).
+    graph, built in memory). The weights' fingerprint (`rundir.weights_fingerprint`)
+    is the same for a checkpoint and its export (None for an export that does
+    not record it).
     """
     if (saved_model is None) == (model_dir is None):
         raise ExportError("give exactly one of --saved_model and --model_dir")
     if model_dir is not None:
         module, checkpoint = serving_module(model_dir, which)
-        return module.signatures(), os.path.abspath(checkpoint)
+        return module.signatures(), {"source": os.path.abspath(checkpoint),
+                                     "weights_sha1": weights_fingerprint(checkpoint)}
     folder = resolve_saved_model(saved_model)
-    return dict(tf.saved_model.load(folder).signatures), os.path.abspath(folder)
+    info = files.read_json(os.path.join(folder, EXPORT_INFO)) or {}
+    return dict(tf.saved_model.load(folder).signatures), {
+        "source": os.path.abspath(folder), "weights_sha1": info.get("weights_sha1")}

@@ -48,6 +48,33 @@ def kernel_grid(tower_kernels, columns=16, zoom=3):
     return np.concatenate(blocks[:-1], axis=0)
 
 
+CAPTION = 14               # pixels of a caption strip (one line of PIL's default font)
+QUERY_FRAME = (220, 40, 40)  # the frame around a retrieval query
+
+
+def caption_strip(width, texts, height=CAPTION):
+    """uint8 [height, width, 3] white, each (left, text) of `texts` written in black at left."""
+    from PIL import Image, ImageDraw    # here, so that training does not import Pillow
+    strip = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(strip)
+    for left, text in texts:
+        draw.text((left + 1, 1), text, fill=(0, 0, 0))
+    return np.asarray(strip, np.uint8)
+
+
+def kernel_figure(tower_kernels, columns=16, zoom=3):
+    """Figure 3 labelled: above each tower's block of `kernel_grid` a caption naming the tower
+    (tower a ran on GPU 1 in the paper, tower b on GPU 2) and its kernel count."""
+    parts = []
+    for t, kernels in enumerate(tower_kernels):
+        block = kernel_grid([kernels], columns, zoom)
+        name = (f"tower {'ab'[t]} (GPU {t + 1})" if len(tower_kernels) > 1 else "one tower")
+        parts += [caption_strip(block.shape[1], [(0, f"{name}: {kernels.shape[-1]} kernels "
+                                                     f"{kernels.shape[0]}x{kernels.shape[1]}x3")]),
+                  block, np.full((TOWER_GAP, block.shape[1], 3), 255, np.uint8)]
+    return np.concatenate(parts[:-1], axis=0)
+
+
 def chromatic_fraction(kernels):
     """How colour-specific conv1 kernels are: their chromatic energy over their total energy.
 
@@ -129,6 +156,28 @@ def panel_grid(panels, columns=4, gap=PANEL_GAP):
         top, left = (i // columns) * (height + gap), (i % columns) * (width + gap)
         grid[top:top + height, left:left + width] = panel
     return grid
+
+
+def retrieval_figure(rows, captions, gap=GAP, query_gap=QUERY_GAP):
+    """Figure 4 (right) labelled: each row of `retrieval_grid` with a caption under each tile
+    (the query's name; each neighbour's class and distance) and a frame around the query.
+
+    Args:
+      rows: As for `retrieval_grid`.
+      captions: One list of strings per row, one per tile (cut to the tile's width).
+    """
+    size = rows[0][0].shape[0]
+    step, chars = size + gap, max(1, (size + gap) // 6)      # PIL's default font: 6 px a glyph
+    parts = []
+    for row, texts in zip(rows, captions):
+        grid = retrieval_grid([row], gap, query_gap)
+        grid[:2, :size] = grid[size - 2:size, :size] = QUERY_FRAME
+        grid[:size, :2] = grid[:size, size - 2:size] = QUERY_FRAME
+        lefts = [c * step + (query_gap if c > 0 else 0) for c in range(len(row))]
+        parts += [grid, caption_strip(grid.shape[1], [(left, text[:chars]) for left, text
+                                                      in zip(lefts, texts)]),
+                  np.full((gap + 3, grid.shape[1], 3), 255, np.uint8)]
+    return np.concatenate(parts[:-1], axis=0)
 
 
 def write_png(path, image):

@@ -74,6 +74,17 @@ def disk_full(path, needed, advice="free space and run again", kept=""):
         f"{errors.megabytes(free_bytes(path))} free): {advice}{kept}")
 
 
+def unused_path(path):
+    """`path` if nothing is there, else the first free `stem-2.ext`, `stem-3.ext`, ...: a default
+    output name that never overwrites an earlier output."""
+    stem, ext = os.path.splitext(path)
+    candidate, n = path, 1
+    while os.path.exists(candidate):
+        n += 1
+        candidate = f"{stem}-{n}{ext}"
+    return candidate
+
+
 def atomic_write_json(path, value):
     """Writes `value` as indented JSON, atomically (tuples become lists)."""
     atomic_write(path, json.dumps(value, indent=2, default=list).encode())

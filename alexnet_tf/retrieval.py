@@ -9,6 +9,7 @@ distance between feature vectors.
 import io
 import json
 import os
+import zipfile
 
 import numpy as np
 import tensorflow as tf
@@ -42,13 +43,27 @@ def save_index(path, features, labels, meta):
 
 
 def load_index(path, meta):
-    """(features, labels) saved at `path` if it was built from the same `meta`, else None."""
+    """((features, labels), None) if the index at `path` was built from the same `meta`, else
+    (None, why it must be built: one line)."""
     if not os.path.exists(path):
-        return None
-    with np.load(path) as data:
-        if json.loads(str(data["meta"])) != json.loads(json.dumps(meta, sort_keys=True)):
-            return None
-        return data["features"], data["labels"]
+        return None, f"there is no index at {path} yet"
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            saved = json.loads(str(data["meta"]))
+            features, labels = data["features"], data["labels"]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        return None, f"the index at {path} cannot be read ({str(error)[:80]})"
+    meta = json.loads(json.dumps(meta, sort_keys=True))
+    weights = meta.get("weights_sha1")
+    if weights is None or saved.get("weights_sha1") != weights:
+        return None, (f"the index at {path} was built from other weights (from "
+                      f"{saved.get('source', 'an unknown model')})" if weights else
+                      "the export does not record which weights it holds")
+    for key in ("dataset", "split", "examples"):
+        if saved.get(key) != meta.get(key):
+            return None, (f"the index at {path} was built with {key} {saved.get(key)}, not "
+                          f"{meta.get(key)}")
+    return (features, labels), None
 
 
 def nearest(index, queries, k=NEIGHBOURS):

@@ -282,6 +282,14 @@ class RunDir:
 
 
 
+def weights_fingerprint(prefix):
+    """The sha1 of checkpoint `prefix`'s .index file: it lists every tensor with the CRC32C of
+    its bytes, so two checkpoints of the same weights share it (wherever they are stored)."""
+    import hashlib
+    with tf.io.gfile.GFile(prefix + ".index", "rb") as f:
+        return hashlib.sha1(f.read()).hexdigest()
+
+
 def _checkpoints_newest_first(folder):
     """The checkpoints in `folder`, newest (highest step) first."""
     found = {}

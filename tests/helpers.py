@@ -9,10 +9,15 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def cli(module, *args, timeout=300):
-    """Runs `python -m alexnet_tf.cli.<module> args` from the repository root."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run([sys.executable, "-m", f"alexnet_tf.cli.{module}", *args], cwd=REPO,
+# A line of TensorFlow's (or absl's C++) log: "I0000 00:00:... file.cc:12] ...", and the like.
+NATIVE_LOG = r"^([IWEF]\d{4} \d\d:\d\d:|WARNING: All log messages before absl|To enable the follow)"
+
+
+def cli(module, *args, timeout=300, cwd=REPO):
+    """Runs `python -m alexnet_tf.cli.<module> args` from the repository root, as a user does
+    (no TF_CPP_MIN_LOG_LEVEL: the commands keep TensorFlow quiet themselves)."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    return subprocess.run([sys.executable, "-m", f"alexnet_tf.cli.{module}", *args], cwd=cwd,
                           env=env, capture_output=True, text=True, timeout=timeout)
 
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from helpers import REPO, cli, free_ports
+from helpers import NATIVE_LOG, REPO, cli, free_ports
 
 QUICK = ["--flagfile=" + os.path.join(REPO, "flags", "quickstart.cfg"), "--batch_size=8",
          "--dataset=alexnet_shapes/tiny", "--log_steps=1", "--mixed_precision=float32",
@@ -41,26 +42,68 @@ def test_train_resume_and_evaluate_end_to_end(tiny_data_dir, tmp_path):
     rows = json.load(open(out))["results"]
     assert len(rows) == 3 and rows[0]["examples"] == 40
     assert rows[2]["top1_error"] == rows[0]["top1_error"]     # the same model twice: same errors
+    for done in (first, again, result):                       # quiet: TensorFlow's log is off
+        assert not re.search(NATIVE_LOG, done.stderr, re.M), done.stderr[-3000:]
+
+    # The run's own network, as plain text (a flag that differs from the run's is not used).
+    summary = cli("summary", f"--model_dir={model_dir}", "--lrn=false")
+    assert summary.returncode == 0, summary.stderr[-3000:]
+    assert f"the network of the run in {model_dir}" in summary.stdout
+    assert "lrn=True" in summary.stdout and "lrn1_a" in summary.stdout
+    assert re.search(r"^fc8 +Dense +10 +40,970 +- +concat8$", summary.stdout, re.M)
+    # 10 classes: the paper's two-tower count with fc8 of 10 outputs (4097 x 10), by hand.
+    assert "parameters: 56,909,194 (tower a: 28,434,112, tower b: 28,434,112)" in summary.stdout
+
+    # alexnet-predict: a good image classified; a text file and an empty file one line each.
+    good, text, empty = (str(tmp_path / name) for name in ("good.png", "text.jpg", "empty.png"))
+    from PIL import Image
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(good)
+    open(text, "w").write("not an image")
+    open(empty, "w").close()
+    predicted = cli("predict", f"--model_dir={model_dir}", "--checkpoint=latest", good, text,
+                    empty)
+    assert predicted.returncode == 1
+    assert predicted.stdout.splitlines()[0] == good and "1. " in predicted.stdout
+    assert predicted.stderr.splitlines() == [
+        f"alexnet-predict: error: {text}: not a JPEG, PNG, GIF or BMP image",
+        f"alexnet-predict: error: {empty}: an empty file, not an image"]
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--learning_rate=-1"], "--learning_rate must be > 0"),
-    ([], "--model_dir must have a value other than None"),
-    (["--dataset=no_such_data"], "unknown dataset 'no_such_data'"),
-    (["--batch_size=512"], "--batch_size=512 is larger than the train split (80 images)"),
-    (["--towers_on=/GPU:0,/GPU:1"], "tower device '/GPU:0' does not exist here"),
-    (["--epochs=14,fp8:2"], "--epochs must be a number of epochs, e.g. 90, or 14,float32:4"),
-    (["--jit_compile=maybe"], "--jit_compile=maybe: value should be one of <auto|true|false>"),
+@pytest.mark.parametrize("args,status,message", [
+    (["--learning_rate=-1"], 2, "--learning_rate=-1: must be > 0, e.g. 0.01, or "
+                                "0.004,float32:0.005"),
+    ([], 2, "--model_dir is required (give --model_dir=...)"),
+    (["--batch_sise=8"], 2, "unknown flag --batch_sise (did you mean --batch_size? alexnet-train "
+                            "--helpshort lists its flags)"),
+    (["extra"], 2, "unexpected arguments: extra"),
+    (["--epochs=14,fp8:2"], 2, "--epochs=14,fp8:2: 'fp8' is not a precision (one of float32, "
+                               "bfloat16, float16)"),
+    (["--jit_compile=maybe"], 2, "--jit_compile=maybe: value should be one of "
+                                 "<auto|true|false>"),
+    (["--dataset=no_such_data"], 1, "unknown dataset 'no_such_data'"),
+    (["--batch_size=512"], 1, "--batch_size=512 is larger than the train split (80 images)"),
+    (["--towers_on=/GPU:0,/GPU:1"], 1, "tower device '/GPU:0' does not exist here"),
 ])
-def test_bad_flags_get_one_clear_line(args, message, tiny_data_dir, tmp_path):
+def test_every_refusal_is_one_line_with_its_exit_status(args, status, message, tiny_data_dir,
+                                                        tmp_path):
     model_dir = [] if args == [] else [f"--model_dir={tmp_path}"]
     dataset = [] if "--dataset" in " ".join(args) else ["--dataset=alexnet_shapes/tiny"]
     result = cli("train", f"--data_dir={tiny_data_dir}", *dataset, *model_dir, *args,
                  "--max_steps=1", timeout=120)
-    assert result.returncode != 0
-    assert message in result.stderr
-    assert "Traceback" not in result.stderr
+    assert result.returncode == status, result.stderr[-3000:]
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("alexnet-train: error: "), result.stderr
+    assert message in lines[0]
     assert not os.path.exists(os.path.join(tmp_path, "checkpoint"))   # no work was done
+
+
+def test_helpshort_lists_the_tools_own_flags():
+    result = cli("train", "--helpshort", timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "--batch_size: Global batch size" in result.stdout
+    assert "--flagfile" not in result.stdout and "--verbosity" not in result.stdout   # absl's
+    full = cli("train", "--helpfull", timeout=120)
+    assert full.returncode == 0 and "--verbosity" in full.stdout and "--batch_size" in full.stdout
 
 
 def test_sigterm_saves_a_checkpoint_first(tiny_data_dir, tmp_path):

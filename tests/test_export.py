@@ -356,14 +356,34 @@ def test_retrieve_finds_an_images_duplicate_first_and_reuses_its_index(
 
     with np.load(index) as data:
         assert data["features"].shape == (len(train_images), 4096)
-    png = tf.io.decode_png(open(grid, "rb").read())
-    tile, gap = 96, 1                                     # figures.THUMBNAIL, figures.GAP
-    assert png.shape == (2 * tile + gap, 5 * (tile + gap) - gap + 8, 3)   # + QUERY_GAP
-    # The query tile and its first neighbour (the same image) are the same pixels.
-    np.testing.assert_array_equal(png[:tile, :tile], png[:tile, tile + gap + 8:2 * tile + gap + 8])
+    png = tf.io.decode_png(open(grid, "rb").read()).numpy()
+    tile, gap, caption = 96, 1, 14                  # figures.THUMBNAIL, GAP, CAPTION
+    # Two rows of tiles with their captions, 4 pixels apart; the query column 8 pixels apart.
+    assert png.shape == (2 * (tile + caption) + gap + 3, 5 * (tile + gap) - gap + 8, 3)
+    # The query (inside its 2-pixel frame) and its first neighbour (the same image) match.
+    left = tile + gap + 8
+    np.testing.assert_array_equal(png[2:tile - 2, 2:tile - 2],
+                                  png[2:tile - 2, left + 2:left + tile - 2])
+    assert (png[0, :tile] == (220, 40, 40)).all()                        # figures.QUERY_FRAME
 
     reused = cli("retrieve", *args)
     assert reused.returncode == 0 and "Indexing" not in reused.stderr
+    # The run's own checkpoint holds the same weights as its export: the index is reused too.
+    from_run = cli("retrieve", f"--model_dir={run_dir}", *args[1:])
+    assert from_run.returncode == 0 and "Indexing" not in from_run.stderr, from_run.stderr
+
+
+def test_retrieve_never_overwrites_its_default_output(run_dir, exported, tiny_data_dir,
+                                                      tmp_path):
+    args = [f"--saved_model={exported[0]}", f"--dataset={TINY}", f"--data_dir={tiny_data_dir}",
+            f"--index={tmp_path / 'index.npz'}", "--num_queries=1", "--k=2"]
+    first = cli("retrieve", *args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "there is no index at" in first.stderr                 # why it indexes
+    before = (tmp_path / "retrieval.png").read_bytes()
+    second = cli("retrieve", *args, cwd=tmp_path)
+    assert second.returncode == 0 and "wrote retrieval-2.png" in second.stdout
+    assert (tmp_path / "retrieval.png").read_bytes() == before
 
 
 def test_figures_cli_writes_the_papers_figures(run_dir, tiny_data_dir, tmp_path):
@@ -371,8 +391,9 @@ def test_figures_cli_writes_the_papers_figures(run_dir, tiny_data_dir, tmp_path)
     done = cli("figures", f"--model_dir={run_dir}", f"--out_dir={out}", "--num_images=6")
     assert done.returncode == 0, done.stderr[-2000:]
     kernels = tf.io.decode_png((out / "conv1_kernels.png").read_bytes())
-    # 48 kernels per tower, 16 a row: 3 rows of 11*3+1 pixels per tower, 4 pixels between towers.
-    assert kernels.shape == (2 * 3 * 34 + 4, 16 * 34, 3)
+    # 48 kernels per tower, 16 a row: 3 rows of 11*3+1 pixels per tower under a 14-pixel caption
+    # naming the tower, 4 pixels between towers.
+    assert kernels.shape == (2 * (14 + 3 * 34) + 4, 16 * 34, 3)
     panels = tf.io.decode_png((out / "predictions.png").read_bytes())
     # 6 panels, 4 a row: 2 rows; a panel is 160 wide and 160 + 6 * 14 high, 8 pixels apart.
     assert panels.shape == (2 * (160 + 84) + 8, 4 * 160 + 3 * 8, 3)

@@ -34,6 +34,43 @@ def test_retrieval_grid_puts_the_query_first_then_the_neighbours():
             assert (grid[r * 9:r * 9 + 8, left:left + 8] == 10 * (r * 4 + c)).all()
 
 
+def test_kernel_figure_labels_each_towers_block_above_it():
+    rng = np.random.default_rng(1)
+    towers = [rng.normal(size=(11, 11, 3, 48)), rng.normal(size=(11, 11, 3, 48))]
+    figure = figures.kernel_figure(towers, columns=16, zoom=2)
+    tile, caption = 11 * 2 + 1, figures.CAPTION
+    block = 3 * tile
+    assert figure.shape == (2 * (caption + block) + 4, 16 * tile, 3)
+    for tower in range(2):
+        top = tower * (caption + block + 4)
+        label = figure[top:top + caption]
+        assert (label < 128).any(), f"tower {tower}'s caption has no text"
+        k = towers[tower][..., 5]                     # kernel 5: row 0, column 5 of the block
+        expected = np.round((k - k.min()) / (k.max() - k.min()) * 255).astype(np.uint8)
+        got = figure[top + caption:top + caption + 22:2, 5 * tile:5 * tile + 22:2]
+        np.testing.assert_array_equal(got, expected)
+    # The two captions differ (tower a / tower b): their pixels are not the same.
+    assert (figure[:caption] != figure[caption + block + 4:2 * caption + block + 4]).any()
+
+
+def test_retrieval_figure_frames_the_query_and_captions_every_tile():
+    tiles = [[np.full((96, 96, 3), 100 + r * 4 + c, np.uint8) for c in range(3)] for r in range(2)]
+    captions = [["query: a.jpg", "circle 1.5", "ring 2.0"], ["query: b.jpg", "star 0.5", "x 9"]]
+    figure = figures.retrieval_figure(tiles, captions, gap=1, query_gap=8)
+    row = 96 + figures.CAPTION + 1 + 3               # a tile, its captions, the gap between rows
+    assert figure.shape == (2 * row - 4, 3 * 97 - 1 + 8, 3)
+    for r in range(2):
+        top = r * row
+        assert (figure[top, :96] == figures.QUERY_FRAME).all()            # the frame's edges
+        assert (figure[top + 95, :96] == figures.QUERY_FRAME).all()
+        assert (figure[top + 2:top + 94, 2:94] == 100 + r * 4).all()      # inside the frame
+        for c in (1, 2):
+            left = c * 97 + 8
+            assert (figure[top:top + 96, left:left + 96] == 100 + r * 4 + c).all()
+            text = figure[top + 96:top + 96 + figures.CAPTION, left:left + 96]
+            assert (text < 128).any(), f"tile ({r}, {c}) has no caption"
+
+
 def test_prediction_panel_bars_are_as_long_as_the_probabilities():
     image = np.zeros((20, 20, 3), np.uint8)
     names, probs = ["cat", "dog", "cow"], [0.5, 0.25, 1.0]

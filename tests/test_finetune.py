@@ -113,11 +113,9 @@ def test_train_layers_and_freeze_name_what_does_not_train():
 def test_a_checkpoint_of_the_earlier_layout_resumes_weights_velocities_and_masks(tmp_path):
     # The earlier layout (before the RNG states were saved alone) stored every non-trainable
     # variable under `rng`: with frozen layers, their weights came first.
-    config = TrainConfig(train_layers=("fc8",), mixed_precision="float32",
-                         model=ModelConfig(devices="none"))
-
-    def fresh(seed):
-        tf.keras.utils.set_random_seed(seed)
+    def fresh(seed):                                   # the seed: different initial weights
+        config = TrainConfig(train_layers=("fc8",), mixed_precision="float32", seed=seed,
+                             model=ModelConfig(devices="none"))
         built = state.build_state(config, tf.distribute.get_strategy(), 3, None, "float32",
                                   total_steps=10, steps_per_epoch=5)
         built.checkpoint = state.checkpoint_of(built.model, built.step, built.epoch,
@@ -136,6 +134,7 @@ def test_a_checkpoint_of_the_earlier_layout_resumes_weights_velocities_and_masks
     assert sum(n.startswith("rng/") for n, _ in tf.train.list_variables(path)) > 4
 
     new = fresh(2)
+    assert not np.array_equal(old.model.weights[0].numpy(), new.model.weights[0].numpy())
     state.restore_checkpoint(new, path)
     assert int(new.step.numpy()) == 40
     for a, b in zip(old.model.weights, new.model.weights):

@@ -155,7 +155,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    common.run_tool("benchmark", main)
 
 
 if __name__ == "__main__":

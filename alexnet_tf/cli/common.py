@@ -1,9 +1,101 @@
-"""What every CLI main does the same way."""
+"""What every CLI main does the same way: one voice for errors, help, quiet libraries."""
+
+import os
+import re
+import sys
+import warnings
 
 import tensorflow as tf
-from absl import flags, logging
+from absl import app, flags, logging
 
-from alexnet_tf import preprocessing
+from alexnet_tf import errors, preprocessing, quiet
+
+USAGE_ERROR, FAILURE = 2, 1          # exit statuses: the command line is wrong; the job failed
+HELP_FLAGS = ("--help", "--helpshort", "--helpfull", "-?", "-help", "-helpshort", "-helpfull")
+
+
+def refuse(tool, message, status):
+    """Prints `alexnet-<tool>: error: <message>` (one line) and exits with `status`."""
+    line = " ".join(str(message).split())
+    print(f"alexnet-{tool}: error: {line}", file=sys.stderr, flush=True)
+    sys.exit(status)
+
+
+def warn(tool, message):
+    """Prints `alexnet-<tool>: warning: <message>` (one line); the job goes on."""
+    print(f"alexnet-{tool}: warning: {' '.join(str(message).split())}", file=sys.stderr,
+          flush=True)
+
+
+def flag_error_line(tool, error):
+    """absl's flag error as one line that names the flag and the fix."""
+    text = " ".join(str(error).split())
+    if isinstance(error, flags.UnrecognizedFlagError):
+        name = getattr(error, "flagname", None) or text
+        suggestions = re.search(r"Did you mean: (.*?)\s*\??$", text)
+        hint = f"did you mean --{suggestions.group(1)}? " if suggestions else ""
+        return f"unknown flag --{name} ({hint}alexnet-{tool} --helpshort lists its flags)"
+    required = re.search(r"Flag --(\w+) must have a value other than None", text)
+    if required:
+        return f"--{required.group(1)} is required (give --{required.group(1)}=...)"
+    match = re.match(r"flag --(\w+)=(.*?): (.*)$", text)
+    if match:
+        name, value, reason = match.groups()
+        reason = reason.rstrip(".")
+        if reason.startswith(f"--{name}="):              # the validator named the value itself
+            return reason
+        if reason.startswith(f"--{name} "):
+            reason = reason[len(name) + 3:]
+        return f"--{name}={value}: {reason}"
+    return text
+
+
+def _show_tool_flags(module):
+    """--helpshort lists the tool's own flags (absl lists those of `sys.argv[0]`'s module)."""
+    main = sys.modules["__main__"]
+    if not getattr(main, "__doc__", None):
+        main.__doc__ = module.__doc__
+    for name, defined in flags.FLAGS.flags_by_module_dict().items():
+        if name.startswith("alexnet_tf"):
+            for flag in defined:
+                flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+
+
+def run_tool(tool, main):
+    """Runs `main(argv)` as alexnet-<tool> under absl.
+
+    Every refusal is one line `alexnet-<tool>: error: ...`: flag values (the
+    parser's and the validators'), a missing required flag and `app.UsageError`
+    exit 2; `errors.UserError` from the job exits 1. --help / --helpshort list the
+    tool's flags and --helpfull every flag, exit 0.
+    """
+    _show_tool_flags(sys.modules[main.__module__])
+    if not sys.warnoptions and os.environ.get(quiet.VERBOSE_ENV) != "1":
+        warnings.simplefilter("ignore")        # libraries' Python warnings (python -W shows them)
+
+    def parse(argv):
+        try:
+            return flags.FLAGS(argv)
+        except flags.Error as error:
+            refuse(tool, flag_error_line(tool, error), USAGE_ERROR)
+        except SystemExit:
+            if any(arg.split("=")[0] in HELP_FLAGS for arg in argv[1:]):
+                sys.exit(0)
+            raise
+
+    def guarded(argv):
+        try:
+            return main(argv)
+        except app.UsageError as error:
+            refuse(tool, error, USAGE_ERROR)
+        except errors.UserError as error:
+            refuse(tool, error, FAILURE)
+
+    try:
+        app.run(guarded, flags_parser=parse)
+    except BrokenPipeError:              # the output piped into `head`: what it wanted was shown
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
 
 
 def quiet_libraries():
@@ -12,7 +104,10 @@ def quiet_libraries():
         logging.set_verbosity(logging.WARNING)
 
 
+# Why an image file is not classified, told apart: from its size, its header, its pixels.
+EMPTY = "an empty file, not an image"
 NOT_AN_IMAGE = "not a JPEG, PNG, GIF or BMP image"
+DAMAGED = "a truncated or damaged image (its header reads, its pixels do not)"
 
 
 def define_max_megapixels(help_text="Image files larger than this many megapixels (read from "
@@ -24,9 +119,13 @@ def define_max_megapixels(help_text="Image files larger than this many megapixel
 
 def image_problem(data, max_megapixels):
     """None, or why these encoded bytes will not be classified (one line), from the header."""
+    if not data:
+        return EMPTY
     try:
         height, width = (int(v) for v in preprocessing.encoded_size(data).numpy())
     except tf.errors.OpError:
+        return NOT_AN_IMAGE
+    if height <= 0 or width <= 0:
         return NOT_AN_IMAGE
     return preprocessing.too_large(height, width, max_megapixels)
 
@@ -36,7 +135,7 @@ def serving_error(error):
     message = str(getattr(error, "message", error))
     if "megapixel limit" in message:
         return message.split("[", 1)[-1].split("]", 1)[0]
-    return NOT_AN_IMAGE
+    return DAMAGED
 
 
 def read_file(path):

@@ -47,7 +47,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    common.run_tool("eval", main)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    common.run_tool("export", main)
 
 
 if __name__ == "__main__":

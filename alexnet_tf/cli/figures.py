@@ -6,7 +6,7 @@ import sys
 import tensorflow as tf
 from absl import app, flags
 
-from alexnet_tf import errors, export, figures, imagenet, sources
+from alexnet_tf import errors, export, figures, files, imagenet, sources
 from alexnet_tf.rundir import RunDir
 from alexnet_tf.cli import common
 
@@ -53,10 +53,13 @@ def main(argv):
         print(f"alexnet-figures: error: {error}", file=sys.stderr)
         sys.exit(1)
     os.makedirs(FLAGS.out_dir, exist_ok=True)
-    kernels = os.path.join(FLAGS.out_dir, KERNELS_PNG)
+    # Default names never overwrite earlier figures; an --out_dir given explicitly is rewritten.
+    name = (lambda n: os.path.join(FLAGS.out_dir, n)) if FLAGS["out_dir"].present else \
+        (lambda n: files.unused_path(os.path.join(FLAGS.out_dir, n)))
+    kernels = name(KERNELS_PNG)
     towers = figures.conv1_kernels(module.classifier)
-    figures.write_png(kernels, figures.kernel_grid(towers))
-    predictions = os.path.join(FLAGS.out_dir, PREDICTIONS_PNG)
+    figures.write_png(kernels, figures.kernel_figure(towers))
+    predictions = name(PREDICTIONS_PNG)
     figures.write_png(predictions, figures.panel_grid(panels))
     print(f"from {checkpoint}: wrote {kernels} (figure 3) and {predictions} (figure 4, left)")
     shares = ", ".join(f"tower {'ab'[i]} {figures.chromatic_fraction(k):.3f}"
@@ -67,7 +70,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    common.run_tool("figures", main)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import sys
 from absl import app, flags
 
 from alexnet_tf import caffe, errors, files, weights
+from alexnet_tf.cli import common
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("caffemodel", None, "The caffemodel: bvlc_alexnet.caffemodel (published at "
@@ -36,7 +37,6 @@ def main(argv):
         files.require_new_directory(FLAGS.model_dir)
         caffemodel = FLAGS.caffemodel or weights.fetch_caffemodel()
         loaded = caffe.load(caffemodel, FLAGS.mean)
-        from alexnet_tf.cli import common      # TensorFlow loads only for a good file
         from alexnet_tf.import_caffe import write_run
         common.quiet_libraries()
         run = write_run(loaded, FLAGS.model_dir)
@@ -51,7 +51,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    common.run_tool("import", main)
 
 
 if __name__ == "__main__":

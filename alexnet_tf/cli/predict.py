@@ -81,7 +81,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    common.run_tool("predict", main)
 
 
 if __name__ == "__main__":

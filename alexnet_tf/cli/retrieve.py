@@ -1,11 +1,12 @@
 """alexnet-retrieve: the training images nearest a query by fc7 features; figure 4 (right) PNG."""
 
+import os
 import sys
 
 import tensorflow as tf
-from absl import app, flags
+from absl import flags
 
-from alexnet_tf import errors, export, figures, retrieval, sources
+from alexnet_tf import errors, export, figures, files, retrieval, sources
 from alexnet_tf.cli import common
 
 FLAGS = flags.FLAGS
@@ -21,7 +22,10 @@ flags.DEFINE_integer("k", retrieval.NEIGHBOURS, "Neighbours per query.", lower_b
 flags.DEFINE_string("query_split", "validation", "Without query files: queries from this split.")
 flags.DEFINE_integer("num_queries", 5, "Without query files: how many queries.", lower_bound=1)
 common.define_max_megapixels()
-flags.DEFINE_string("output", "retrieval.png", "The PNG grid: a row per query, then neighbours.")
+flags.DEFINE_string("output", None, "The PNG grid: a row per query, then neighbours; default "
+                    "retrieval.png, or the first free retrieval-N.png (an earlier grid is kept). "
+                    "A name given here is overwritten.")
+DEFAULT_OUTPUT = "retrieval.png"
 
 
 def read_queries(paths, source):
@@ -45,16 +49,16 @@ def read_queries(paths, source):
 def main(argv):
     common.quiet_libraries()
     try:
-        signatures, model = export.load_signatures(FLAGS.saved_model, FLAGS.model_dir,
-                                                   FLAGS.checkpoint)
+        signatures, weights = export.load_signatures(FLAGS.saved_model, FLAGS.model_dir,
+                                                     FLAGS.checkpoint)
         source = sources.open_source(FLAGS.dataset, FLAGS.data_dir)
         features_fn = signatures[export.SIGNATURE_FEATURES]
-        meta = {"model": model, "dataset": source.name, "split": FLAGS.split,
+        meta = {**weights, "dataset": source.name, "split": FLAGS.split,
                 "examples": source.num_examples(FLAGS.split)}
-        index = retrieval.load_index(FLAGS.index, meta)
+        index, why = retrieval.load_index(FLAGS.index, meta)
         if index is None:
             sources.notice(f"Indexing the fc7 features of {source.name}/{FLAGS.split} "
-                                  f"into {FLAGS.index}.")
+                           f"into {FLAGS.index}: {why}.")
             index = retrieval.build_index(features_fn, source, FLAGS.split)
             retrieval.save_index(FLAGS.index, *index, meta)
         queries, failures = read_queries(argv[1:], source)
@@ -62,7 +66,7 @@ def main(argv):
         print(f"alexnet-retrieve: error: {error}", file=sys.stderr)
         sys.exit(1)
     features, labels = index
-    rows = []
+    rows, captions = [], []
     for name, encoded in queries:
         try:
             query = features_fn(image_bytes=tf.constant([encoded]))["features"].numpy()
@@ -78,14 +82,19 @@ def main(argv):
                   f"distance {d:.2f}")
         neighbours = retrieval.encoded_at(source, FLAGS.split, positions[0])
         rows.append([figures.thumbnail(x, figures.THUMBNAIL) for x in [encoded, *neighbours]])
+        captions.append([f"query: {os.path.basename(name)}"] + [
+            f"{source.class_names[labels[p]]} {d:.1f}" for p, d in zip(positions[0],
+                                                                      distances[0])])
     if rows:
-        figures.write_png(FLAGS.output, figures.retrieval_grid(rows))
-        print(f"wrote {FLAGS.output}")
+        output = FLAGS.output or files.unused_path(DEFAULT_OUTPUT)
+        figures.write_png(output, figures.retrieval_figure(rows, captions))
+        print(f"wrote {output} (a row per query, framed, then its neighbours: class and "
+              "fc7 distance)")
     return 1 if failures else 0
 
 
 def run():
-    app.run(main)
+    common.run_tool("retrieve", main)
 
 
 if __name__ == "__main__":

@@ -59,7 +59,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    common.run_tool("train", main)
 
 
 if __name__ == "__main__":
