@@ -4,6 +4,7 @@ from setuptools import find_packages, setup
 
 # Versions tested together (2026-11). Users with NVIDIA GPUs: pip install -e '.[gpu]'.
 TENSORFLOW = "tensorflow==2.21.0"
+DEPLOY = ["ai-edge-litert==2.3.0", "onnxruntime==1.32.0", "tf2onnx==1.17.0", "onnx==1.23.2"]
 
 setup(
     name="alexnet_tf",
@@ -24,7 +25,9 @@ setup(
         "protobuf==7.36.2",  # alexnet-import reads Caffe's files (TensorFlow needs it too)
     ],
     extras_require={
-        "test": ["pytest==9.2.0", "pytest-xdist==3.8.0"],
+        # LiteRT and ONNX exports: the converters and the runtimes that check them.
+        "deploy": DEPLOY,
+        "test": ["pytest==9.2.0", "pytest-xdist==3.8.0"] + DEPLOY,
         "gpu": [TENSORFLOW.replace("tensorflow", "tensorflow[and-cuda]")],
     },
     entry_points={

@@ -29,9 +29,10 @@ import os
 import re
 
 import keras
+import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import errors, files, metrics, ownership, paper, preprocessing
+from alexnet_tf import deploy, errors, files, metrics, ownership, paper, preprocessing
 from alexnet_tf.restore import restore_model
 from alexnet_tf.rundir import RunDir, variables_bytes, weights_fingerprint
 
@@ -41,6 +42,9 @@ SIGNATURE_BYTES = "serving_default"
 SIGNATURE_TENSOR = "serving_image_tensor"
 SIGNATURE_FEATURES = "features"
 CLASS_NAMES_ASSET = "class_names.txt"
+LABELS, DEPLOY_REPORT, REJECTED = "labels.txt", "export_report.json", "rejected"
+MIN_AGREEMENT = 0.98           # top-1 classes a deployment file must share with the SavedModel
+MAX_FLOAT_DIFFERENCE = 1e-4    # an unquantized file's largest |probability difference|
 EXPORT_INFO = os.path.join("assets.extra", "alexnet_tf_export.json")
 # One decoded image after section 2's preprocessing and the mean/scale, before cropping.
 NORMALISED_256 = tf.TensorSpec([paper.CENTRAL_CROP, paper.CENTRAL_CROP, 3], tf.float32)
@@ -186,14 +190,35 @@ def existing_versions(export_base):
 
 
 def export(model_dir, export_base=DEFAULT_EXPORT_BASE, *, which="best", version=None,
-           ten_crop=False, top_k=TOP_K, max_megapixels=preprocessing.MAX_MEGAPIXELS):
+           ten_crop=False, top_k=TOP_K, max_megapixels=preprocessing.MAX_MEGAPIXELS,
+           formats=(deploy.SAVED_MODEL,), quantize="none", calibration_images=200,
+           check_images=500, log=print):
     """Writes `<export_base>/<version>/` atomically and returns its path.
 
     The next free version (1 after the highest present) unless `version` is
-    given; an existing version is never overwritten. The SavedModel is written
-    to a hidden temporary folder beside it and renamed into place, so a failed
+    given; an existing version is never overwritten. Everything is written to a
+    hidden temporary folder beside it and renamed into place, so a failed
     export leaves nothing behind.
+
+    Args:
+      formats: Any of `deploy.FORMATS`: the SavedModel, and LiteRT / ONNX files
+        (`deploy`), each checked against the SavedModel's graph on the run's
+        validation images (`check_deployments`).
+      quantize: LiteRT's quantization (`deploy.QUANTIZATIONS`).
+      calibration_images: int8: training images that calibrate the activations.
+      check_images: Validation images each deployment file is checked on.
     """
+    formats = tuple(dict.fromkeys(formats))
+    unknown = [f for f in formats if f not in deploy.FORMATS] + (
+        [] if quantize in deploy.QUANTIZATIONS else [quantize])
+    if unknown or not formats:
+        raise ExportError(f"unknown --format or --quantize {', '.join(unknown) or '(none)'}: "
+                          f"formats {', '.join(deploy.FORMATS)}; quantizations "
+                          f"{', '.join(deploy.QUANTIZATIONS)}")
+    if quantize != "none" and deploy.LITERT not in formats:
+        raise ExportError(f"--quantize={quantize} is for --format=litert")
+    for fmt in formats:
+        deploy.require(fmt)
     versions = existing_versions(export_base)
     if version is None:
         version = versions[-1] + 1 if versions else 1
@@ -205,11 +230,124 @@ def export(model_dir, export_base=DEFAULT_EXPORT_BASE, *, which="best", version=
                           "write the next free version)")
     module, checkpoint = serving_module(model_dir, which, ten_crop=ten_crop, top_k=top_k,
                                         max_megapixels=max_megapixels)
+    deployed = [f for f in formats if f != deploy.SAVED_MODEL]
     with files.staged_directory(
-            final, lambda: variables_bytes(module.classifier.variables),
+            final, lambda: variables_bytes(module.classifier.variables) * (1 + len(deployed)),
             "free space and export again") as staging:
-        _save(module, staging, checkpoint, model_dir)
+        if deploy.SAVED_MODEL in formats:
+            _save(module, staging, checkpoint, model_dir)
+        if deployed:
+            check_deployments(module, RunDir(model_dir), staging, deployed, quantize,
+                              calibration_images, check_images, checkpoint, log,
+                              aside=os.path.join(export_base, REJECTED, str(version)))
     return final
+
+
+def _images_256(run_dir, split, count):
+    """(uint8 [N, 256, 256, 3], labels [N]): a split's first `count` images after the run's
+    resize to 256, as a deployment's client sends them."""
+    from alexnet_tf import sources
+    run = run_dir.read()
+    normalization = run_dir.normalization(run)
+    source = sources.open_source(run.config.dataset, run.config.data_dir,
+                                 run.config.max_megapixels)
+    images, labels = [], []
+    for encoded, label in source.encoded(split).take(count).as_numpy_iterator():
+        image = normalization.decode_256(encoded)
+        images.append(tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8).numpy())
+        labels.append(int(label))
+    if not images:
+        raise ExportError(f"split {split!r} of {source.name} has no images to check or "
+                          "calibrate the deployment files with")
+    return np.stack(images), np.array(labels)
+
+
+def _errors(probabilities, labels):
+    top5 = np.argsort(-probabilities, axis=1, kind="stable")[:, :5]
+    return (float(np.mean(top5[:, 0] != labels)),
+            float(np.mean([label not in row for label, row in zip(labels, top5)])))
+
+
+def check_deployments(module, run_dir, folder, formats, quantize, calibration_images,
+                      check_images, checkpoint, log, aside):
+    """Converts the model to each format in `folder`, checks each against the SavedModel's graph
+    on the validation images, and writes labels.txt and export_report.json beside them.
+
+    A file that agrees with the SavedModel on fewer than MIN_AGREEMENT of the top-1 classes (or,
+    unquantized, differs by more than MAX_FLOAT_DIFFERENCE) is moved to `aside`
+    (<export_base>/rejected/<version>/) for inspection and the export stops with one line.
+    """
+    run = run_dir.read()
+    model = deploy.deploy_model(module.classifier, module.normalization)
+    images, labels = _images_256(run_dir, run.config.eval_split, check_images)
+    reference = np.concatenate([module._classify_tensor(tf.constant(images[i:i + 32]))[
+        "probabilities"].numpy() for i in range(0, len(images), 32)])
+    calibration = None
+    if quantize == "int8":
+        calibration, _ = _images_256(run_dir, run.config.train_split, calibration_images)
+    report = {"checkpoint": os.path.abspath(checkpoint), "weights_sha1":
+              weights_fingerprint(checkpoint),
+              "input": {"name": "images", "dtype": "uint8",
+                        "shape": [None, deploy.INPUT_SIDE, deploy.INPUT_SIDE, 3],
+                        "resize": run.config.resize, "crop": module.image_size},
+              "output": {"name": "probabilities", "dtype": "float32",
+                         "shape": [None, len(run.class_names)]},
+              "labels": LABELS, "check_images": len(images),
+              "savedmodel": dict(zip(("top1_error", "top5_error"), _errors(reference, labels))),
+              "artifacts": []}
+    failed = []
+    for fmt in formats:
+        name = deploy.file_name(fmt, quantize if fmt == deploy.LITERT else "none")
+        path = os.path.join(folder, name)
+        log(f"converting to {fmt}{'' if fmt != deploy.LITERT else f' ({quantize})'}: {name}")
+        deploy.convert(model, fmt, path, quantize if fmt == deploy.LITERT else "none", calibration)
+        runner = deploy.Runner(path)
+        found = np.concatenate([runner(images[i:i + 1]) for i in range(len(images))])
+        quantized = fmt == deploy.LITERT and quantize != "none"
+        entry = {"format": fmt, "quantize": quantize if fmt == deploy.LITERT else "none",
+                 "file": name, "bytes": os.path.getsize(path),
+                 "top1_agreement": float(np.mean(found.argmax(1) == reference.argmax(1))),
+                 "max_abs_probability_difference": float(np.abs(found - reference).max()),
+                 **dict(zip(("top1_error", "top5_error"), _errors(found, labels))),
+                 "float32_ops": runner.float_ops() if quantized else {}}
+        entry["passed"] = (entry["top1_agreement"] >= MIN_AGREEMENT and
+                           (quantized or entry["max_abs_probability_difference"]
+                            <= MAX_FLOAT_DIFFERENCE))
+        report["artifacts"].append(entry)
+        if not entry["passed"]:
+            failed.append(entry)
+    with open(os.path.join(folder, LABELS), "w") as f:
+        f.write("\n".join(run.class_names) + "\n")
+    files.atomic_write_json(os.path.join(folder, DEPLOY_REPORT), report)
+    for line in report_lines(report):
+        log(line)
+    if failed:
+        os.makedirs(aside, exist_ok=True)
+        for entry in failed:
+            os.replace(os.path.join(folder, entry["file"]), os.path.join(aside, entry["file"]))
+        os.replace(os.path.join(folder, DEPLOY_REPORT), os.path.join(aside, DEPLOY_REPORT))
+        worst = failed[0]
+        raise ExportError(f"{worst['file']} agrees with the SavedModel on "
+                          f"{worst['top1_agreement']:.1%} of top-1 classes (max |dp| "
+                          f"{worst['max_abs_probability_difference']:.2g}); set aside in {aside} "
+                          "with export_report.json, nothing exported")
+
+
+def report_lines(report):
+    """export_report.json as a table: each file against the SavedModel."""
+    saved = report["savedmodel"]
+    lines = [f"checked on {report['check_images']} validation images against the SavedModel "
+             f"(top-1 error {saved['top1_error']:.1%}, top-5 {saved['top5_error']:.1%}):",
+             f"  {'file':<26} {'MB':>7} {'top-1 agree':>11} {'max |dp|':>9} {'top-1 err':>9} "
+             f"{'top-5 err':>9}  ok"]
+    for a in report["artifacts"]:
+        lines.append(f"  {a['file']:<26} {a['bytes'] / 1e6:7.1f} {a['top1_agreement']:11.1%} "
+                     f"{a['max_abs_probability_difference']:9.2g} {a['top1_error']:9.1%} "
+                     f"{a['top5_error']:9.1%}  {'yes' if a['passed'] else 'NO'}")
+        if a["float32_ops"]:
+            lines.append("    in float32 (no int8 kernel in LiteRT): " + ", ".join(
+                f"{name} x{count}" for name, count in sorted(a["float32_ops"].items())))
+    return lines
 
 
 def _save(module, folder, checkpoint, model_dir):

@@ -18,7 +18,7 @@ LAYERS = [
     ("constants", {"paper", "errors", "imagenet", "quiet"}),
     ("configuration", {"config"}),
     ("foundations", {"files", "hardware", "caffe", "metrics", "preprocessing", "optimizer",
-                     "schedule", "weights", "shapes_dataset"}),
+                     "schedule", "weights", "shapes_dataset", "deploy"}),
     ("network", {"layers", "models"}),
     ("data", {"sources", "dataset_stats", "input_pipeline", "retrieval"}),
     ("runs", {"rundir", "state", "restore", "runtime", "summaries", "figures", "report",

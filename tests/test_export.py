@@ -397,3 +397,96 @@ def test_figures_cli_writes_the_papers_figures(run_dir, tiny_data_dir, tmp_path)
     panels = tf.io.decode_png((out / "predictions.png").read_bytes())
     # 6 panels, 4 a row: 2 rows; a panel is 160 wide and 160 + 6 * 14 high, 8 pixels apart.
     assert panels.shape == (2 * (160 + 84) + 8, 4 * 160 + 3 * 8, 3)
+
+
+# --- LiteRT and ONNX --------------------------------------------------------------------------
+
+# Runs the deployment files with their own runtimes in a process that imports neither
+# TensorFlow nor alexnet_tf: what a client of the files has.
+RUNTIMES_ONLY = r"""
+import json, sys
+import numpy as np
+import onnxruntime
+from ai_edge_litert.interpreter import Interpreter
+folder, images_path, out = sys.argv[1:]
+images = np.load(images_path)
+interpreter = Interpreter(model_path=folder + "/alexnet_float32.tflite")
+inp, outp = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+litert = []
+for image in images:
+    interpreter.resize_tensor_input(inp["index"], [1, 256, 256, 3])
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(inp["index"], image[None])
+    interpreter.invoke()
+    litert.append(interpreter.get_tensor(outp["index"])[0])
+session = onnxruntime.InferenceSession(folder + "/alexnet.onnx",
+                                       providers=["CPUExecutionProvider"])
+onnx = session.run(None, {session.get_inputs()[0].name: images})[0]
+assert "tensorflow" not in sys.modules and "alexnet_tf" not in sys.modules, "imported"
+np.savez(out, litert=np.stack(litert), onnx=onnx)
+"""
+
+
+def test_litert_and_onnx_exports_equal_the_savedmodel_in_their_own_runtimes(
+        run_dir, validation, tmp_path):
+    base = str(tmp_path / "alexnet")
+    done = cli("export", f"--model_dir={run_dir}", f"--export_base={base}",
+               "--format=saved_model,litert,onnx", "--check_images=24", timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    folder = f"{base}/1"
+    assert {"saved_model.pb", "alexnet_float32.tflite", "alexnet.onnx", "labels.txt",
+            "export_report.json"} <= set(os.listdir(folder))
+    report = json.load(open(f"{folder}/export_report.json"))
+    assert [a["file"] for a in report["artifacts"]] == ["alexnet_float32.tflite", "alexnet.onnx"]
+    assert all(a["passed"] and a["top1_agreement"] == 1.0 for a in report["artifacts"])
+    assert "alexnet_float32.tflite" in done.stdout and "top-1 agree" in done.stdout   # the table
+    names = open(f"{folder}/labels.txt").read().split()
+    assert names == open(f"{folder}/assets/class_names.txt").read().split()
+
+    # The reference: the SavedModel's image-tensor signature on uint8 256x256 images (the
+    # validation images resized the run's way, as a client sends them).
+    source, encoded, _ = validation
+    normalization = RunDir(run_dir).normalization()
+    images = np.stack([tf.cast(tf.clip_by_value(tf.round(normalization.decode_256(e)), 0, 255),
+                               tf.uint8).numpy() for e in encoded[:12]])
+    np.save(tmp_path / "images.npy", images)
+    expected = tf.saved_model.load(folder).signatures["serving_image_tensor"](
+        image_tensor=tf.constant(images))["probabilities"].numpy()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    ran = subprocess.run([sys.executable, "-c", RUNTIMES_ONLY, folder, str(tmp_path / "images.npy"),
+                          str(tmp_path / "out.npz")], cwd=str(tmp_path), env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    with np.load(tmp_path / "out.npz") as out:
+        np.testing.assert_allclose(out["litert"], expected, atol=1e-4)
+        np.testing.assert_allclose(out["onnx"], expected, atol=1e-4)
+
+    # alexnet-predict runs the .tflite with its runtime: the same top-5 as the SavedModel.
+    image = tmp_path / "a.png"
+    image.write_bytes(tf.io.encode_png(images[0]).numpy())
+    results = {}
+    for target in (folder, f"{folder}/alexnet_float32.tflite", f"{folder}/alexnet.onnx"):
+        predicted = cli("predict", f"--saved_model={target}", "--json=-", str(image))
+        assert predicted.returncode == 0, predicted.stderr[-2000:]
+        results[target] = [t["name"] for t in json.loads(predicted.stdout)[0]["top_k"]]
+    assert len({tuple(r) for r in results.values()}) == 1, results
+
+
+def test_a_missing_deploy_extra_or_a_bad_format_is_one_line(run_dir, tmp_path, monkeypatch):
+    import importlib.util
+    from alexnet_tf import deploy
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    with pytest.raises(deploy.DeployError, match=r"^--format=onnx needs onnxruntime \(the deploy "
+                       r"extra: pip install -e '\.\[deploy\]'\)$"):
+        export.export(run_dir, str(tmp_path / "base"), formats=("onnx",))
+    assert not os.path.exists(tmp_path / "base")
+    with pytest.raises(export.ExportError, match="unknown --format or --quantize tflite"):
+        export.export(run_dir, str(tmp_path / "base"), formats=("tflite",))
+    with pytest.raises(export.ExportError, match="--quantize=int8 is for --format=litert"):
+        export.export(run_dir, str(tmp_path / "base"), quantize="int8")
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(b"not a flatbuffer")
+    with pytest.raises(deploy.DeployError, match=f"^{bad} is not a LiteRT model"):
+        deploy.Runner(str(bad))

@@ -1,10 +1,11 @@
-"""alexnet-export: a model_dir's checkpoint -> <export_base>/<version>/, a SavedModel for serving."""
+"""alexnet-export: a model_dir's checkpoint -> <export_base>/<version>/: a SavedModel for serving,
+and LiteRT / ONNX files for deployment, each checked against the SavedModel."""
 
 import sys
 
 from absl import app, flags
 
-from alexnet_tf import errors, export
+from alexnet_tf import deploy, errors, export
 from alexnet_tf.cli import common
 
 FLAGS = flags.FLAGS
@@ -20,6 +21,17 @@ flags.DEFINE_integer("top_k", export.TOP_K, "How many classes top_k_* outputs re
                      lower_bound=1)
 common.define_max_megapixels("A request's image larger than this (read from its header) fails "
                              "that request alone, before decoding.")
+flags.DEFINE_list("format", [deploy.SAVED_MODEL], "What to write into the version folder: "
+                  "saved_model (TF Serving), litert (alexnet_<quantize>.tflite), onnx "
+                  "(alexnet.onnx); several at once, e.g. saved_model,litert,onnx. litert and onnx "
+                  f"need the deploy extra ({deploy.EXTRA}).")
+flags.DEFINE_enum("quantize", "none", list(deploy.QUANTIZATIONS), "LiteRT: none (float32), "
+                  "float16 weights, dynamic (int8 weights), or int8 (full integer, calibrated on "
+                  "--calibration_images training images; LRN stays float32).")
+flags.DEFINE_integer("calibration_images", 200, "int8: training images that calibrate the "
+                     "activations.", lower_bound=1)
+flags.DEFINE_integer("check_images", 500, "Validation images each LiteRT/ONNX file is checked "
+                     "on against the SavedModel.", lower_bound=1)
 
 
 def main(argv):
@@ -29,12 +41,19 @@ def main(argv):
     try:
         path = export.export(FLAGS.model_dir, FLAGS.export_base, which=FLAGS.checkpoint,
                              version=FLAGS.version, ten_crop=FLAGS.ten_crop, top_k=FLAGS.top_k,
-                             max_megapixels=FLAGS.max_megapixels)
+                             max_megapixels=FLAGS.max_megapixels, formats=FLAGS.format,
+                             quantize=FLAGS.quantize,
+                             calibration_images=FLAGS.calibration_images,
+                             check_images=FLAGS.check_images,
+                             log=lambda line: print(line, flush=True))
     except errors.UserError as error:
         print(f"alexnet-export: error: {error}", file=sys.stderr)
         sys.exit(1)
-    print(f"exported {path} (signatures: {export.SIGNATURE_BYTES}, {export.SIGNATURE_TENSOR}, "
-          f"{export.SIGNATURE_FEATURES})")
+    if deploy.SAVED_MODEL in FLAGS.format:
+        print(f"exported {path} (signatures: {export.SIGNATURE_BYTES}, "
+              f"{export.SIGNATURE_TENSOR}, {export.SIGNATURE_FEATURES})")
+    else:
+        print(f"exported {path}")
 
 
 def run():

@@ -6,12 +6,13 @@ import sys
 import tensorflow as tf
 from absl import app, flags
 
-from alexnet_tf import errors, export, files, imagenet
+from alexnet_tf import deploy, errors, export, files, imagenet
 from alexnet_tf.cli import common
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("saved_model", None, "An export (<export_base>/<version>), or an export base "
-                    "(its newest version).")
+flags.DEFINE_string("saved_model", None, "An export (<export_base>/<version>), an export base "
+                    "(its newest version), or a LiteRT/ONNX file (.tflite, .onnx) or a version "
+                    "folder holding only such files, run by its own runtime.")
 flags.DEFINE_string("model_dir", None, "Instead of --saved_model: a training run's checkpoint.")
 flags.DEFINE_string("checkpoint", "best", "With --model_dir: best, latest, or DIR/ckpt-N.")
 common.define_max_megapixels()
@@ -59,8 +60,13 @@ def main(argv):
         raise app.UsageError("give one or more image files: alexnet-predict --saved_model=DIR a.jpg")
     common.quiet_libraries()
     try:
-        signatures, _ = export.load_signatures(FLAGS.saved_model, FLAGS.model_dir,
-                                               FLAGS.checkpoint)
+        artifact = FLAGS.saved_model and deploy.find_artifact(FLAGS.saved_model)
+        if artifact:                       # a LiteRT / ONNX file, run by its own runtime
+            signatures = {export.SIGNATURE_BYTES: deploy.classify_bytes(
+                artifact, max_megapixels=FLAGS.max_megapixels)}
+        else:
+            signatures, _ = export.load_signatures(FLAGS.saved_model, FLAGS.model_dir,
+                                                   FLAGS.checkpoint)
     except errors.UserError as error:
         print(f"alexnet-predict: error: {error}", file=sys.stderr)
         sys.exit(1)

@@ -1,0 +1,242 @@
+"""Deployment formats beside the SavedModel: LiteRT (TFLite) and ONNX, each run by its own runtime.
+
+A deployed AlexNet takes what a client can make without TensorFlow: uint8
+`[batch, 256, 256, 3]` RGB, the image after the run's resize to 256
+(`preprocessing.image_256`), and does the rest inside (the mean, the centre
+crop at the run's size, the scale), returning `probabilities [batch, classes]`.
+The conversion is Keras' own (`model.export(format="litert" | "onnx")`, which
+drive `tf.lite.TFLiteConverter` and tf2onnx); LiteRT's post-training
+quantization is the converter's (float16, dynamic range, or full integer
+calibrated on the run's training images; LRN, which LiteRT computes in float32
+only, stays float).
+
+The runtimes and converters are the optional `deploy` extra
+(`pip install -e '.[deploy]'`): `ai-edge-litert`, `onnxruntime`, `tf2onnx`.
+"""
+
+import importlib
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from alexnet_tf import errors, files, paper, preprocessing
+
+LITERT, ONNX, SAVED_MODEL = "litert", "onnx", "saved_model"
+FORMATS = (SAVED_MODEL, LITERT, ONNX)
+QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
+INPUT_SIDE = paper.RESIZE_SHORTER_SIDE            # the client sends the image resized to 256
+EXTRA = "pip install -e '.[deploy]'"
+# What each format needs, by module: (pip package, import name).
+NEEDS = {LITERT: (("ai-edge-litert", "ai_edge_litert"),),
+         ONNX: (("tf2onnx", "tf2onnx"), ("onnxruntime", "onnxruntime"))}
+
+
+class DeployError(errors.UserError):
+    """A deployment export or artifact that cannot be used; the message is one line."""
+
+
+def require(fmt):
+    """Raises one line naming the missing packages of the `deploy` extra for `fmt`."""
+    missing = [package for package, module in NEEDS.get(fmt, ())
+               if importlib.util.find_spec(module) is None]
+    if missing:
+        raise DeployError(f"--format={fmt} needs {', '.join(missing)} (the deploy extra: "
+                          f"{EXTRA})")
+
+
+def file_name(fmt, quantize="none"):
+    """The artifact's name inside a version folder."""
+    if fmt == LITERT:
+        return f"alexnet_{'float32' if quantize == 'none' else quantize}.tflite"
+    return "alexnet.onnx"
+
+
+class DeployPreprocessing(keras.layers.Layer):
+    """uint8 `[B, 256, 256, 3]` -> the network's input: minus the mean, the centre crop, / scale.
+
+    Args:
+      mean: float32 `[256, 256, 3]` (a mean image) or `[3]` (channel means).
+      scale: float32 `[3]` (1 for the paper's raw pixels).
+      crop: The network's input side (224, or 227 for Caffe's weights).
+    """
+
+    def __init__(self, mean, scale, crop, **kwargs):
+        super().__init__(**kwargs)
+        self.mean = np.asarray(mean, np.float32)
+        self.scale = np.asarray(scale, np.float32)
+        self.crop = int(crop)
+
+    def call(self, images):
+        x = tf.cast(images, tf.float32) - self.mean
+        top = (INPUT_SIDE - self.crop) // 2
+        x = x[:, top:top + self.crop, top:top + self.crop, :]
+        return x / self.scale
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.crop, self.crop, 3)
+
+
+def deploy_model(classifier, normalization):
+    """The model a deployment format holds: uint8 images in, float32 probabilities out.
+
+    Args:
+      classifier: A float32 AlexNet (logits out) with trained weights.
+      normalization: The run's `dataset_stats.Normalization`.
+    """
+    crop = int(classifier.input.shape[1])
+    images = keras.Input((INPUT_SIDE, INPUT_SIDE, 3), dtype="uint8", name="images")
+    x = DeployPreprocessing(normalization.mean.numpy(), normalization.scale.numpy(), crop,
+                            name="preprocessing")(images)
+    logits = classifier(x, training=False)
+    probabilities = keras.layers.Activation("softmax", dtype="float32",
+                                            name="probabilities")(logits)
+    return keras.Model(images, probabilities, name="alexnet_deployed")
+
+
+def convert(model, fmt, path, quantize="none", calibration=None):
+    """Writes `model` as a LiteRT or ONNX file at `path` (the converters' own files).
+
+    Args:
+      quantize: LiteRT only: "none" (float32), "float16" (weights), "dynamic" (int8
+        weights, float activations) or "int8" (full integer where LiteRT has int8
+        kernels, calibrated on `calibration`).
+      calibration: uint8 `[N, 256, 256, 3]` images (int8 only).
+    """
+    require(fmt)
+    if fmt == ONNX:
+        model.export(path, format="onnx", verbose=False)
+        return
+    options = {}
+    if quantize != "none":
+        options["optimizations"] = [tf.lite.Optimize.DEFAULT]
+    if quantize == "float16":
+        options["target_spec"] = {"supported_types": [tf.float16]}
+    if quantize == "int8":
+        def representative():
+            for image in calibration:
+                yield [image[None]]
+        options["representative_dataset"] = representative
+        # int8 kernels where LiteRT has them, float32 builtins (LRN) elsewhere; no TF ops.
+        options["target_spec"] = {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+                                                    tf.lite.OpsSet.TFLITE_BUILTINS]}
+    else:                                    # LiteRT's builtin ops only: no TF (Flex) ops
+        options.setdefault("target_spec", {})["supported_ops"] = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    model.export(path, format="litert", verbose=False, **options)
+
+
+# --- The runtimes (no TensorFlow needed in a client; here they run beside it) -----------------
+
+
+class Runner:
+    """Runs a .tflite or .onnx file with its own runtime: `runner(images) -> probabilities`.
+
+    Args:
+      path: The artifact.
+      threads: Intra-op threads (default: the CPU count).
+    """
+
+    def __init__(self, path, threads=None):
+        self.path = path
+        threads = threads or os.cpu_count()
+        if not os.path.isfile(path):
+            raise DeployError(f"{path} does not exist (a .tflite or .onnx file)")
+        if path.endswith(".tflite"):
+            require(LITERT)
+            from ai_edge_litert.interpreter import Interpreter
+            try:
+                self._interpreter = Interpreter(model_path=path, num_threads=threads)
+                self._input = self._interpreter.get_input_details()[0]
+                self._output = self._interpreter.get_output_details()[0]
+            except (ValueError, RuntimeError) as error:
+                raise DeployError(f"{path} is not a LiteRT model this runtime reads "
+                                  f"({str(error).splitlines()[0][:120]})") from None
+            self._batch = None
+            self.kind = LITERT
+        elif path.endswith(".onnx"):
+            require(ONNX)
+            import onnxruntime
+            options = onnxruntime.SessionOptions()
+            options.intra_op_num_threads = threads
+            options.log_severity_level = 3
+            try:
+                self._session = onnxruntime.InferenceSession(
+                    path, options, providers=["CPUExecutionProvider"])
+            except Exception as error:         # noqa: BLE001 (onnxruntime's own exception types)
+                raise DeployError(f"{path} is not an ONNX model this runtime reads "
+                                  f"({str(error).splitlines()[0][:120]})") from None
+            self._name = self._session.get_inputs()[0].name
+            self.kind = ONNX
+        else:
+            raise DeployError(f"{path} is neither a .tflite nor an .onnx file")
+
+    def float_ops(self):
+        """{op name: count} of the ops that compute in float32 (LiteRT only; {} for ONNX)."""
+        if self.kind != LITERT:
+            return {}
+        counts = {}
+        details = self._interpreter.get_tensor_details()
+        dtype = {t["index"]: t["dtype"] for t in details}
+        for op in self._interpreter._get_ops_details():
+            if op["op_name"] in ("QUANTIZE", "DEQUANTIZE"):
+                continue
+            if any(dtype.get(i) == np.float32 for i in op["inputs"] if i >= 0):
+                counts[op["op_name"]] = counts.get(op["op_name"], 0) + 1
+        return counts
+
+    def __call__(self, images):
+        images = np.ascontiguousarray(images, np.uint8)
+        if self.kind == ONNX:
+            return self._session.run(None, {self._name: images})[0]
+        if self._batch != len(images):
+            self._interpreter.resize_tensor_input(self._input["index"], images.shape)
+            self._interpreter.allocate_tensors()
+            self._batch = len(images)
+        self._interpreter.set_tensor(self._input["index"], images)
+        self._interpreter.invoke()
+        return self._interpreter.get_tensor(self._output["index"]).copy()
+
+
+def find_artifact(path):
+    """The .tflite/.onnx file `path` names, or the one a version folder holds; None otherwise."""
+    if path.endswith((".tflite", ".onnx")):
+        return path
+    if os.path.isdir(path):
+        found = sorted(n for n in os.listdir(path) if n.endswith((".tflite", ".onnx")))
+        if found and not tf.saved_model.contains_saved_model(path):
+            return os.path.join(path, found[0])
+    return None
+
+
+def classify_bytes(path, top_k=5, max_megapixels=preprocessing.MAX_MEGAPIXELS):
+    """A callable like the SavedModel's serving_default, computed by a deployment file.
+
+    `serve(image_bytes=[B] strings)` -> {"probabilities", "top_k_ids", "top_k_names",
+    "top_k_probabilities"}; the images are decoded and resized the run's way (its
+    export_report.json beside the file), then run by the file's own runtime. An image
+    that does not decode raises `tf.errors.InvalidArgumentError`, as the SavedModel does.
+    """
+    runner = Runner(path)
+    folder = os.path.dirname(path)
+    report = files.read_json(os.path.join(folder, "export_report.json")) or {}
+    resize = report.get("input", {}).get("resize", preprocessing.SHORTER_SIDE)
+    try:
+        with open(os.path.join(folder, "labels.txt")) as f:
+            names = [line.rstrip("\n") for line in f if line.strip()]
+    except OSError:
+        names = None
+
+    def serve(image_bytes):
+        images = np.stack([tf.cast(tf.clip_by_value(tf.round(preprocessing.image_256(
+            preprocessing.decode_rgb(b, max_megapixels), resize)), 0, 255), tf.uint8).numpy()
+            for b in tf.unstack(image_bytes)])
+        probabilities = runner(images)
+        k = min(top_k, probabilities.shape[1])
+        ids = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+        labels = names if names and len(names) == probabilities.shape[1] else [
+            str(i) for i in range(probabilities.shape[1])]
+        return {"probabilities": tf.constant(probabilities), "top_k_ids": tf.constant(ids),
+                "top_k_names": tf.constant([[labels[i].encode() for i in row] for row in ids]),
+                "top_k_probabilities": tf.constant(np.take_along_axis(probabilities, ids, 1))}
+    return serve
