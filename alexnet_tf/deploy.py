@@ -85,6 +85,12 @@ def deploy_model(classifier, normalization):
       classifier: A float32 AlexNet (logits out) with trained weights.
       normalization: The run's `dataset_stats.Normalization`.
     """
+    # LRN as LiteRT's builtin op on every machine (not the band-matrix form "auto" picks for
+    # training on AVX2 CPUs): the same file wherever it is exported, LRN kept in float32 by int8.
+    from alexnet_tf.layers import LocalResponseNormalization
+    for layer in classifier.layers:
+        if isinstance(layer, LocalResponseNormalization):
+            layer.implementation = "kernel"
     crop = int(classifier.input.shape[1])
     images = keras.Input((INPUT_SIDE, INPUT_SIDE, 3), dtype="uint8", name="images")
     x = DeployPreprocessing(normalization.mean.numpy(), normalization.scale.numpy(), crop,
@@ -175,10 +181,12 @@ class Runner:
         """{op name: count} of the ops that compute in float32 (LiteRT only; {} for ONNX)."""
         if self.kind != LITERT:
             return {}
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+        plain = Interpreter(model_path=self.path, experimental_op_resolver_type=(
+            OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES))       # the ops, not XNNPACK's node
         counts = {}
-        details = self._interpreter.get_tensor_details()
-        dtype = {t["index"]: t["dtype"] for t in details}
-        for op in self._interpreter._get_ops_details():
+        dtype = {t["index"]: t["dtype"] for t in plain.get_tensor_details()}
+        for op in plain._get_ops_details():
             if op["op_name"] in ("QUANTIZE", "DEQUANTIZE"):
                 continue
             if any(dtype.get(i) == np.float32 for i in op["inputs"] if i >= 0):

@@ -1,5 +1,6 @@
 """What every CLI main does the same way: one voice for errors, help, quiet libraries."""
 
+import logging as std_logging
 import os
 import re
 import sys
@@ -99,9 +100,17 @@ def run_tool(tool, main):
 
 
 def quiet_libraries():
-    """INFO chatter from TFDS and TF off, unless the user asked for --verbosity."""
+    """INFO chatter from TFDS and TF off, and TFDS' warnings about its own folders (on a first
+    generation: "Variant folder ... has no dataset_info.json"), unless the user asked for
+    --verbosity."""
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
+        logging.get_absl_handler().addFilter(_drop_tfds_warnings)
+
+
+def _drop_tfds_warnings(record):
+    return record.levelno >= std_logging.ERROR or \
+        f"{os.sep}tensorflow_datasets{os.sep}" not in record.pathname
 
 
 # Why an image file is not classified, told apart: from its size, its header, its pixels.
