@@ -17,7 +17,7 @@ import tokenize
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import files, paper, preprocessing, sources
+from alexnet_tf import errors, files, paper, preprocessing, sources
 from alexnet_tf.config import INPUT_SCALES, MEAN_MODES
 STATS_FILE = "alexnet_tf_stats.json"
 MEAN_IMAGE_FILE = "alexnet_tf_mean_image.npy"
@@ -128,9 +128,8 @@ def load_stats(folder):
             raise ValueError("num_images is not a count")
     except (OSError, EOFError, KeyError, TypeError, ValueError, SyntaxError,
             tokenize.TokenError) as error:
-        reason = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
         raise StatsError(f"the statistics in {folder} ({STATS_FILE}, {MEAN_IMAGE_FILE}) are "
-                         f"damaged ({reason})") from None
+                         f"damaged ({errors.first_line(error, 120)})") from None
     return stats
 
 

@@ -157,7 +157,7 @@ class Runner:
                 self._output = self._interpreter.get_output_details()[0]
             except (ValueError, RuntimeError) as error:
                 raise DeployError(f"{path} is not a LiteRT model this runtime reads "
-                                  f"({str(error).splitlines()[0][:120]})") from None
+                                  f"({errors.first_line(error, 120)})") from None
             self._batch = None
             self.kind = LITERT
         elif path.endswith(".onnx"):
@@ -171,7 +171,7 @@ class Runner:
                     path, options, providers=["CPUExecutionProvider"])
             except Exception as error:         # noqa: BLE001 (onnxruntime's own exception types)
                 raise DeployError(f"{path} is not an ONNX model this runtime reads "
-                                  f"({str(error).splitlines()[0][:120]})") from None
+                                  f"({errors.first_line(error, 120)})") from None
             self._name = self._session.get_inputs()[0].name
             self.kind = ONNX
         else:
@@ -236,8 +236,8 @@ def classify_bytes(path, top_k=5, max_megapixels=preprocessing.MAX_MEGAPIXELS):
         names = None
 
     def serve(image_bytes):
-        images = np.stack([tf.cast(tf.clip_by_value(tf.round(preprocessing.image_256(
-            preprocessing.decode_rgb(b, max_megapixels), resize)), 0, 255), tf.uint8).numpy()
+        images = np.stack([preprocessing.to_uint8(preprocessing.image_256(
+            preprocessing.decode_rgb(b, max_megapixels), resize)).numpy()
             for b in tf.unstack(image_bytes)])
         probabilities = runner(images)
         k = min(top_k, probabilities.shape[1])

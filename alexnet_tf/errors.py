@@ -20,6 +20,12 @@ class DiskFullError(UserError):
     """Not enough space to write something; what was complete before is kept."""
 
 
+def first_line(error, limit=160):
+    """An exception's message as one line (its first, cut at `limit`), or its type's name."""
+    text = str(getattr(error, "message", None) or error or "").strip()
+    return text.splitlines()[0][:limit] if text else type(error).__name__
+
+
 def megabytes(size):
     """A byte count as people read it in a message ("455 MB", "0.2 MB")."""
     return f"{size / 1e6:.0f} MB" if size >= 1e7 else f"{size / 1e6:.1f} MB"

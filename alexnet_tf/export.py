@@ -254,7 +254,7 @@ def _images_256(run_dir, split, count):
     images, labels = [], []
     for encoded, label in source.encoded(split).take(count).as_numpy_iterator():
         image = normalization.decode_256(encoded)
-        images.append(tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8).numpy())
+        images.append(preprocessing.to_uint8(image).numpy())
         labels.append(int(label))
     if not images:
         raise ExportError(f"split {split!r} of {source.name} has no images to check or "

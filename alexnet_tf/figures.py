@@ -102,7 +102,7 @@ def thumbnail(encoded, size):
     """JPEG/PNG/... bytes -> uint8 [size, size, 3]: the central square (as evaluation sees it)."""
     image = preprocessing.decode_256(encoded)
     image = tf.image.resize(image, [size, size], method="area")
-    return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8).numpy()
+    return preprocessing.to_uint8(image).numpy()
 
 
 def retrieval_grid(rows, gap=GAP, query_gap=QUERY_GAP):

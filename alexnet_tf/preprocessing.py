@@ -129,6 +129,11 @@ def decode_256(encoded, resize=SHORTER_SIDE):
     return image_256(decode_rgb(encoded), resize)
 
 
+def to_uint8(image):
+    """Float pixel values (0-255 scale) as uint8: rounded, clipped to [0, 255]."""
+    return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+
+
 def centre_crop(image, size=paper.IMAGE_SIZE):
     """The centre `size` x `size` patch of an image [h, w, 3] or a batch [..., h, w, 3]."""
     shape = tf.shape(image)

@@ -79,11 +79,6 @@ def variables_bytes(variables):
     return sum(int(np.prod(v.shape)) * tf.as_dtype(v.dtype).size for v in variables)
 
 
-def _first_line(error):
-    text = str(getattr(error, "message", None) or error or type(error).__name__)
-    return text.strip().splitlines()[0][:160] if text.strip() else type(error).__name__
-
-
 class RunDirError(errors.UserError):
     """A run directory that cannot be used; the message is one line."""
 
@@ -150,7 +145,7 @@ class RunDir:
             return Run(config, names, runtime)
         except (TypeError, KeyError, ValueError, AttributeError) as error:
             raise RunDirError(f"{path} is not a run configuration this version reads "
-                              f"({_first_line(error)}); restore it from a backup or train the "
+                              f"({errors.first_line(error)}); restore it from a backup or train the "
                               "run again") from None
 
     def stats(self):
@@ -308,7 +303,7 @@ def _unreadable(prefix):
         for name in reader.get_variable_to_shape_map():
             reader.get_tensor(name)
     except (tf.errors.OpError, IndexError, ValueError, OSError, RuntimeError) as error:
-        return _first_line(error)
+        return errors.first_line(error)
     return None
 
 

@@ -67,10 +67,8 @@ def restore_weights(model, path):
         tf.train.Checkpoint(model=model).restore(path).expect_partial() \
             .assert_existing_objects_matched()
     except (AssertionError, ValueError, tf.errors.OpError) as error:
-        reason = str(getattr(error, "message", None) or error).strip().splitlines()
         raise RunDirError(f"checkpoint {path} does not hold this network's weights "
-                          f"({reason[0][:160] if reason else type(error).__name__}); pass "
-                          "another checkpoint") from None
+                          f"({errors.first_line(error)}); pass another checkpoint") from None
 
 
 def make_optimizer(config, precision, schedule):
