@@ -29,7 +29,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import caffe, imagenet, paper, preprocessing
+from alexnet_tf import caffe, errors, imagenet, paper, preprocessing
 from alexnet_tf import weights as published
 from alexnet_tf.config import ModelConfig
 from alexnet_tf.dataset_stats import Normalization
@@ -120,7 +120,7 @@ def _load_h5(model, path):
     try:
         model.load_weights(path)
     except (OSError, ValueError, KeyError) as error:
-        first = str(error).strip().splitlines()[0][:160] if str(error).strip() else ""
+        first = errors.first_line(error)
         raise ValueError(f"weights={path!r} does not load into the Caffe-exact AlexNet ({first}); "
                          "pass a .weights.h5 saved from AlexNet(weights='bvlc_alexnet') or a "
                          "caffemodel, or delete a damaged cache file and call again") from None
@@ -289,26 +289,14 @@ def load_image(path, weights=BVLC_ALEXNET):
             data = f.read()
     except OSError as error:
         raise ValueError(f"cannot read {path} ({error.strerror})") from None
-    if not data:
-        raise ValueError(f"{path} is empty, not an image")
-    if not _header_reads(data):
-        raise ValueError(f"{path} is not a JPEG, PNG, GIF or BMP image")
+    problem = preprocessing.image_problem(data)
+    if problem:
+        raise ValueError(f"{path} is {problem}")
     try:
-        image = preprocessing.decode_rgb(data, max_megapixels=preprocessing.MAX_MEGAPIXELS)
-    except tf.errors.InvalidArgumentError as error:
-        message = str(getattr(error, "message", error))
-        reason = ("larger than the megapixel limit" if "megapixel limit" in message else
-                  "a truncated or damaged image (its header reads, its pixels do not)")
-        raise ValueError(f"{path} is {reason}") from None
+        image = preprocessing.decode_rgb(data)
+    except tf.errors.InvalidArgumentError:
+        raise ValueError(f"{path} is {preprocessing.DAMAGED}") from None
     return preprocessing.centre_crop(preprocessing.image_256(image, resize), size).numpy()
-
-
-def _header_reads(data):
-    """Whether the bytes start like a JPEG, PNG, GIF or BMP of some size."""
-    try:
-        return bool(np.all(preprocessing.encoded_size(data).numpy() > 0))
-    except tf.errors.OpError:
-        return False
 
 
 def _short_name(name):

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import dataset_stats, export, hardware, input_pipeline, paper, train
+from alexnet_tf import dataset_stats, export, hardware, input_pipeline, paper, runtime, train
 from alexnet_tf.models import base_name, build_alexnet
 from alexnet_tf.optimizer import PaperSGD
 
@@ -157,10 +157,15 @@ def pipeline_rate(source, normalization, batch_size, batches=20):
 
 
 def eval_rate(source, normalization, batch_size, ten_crop, batches=3, num_classes=10,
-              image_size=paper.IMAGE_SIZE):
-    """Evaluation images/s (pipeline + forward pass), centre crop or 10-crop."""
-    model = build_alexnet(num_classes, devices=None, seed=0, image_size=image_size)
-    step = train.make_eval_step(model)
+              image_size=paper.IMAGE_SIZE, precision="float32", jit_compile=False):
+    """Evaluation images/s (the forward pass on decoded batches), centre crop or 10-crop,
+    computing in `precision`, compiled by XLA with `jit_compile`."""
+    if jit_compile:
+        hardware.configure_xla_cpu()
+    with runtime.dtype_policy(precision):
+        model = build_alexnet(num_classes, devices=None, seed=0, image_size=image_size)
+    step = tf.function(lambda images: model(images, training=False), jit_compile=jit_compile,
+                       reduce_retracing=True)
     data = input_pipeline.eval_dataset(source, normalization, batch_size, ten_crop=ten_crop,
                                        image_size=image_size)
     data = data.take(batches).cache()
@@ -259,3 +264,160 @@ def weights_load(repeats=3):
                                   capture_output=True, text=True, timeout=600)
             runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
     return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+
+
+# --- Serving per format and precision -------------------------------------------------------
+
+# Run in a fresh process per file, importing only its runtime (TensorFlow for the SavedModel),
+# so that its peak RSS is what a server of that file needs.
+_SERVE_SCRIPT = r"""
+import json, resource, sys, time
+import numpy as np
+path, images_path, requests, batch, out = sys.argv[1:]
+requests, batch = int(requests), int(batch)
+images = np.load(images_path)
+if path.endswith(".onnx"):
+    import onnxruntime
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    run = lambda x: session.run(None, {name: x})[0]
+elif path.endswith(".tflite"):
+    from ai_edge_litert.interpreter import Interpreter
+    interpreter = Interpreter(model_path=path, num_threads=%(threads)d)
+    inp, outp = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    shape = [None]
+    def run(x):
+        if shape[0] != x.shape:
+            interpreter.resize_tensor_input(inp["index"], x.shape)
+            interpreter.allocate_tensors()
+            shape[0] = x.shape
+        interpreter.set_tensor(inp["index"], x)
+        interpreter.invoke()
+        return interpreter.get_tensor(outp["index"]).copy()
+else:
+    import tensorflow as tf
+    serve = tf.saved_model.load(path).signatures["serving_image_tensor"]
+    run = lambda x: serve(image_tensor=tf.constant(x))["probabilities"].numpy()
+probabilities = np.concatenate([run(images[i:i + batch]) for i in range(0, len(images), batch)])
+one = images[:1]
+for _ in range(3):
+    run(one)
+latencies = []
+for i in range(requests):
+    start = time.perf_counter()
+    run(images[i %% len(images)][None])
+    latencies.append((time.perf_counter() - start) * 1000)
+many = np.resize(images, (batch,) + images.shape[1:])
+run(many)
+rates = []
+for _ in range(3):
+    start = time.perf_counter()
+    run(many)
+    rates.append(batch / (time.perf_counter() - start))
+np.save(out, probabilities)
+print(json.dumps({"p50_ms": float(np.percentile(latencies, 50)),
+                  "p99_ms": float(np.percentile(latencies, 99)),
+                  "batch_img_s": float(np.median(rates)),
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}))
+"""
+
+
+def serve_file(path, images, requests=100, batch=32, threads=None):
+    """Serves `path` (a SavedModel folder, .tflite or .onnx) in a fresh process on uint8
+    [N, 256, 256, 3] `images`: ({"p50_ms", "p99_ms", "batch_img_s", "peak_rss_mb"},
+    probabilities [N, C])."""
+    import json
+    import os
+    import subprocess
+    import sys
+    with tempfile.TemporaryDirectory() as folder:
+        np.save(os.path.join(folder, "images.npy"), images)
+        out = os.path.join(folder, "probabilities.npy")
+        script = _SERVE_SCRIPT % {"threads": threads or os.cpu_count()}
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+        done = subprocess.run([sys.executable, "-c", script, path,
+                               os.path.join(folder, "images.npy"), str(requests), str(batch),
+                               out], env=env, capture_output=True, text=True, timeout=3600)
+        if done.returncode:
+            raise RuntimeError(f"serving {path} failed: {done.stderr.strip()[-2000:]}")
+        return json.loads(done.stdout.strip().splitlines()[-1]), np.load(out)
+
+
+def serving_files(model_dir, folder, precisions, quantizations, calibration_images=200,
+                  log=print):
+    """Writes a run's checkpoint in each form a server runs into `folder`.
+
+    Returns [(form, precision, path)]: the SavedModel in each of `precisions`
+    ("float32", "bfloat16"), LiteRT with each of `quantizations`, and ONNX in
+    float32 and int8. The int8 files are calibrated as `alexnet-export` does.
+    """
+    import os
+    from alexnet_tf import deploy
+    from alexnet_tf.rundir import RunDir
+    forms = []
+    module = None
+    for precision in precisions:
+        module, _ = export.serving_module(model_dir, precision=precision)
+        path = os.path.join(folder, f"saved_model_{precision}")
+        module.archive().write_out(path, verbose=False)
+        forms.append(("SavedModel", precision, path))
+    float32, _ = export.serving_module(model_dir)
+    model = deploy.deploy_model(float32.classifier, float32.normalization)
+    run_dir = RunDir(model_dir)
+    run = run_dir.read()
+    calibration = None
+    if "int8" in quantizations:
+        calibration, _ = export.client_images(run_dir, run, run.config.train_split,
+                                              calibration_images)
+    for quantize in quantizations:
+        path = os.path.join(folder, deploy.file_name(deploy.LITERT, quantize))
+        log(f"converting to LiteRT ({quantize})")
+        deploy.convert(model, deploy.LITERT, path, quantize, calibration)
+        forms.append(("LiteRT", "float32" if quantize == "none" else quantize, path))
+    for quantize in deploy.FORMAT_QUANTIZATIONS[deploy.ONNX]:
+        path = os.path.join(folder, deploy.file_name(deploy.ONNX, quantize))
+        log(f"converting to ONNX ({quantize})")
+        deploy.convert(model, deploy.ONNX, path, quantize, calibration)
+        forms.append(("ONNX", "float32" if quantize == "none" else quantize, path))
+    return forms
+
+
+def file_bytes(path):
+    """A file's size, or a folder's (a SavedModel's) total."""
+    import os
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    return sum(os.path.getsize(os.path.join(d, n)) for d, _, names in os.walk(path)
+               for n in names)
+
+
+def serving_table(forms, images, requests=100, batch=32):
+    """One row per form: its measurements in a fresh process, its size and its top-1
+    agreement with the first form (the float32 SavedModel) on `images`."""
+    rows, reference = [], None
+    for form, precision, path in forms:
+        measured, probabilities = serve_file(path, images, requests, batch)
+        if reference is None:
+            reference = probabilities
+        rows.append({"form": form, "precision": precision, "bytes": file_bytes(path),
+                     **measured, "top1_agreement": float(np.mean(
+                         probabilities.argmax(1) == reference.argmax(1))),
+                     "max_abs_probability_difference": float(np.abs(
+                         probabilities - reference).max())})
+    base = rows[0]["p50_ms"]
+    for row in rows:
+        row["p50_over_savedmodel"] = row["p50_ms"] / base
+    return rows
+
+
+def serving_table_lines(rows, batch=32):
+    lines = [f"{'form':<11} {'precision':<9} {'MB':>7} {'b1 p50 ms':>9} {'b1 p99 ms':>9} "
+             f"{'x SavedModel':>12} {f'b{batch} img/s':>9} {'peak RSS MB':>11} {'top-1 agree':>11}"]
+    for r in rows:
+        lines.append(f"{r['form']:<11} {r['precision']:<9} {r['bytes'] / 1e6:7.1f} "
+                     f"{r['p50_ms']:9.1f} {r['p99_ms']:9.1f} {r['p50_over_savedmodel']:12.2f} "
+                     f"{r['batch_img_s']:9.1f} {r['peak_rss_mb']:11.0f} "
+                     f"{r['top1_agreement']:11.1%}")
+    return lines

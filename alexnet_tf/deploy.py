@@ -22,12 +22,15 @@ import numpy as np
 import tensorflow as tf
 
 from alexnet_tf import errors, files, paper, preprocessing
+from alexnet_tf.layers import LocalResponseNormalization
 
 LITERT, ONNX, SAVED_MODEL = "litert", "onnx", "saved_model"
 FORMATS = (SAVED_MODEL, LITERT, ONNX)
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
 INPUT_SIDE = paper.RESIZE_SHORTER_SIDE            # the client sends the image resized to 256
 EXTRA = "pip install -e '.[deploy]'"
+# Beside the files in a version folder: the class names, one a line, and the export's check.
+LABELS, REPORT = "labels.txt", "export_report.json"
 # What each format needs, by module: (pip package, import name).
 NEEDS = {LITERT: (("ai-edge-litert", "ai_edge_litert"),),
          ONNX: (("tf2onnx", "tf2onnx"), ("onnxruntime", "onnxruntime"))}
@@ -46,11 +49,15 @@ def require(fmt):
                           f"{EXTRA})")
 
 
+# The quantizations each deployment format has (LiteRT's converter; ONNX Runtime's quantizer).
+FORMAT_QUANTIZATIONS = {LITERT: QUANTIZATIONS, ONNX: ("none", "int8")}
+
+
 def file_name(fmt, quantize="none"):
     """The artifact's name inside a version folder."""
     if fmt == LITERT:
         return f"alexnet_{'float32' if quantize == 'none' else quantize}.tflite"
-    return "alexnet.onnx"
+    return "alexnet.onnx" if quantize == "none" else f"alexnet_{quantize}.onnx"
 
 
 class DeployPreprocessing(keras.layers.Layer):
@@ -78,6 +85,20 @@ class DeployPreprocessing(keras.layers.Layer):
         return (input_shape[0], self.crop, self.crop, 3)
 
 
+def _with_builtin_lrn(classifier):
+    """A copy of `classifier` (its weights) whose LRN layers use TF's LRN op, which LiteRT has as
+    a builtin: the same file wherever it is exported (not the band-matrix form "auto" picks for
+    training on AVX2 CPUs), and LRN kept in float32 by int8. The caller's model is unchanged."""
+    def clone(layer):
+        config = layer.get_config()
+        if isinstance(layer, LocalResponseNormalization):
+            config["implementation"] = "kernel"
+        return layer.__class__.from_config(config)
+    copy = keras.models.clone_model(classifier, clone_function=clone)
+    copy.set_weights(classifier.get_weights())
+    return copy
+
+
 def deploy_model(classifier, normalization):
     """The model a deployment format holds: uint8 images in, float32 probabilities out.
 
@@ -85,12 +106,7 @@ def deploy_model(classifier, normalization):
       classifier: A float32 AlexNet (logits out) with trained weights.
       normalization: The run's `dataset_stats.Normalization`.
     """
-    # LRN as LiteRT's builtin op on every machine (not the band-matrix form "auto" picks for
-    # training on AVX2 CPUs): the same file wherever it is exported, LRN kept in float32 by int8.
-    from alexnet_tf.layers import LocalResponseNormalization
-    for layer in classifier.layers:
-        if isinstance(layer, LocalResponseNormalization):
-            layer.implementation = "kernel"
+    classifier = _with_builtin_lrn(classifier)
     crop = int(classifier.input.shape[1])
     images = keras.Input((INPUT_SIDE, INPUT_SIDE, 3), dtype="uint8", name="images")
     x = DeployPreprocessing(normalization.mean.numpy(), normalization.scale.numpy(), crop,
@@ -105,14 +121,17 @@ def convert(model, fmt, path, quantize="none", calibration=None):
     """Writes `model` as a LiteRT or ONNX file at `path` (the converters' own files).
 
     Args:
-      quantize: LiteRT only: "none" (float32), "float16" (weights), "dynamic" (int8
-        weights, float activations) or "int8" (full integer where LiteRT has int8
-        kernels, calibrated on `calibration`).
+      quantize: "none" (float32); LiteRT: "float16" (weights), "dynamic" (int8 weights,
+        float activations) or "int8" (full integer where LiteRT has int8 kernels,
+        calibrated on `calibration`); ONNX: "int8" (`_onnx_int8`).
       calibration: uint8 `[N, 256, 256, 3]` images (int8 only).
     """
     require(fmt)
     if fmt == ONNX:
-        model.export(path, format="onnx", verbose=False)
+        if quantize == "none":
+            model.export(path, format="onnx", verbose=False)
+        else:
+            _onnx_int8(model, path, calibration)
         return
     options = {}
     if quantize != "none":
@@ -130,6 +149,36 @@ def convert(model, fmt, path, quantize="none", calibration=None):
     else:                                    # LiteRT's builtin ops only: no TF (Flex) ops
         options.setdefault("target_spec", {})["supported_ops"] = [tf.lite.OpsSet.TFLITE_BUILTINS]
     model.export(path, format="litert", verbose=False, **options)
+
+
+def _onnx_int8(model, path, calibration):
+    """ONNX Runtime's static int8 quantization of the float32 ONNX file (QDQ, per-channel int8
+    weights, uint8 activations calibrated on `calibration` by min/max). The weights keep 7
+    bits (`reduce_range`): on CPUs without VNNI (AVX2, AVX-512 before Cascade Lake) the u8 x s8
+    products of 8-bit weights saturate; the file is the same wherever it is exported."""
+    import tempfile
+
+    import onnx
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
+                                          QuantType, quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Images(CalibrationDataReader):
+        def __init__(self, name):
+            self._feeds = iter([{name: image[None]} for image in calibration])
+
+        def get_next(self):
+            return next(self._feeds, None)
+
+    with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(path))) as folder:
+        float32 = os.path.join(folder, "float32.onnx")
+        model.export(float32, format="onnx", verbose=False)
+        prepared = os.path.join(folder, "prepared.onnx")
+        quant_pre_process(float32, prepared, skip_symbolic_shape=True)
+        name = onnx.load(prepared, load_external_data=False).graph.input[0].name
+        quantize_static(prepared, path, Images(name), quant_format=QuantFormat.QDQ, per_channel=True,
+                        reduce_range=True, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
 
 
 # --- The runtimes (no TensorFlow needed in a client; here they run beside it) -----------------
@@ -217,6 +266,20 @@ def find_artifact(path):
     return None
 
 
+def read_labels(folder):
+    """The class names of LABELS in `folder`, or None if it has none."""
+    try:
+        with open(os.path.join(folder, LABELS)) as f:
+            return [line.rstrip("\n") for line in f if line.strip()]
+    except OSError:
+        return None
+
+
+def read_report(folder):
+    """REPORT in `folder` as a dict ({} if it has none or it does not read)."""
+    return files.read_json(os.path.join(folder, REPORT)) or {}
+
+
 def classify_bytes(path, top_k=5, max_megapixels=preprocessing.MAX_MEGAPIXELS):
     """A callable like the SavedModel's serving_default, computed by a deployment file.
 
@@ -227,13 +290,8 @@ def classify_bytes(path, top_k=5, max_megapixels=preprocessing.MAX_MEGAPIXELS):
     """
     runner = Runner(path)
     folder = os.path.dirname(path)
-    report = files.read_json(os.path.join(folder, "export_report.json")) or {}
-    resize = report.get("input", {}).get("resize", preprocessing.SHORTER_SIDE)
-    try:
-        with open(os.path.join(folder, "labels.txt")) as f:
-            names = [line.rstrip("\n") for line in f if line.strip()]
-    except OSError:
-        names = None
+    resize = read_report(folder).get("input", {}).get("resize", preprocessing.SHORTER_SIDE)
+    names = read_labels(folder)
 
     def serve(image_bytes):
         images = np.stack([preprocessing.to_uint8(preprocessing.image_256(

@@ -7,14 +7,20 @@ Everything a run directory holds is read through `rundir`; the counting is
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import input_pipeline, metrics, ownership, report, sources
+import os
+
+from alexnet_tf import (deploy, input_pipeline, metrics, ownership, preprocessing, report,
+                        sources)
 from alexnet_tf.restore import restore_model
 from alexnet_tf.rundir import RunDir, RunDirError
 
 
-def probabilities(model, dataset, ten_crop=False):
-    """Softmax probabilities [N, C] and labels [N]; 10-crop averages the ten softmaxes (section 4.1)."""
-    @tf.function(reduce_retracing=True)
+def probabilities(model, dataset, ten_crop=False, jit_compile=False):
+    """Softmax probabilities [N, C] and labels [N]; 10-crop averages the ten softmaxes (section 4.1).
+
+    `jit_compile`: compile the forward pass with XLA (`runtime.resolve_inference` decides).
+    """
+    @tf.function(reduce_retracing=True, jit_compile=jit_compile)
     def predict(images):
         if ten_crop:
             return metrics.crop_averaged_probabilities(model, images)
@@ -28,17 +34,18 @@ def probabilities(model, dataset, ten_crop=False):
 
 
 def run_probabilities(model, run_dir, run, source, split, *, ten_crop=False, batch_size=64,
-                      max_images=None):
+                      max_images=None, jit_compile=False):
     """Softmax [N, C] and labels [N] of a run's restored `model` on `source`'s split, preprocessed
     as the run was trained (its normalisation, resize and input size)."""
     data = input_pipeline.eval_dataset(source, run_dir.normalization(run), batch_size,
                                        split=split, ten_crop=ten_crop,
                                        image_size=run.config.image_size, max_images=max_images)
-    return probabilities(model, data, ten_crop)
+    return probabilities(model, data, ten_crop, jit_compile)
 
 
 def evaluate_runs(model_dirs, *, split=None, dataset=None, data_dir=None, which="best",
-                  ten_crop=False, batch_size=64, report_dir=None, max_images=None):
+                  ten_crop=False, batch_size=64, report_dir=None, max_images=None,
+                  precision=None, jit_compile=False):
     """Evaluates each run, and their ensemble (mean softmax) when there are several.
 
     Returns (split, rows): the split evaluated (default: the first run's
@@ -46,7 +53,8 @@ def evaluate_runs(model_dirs, *, split=None, dataset=None, data_dir=None, which=
     "top5_error", "examples"}. With `report_dir`, the per-class report of the
     last row (the one run, or the ensemble) is written there (`report`), and
     that row gets "most_confused": the top pairs. `max_images`: only the split's
-    first this many images.
+    first this many images. `precision`, `jit_compile`: how the models compute
+    (`runtime.resolve_inference`; None: as the Keras dtype policy is set).
     """
     run_dirs = [RunDir(d) for d in model_dirs]
     runs = [r.read() for r in run_dirs]
@@ -61,9 +69,10 @@ def evaluate_runs(model_dirs, *, split=None, dataset=None, data_dir=None, which=
     split = split or config.eval_split
     rows, all_probs = [], []
     for run_dir in run_dirs:
-        model, run, path = restore_model(run_dir, which)
+        model, run, path = restore_model(run_dir, which, precision=precision)
         probs, labels = run_probabilities(model, run_dir, run, source, split, ten_crop=ten_crop,
-                                          batch_size=batch_size, max_images=max_images)
+                                          batch_size=batch_size, max_images=max_images,
+                                          jit_compile=jit_compile)
         all_probs.append(probs)
         rows.append({"model": run_dir.path, "checkpoint": path,
                      **metrics.error_rates(probs, labels),
@@ -76,6 +85,49 @@ def evaluate_runs(model_dirs, *, split=None, dataset=None, data_dir=None, which=
         matrix = metrics.confusion_matrix(all_probs[-1].argmax(axis=1), labels,
                                          len(runs[0].class_names))
         rows[-1]["most_confused"] = report.write_report(report_dir, matrix, runs[0].class_names)
+    return split, rows
+
+
+def evaluate_deployed(path, *, split=None, dataset=None, data_dir=None, batch_size=64,
+                      report_dir=None, max_images=None):
+    """Evaluates a LiteRT/ONNX file (or the version folder holding one) with its own runtime.
+
+    The images are read and resized as the run did (its export_report.json beside the
+    file records the run, its dataset and its resize), sent as uint8 [B, 256, 256, 3]; the
+    file computes the rest (centre crop). Returns (split, rows) as `evaluate_runs`.
+    """
+    artifact = deploy.find_artifact(path)
+    if artifact is None:
+        raise RunDirError(f"{path} is neither a .tflite/.onnx file nor a folder holding one")
+    runner = deploy.Runner(artifact)
+    folder = os.path.dirname(artifact)
+    exported = deploy.read_report(folder)
+    recorded = exported.get("run", {})
+    if not (dataset or recorded.get("dataset")):
+        raise RunDirError(f"{folder} has no {deploy.REPORT} naming the dataset; give --dataset")
+    source = sources.open_source(dataset or recorded["dataset"],
+                                 data_dir if data_dir is not None else recorded.get("data_dir"))
+    names = deploy.read_labels(folder)
+    if names is not None and names != source.class_names:
+        raise RunDirError(f"{source.name} has other classes than {deploy.LABELS} beside "
+                          f"{artifact}")
+    split = split or recorded.get("eval_split") or "validation"
+    resize = exported.get("input", {}).get("resize", preprocessing.SHORTER_SIDE)
+    data = input_pipeline.client_dataset(source, resize, batch_size, split=split,
+                                         max_images=max_images)
+    probs, labels = [], []
+    for images, batch_labels in data.as_numpy_iterator():
+        probs.append(runner(images))
+        labels.append(batch_labels)
+    probs, labels = np.concatenate(probs), np.concatenate(labels)
+    if probs.shape[1] != len(source.class_names):
+        raise RunDirError(f"{artifact} scores {probs.shape[1]} classes; {source.name} has "
+                          f"{len(source.class_names)}")
+    rows = [{"model": os.path.abspath(artifact), "checkpoint": exported.get("checkpoint", ""),
+             **metrics.error_rates(probs, labels)}]
+    if report_dir is not None:
+        matrix = metrics.confusion_matrix(probs.argmax(axis=1), labels, len(source.class_names))
+        rows[-1]["most_confused"] = report.write_report(report_dir, matrix, source.class_names)
     return split, rows
 
 

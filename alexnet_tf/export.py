@@ -33,6 +33,7 @@ import numpy as np
 import tensorflow as tf
 
 from alexnet_tf import deploy, errors, files, metrics, ownership, paper, preprocessing
+from alexnet_tf.config import FLOAT32, PRECISIONS
 from alexnet_tf.restore import restore_model
 from alexnet_tf.rundir import RunDir, variables_bytes, weights_fingerprint
 
@@ -42,7 +43,7 @@ SIGNATURE_BYTES = "serving_default"
 SIGNATURE_TENSOR = "serving_image_tensor"
 SIGNATURE_FEATURES = "features"
 CLASS_NAMES_ASSET = "class_names.txt"
-LABELS, DEPLOY_REPORT, REJECTED = "labels.txt", "export_report.json", "rejected"
+REJECTED = "rejected"
 MIN_AGREEMENT = 0.98           # top-1 classes a deployment file must share with the SavedModel
 MAX_FLOAT_DIFFERENCE = 1e-4    # an unquantized file's largest |probability difference|
 EXPORT_INFO = os.path.join("assets.extra", "alexnet_tf_export.json")
@@ -96,6 +97,8 @@ class ServingModule:
             raise ExportError(f"the model has {model.output.shape[-1]} outputs but there are "
                               f"{len(class_names)} class names")
         self.classifier = model
+        # What the network computes in (its weighted layers' dtype policy): float32, bfloat16.
+        self.precision = next(layer.compute_dtype for layer in model.layers if layer.weights)
         self.extractor = feature_extractor(model)
         self.normalization = normalization
         self.max_megapixels = float(max_megapixels)
@@ -173,10 +176,11 @@ class ServingModule:
 
 
 def serving_module(model_dir, which="best", *, ten_crop=False, top_k=TOP_K,
-                   max_megapixels=preprocessing.MAX_MEGAPIXELS):
-    """(ServingModule, checkpoint path): a run's checkpoint ready to serve, in float32."""
+                   max_megapixels=preprocessing.MAX_MEGAPIXELS, precision=FLOAT32):
+    """(ServingModule, checkpoint path): a run's checkpoint ready to serve, computing in
+    `precision` (float32 by default: it runs on any server; bfloat16 for native-bf16 ones)."""
     run_dir = RunDir(model_dir)
-    model, run, path = restore_model(run_dir, which)
+    model, run, path = restore_model(run_dir, which, precision=precision)
     module = ServingModule(model, run.class_names, run_dir.normalization(run),
                            ten_crop=ten_crop, top_k=top_k, max_megapixels=max_megapixels)
     return module, path
@@ -192,7 +196,7 @@ def existing_versions(export_base):
 def export(model_dir, export_base=DEFAULT_EXPORT_BASE, *, which="best", version=None,
            ten_crop=False, top_k=TOP_K, max_megapixels=preprocessing.MAX_MEGAPIXELS,
            formats=(deploy.SAVED_MODEL,), quantize="none", calibration_images=200,
-           check_images=500, log=print):
+           check_images=500, precision=FLOAT32, log=print):
     """Writes `<export_base>/<version>/` atomically and returns its path.
 
     The next free version (1 after the highest present) unless `version` is
@@ -204,9 +208,12 @@ def export(model_dir, export_base=DEFAULT_EXPORT_BASE, *, which="best", version=
       formats: Any of `deploy.FORMATS`: the SavedModel, and LiteRT / ONNX files
         (`deploy`), each checked against the SavedModel's graph on the run's
         validation images (`check_deployments`).
-      quantize: LiteRT's quantization (`deploy.QUANTIZATIONS`).
+      quantize: The deployment files' quantization (`deploy.FORMAT_QUANTIZATIONS`: LiteRT
+        has float16, dynamic and int8; ONNX int8).
       calibration_images: int8: training images that calibrate the activations.
       check_images: Validation images each deployment file is checked on.
+      precision: What the SavedModel computes in: float32 (any server) or bfloat16 (for
+        servers with native bfloat16; the weights stay float32).
     """
     formats = tuple(dict.fromkeys(formats))
     unknown = [f for f in formats if f not in deploy.FORMATS] + (
@@ -215,8 +222,17 @@ def export(model_dir, export_base=DEFAULT_EXPORT_BASE, *, which="best", version=
         raise ExportError(f"unknown --format or --quantize {', '.join(unknown) or '(none)'}: "
                           f"formats {', '.join(deploy.FORMATS)}; quantizations "
                           f"{', '.join(deploy.QUANTIZATIONS)}")
-    if quantize != "none" and deploy.LITERT not in formats:
-        raise ExportError(f"--quantize={quantize} is for --format=litert")
+    without = [f for f in formats if f != deploy.SAVED_MODEL
+               and quantize not in deploy.FORMAT_QUANTIZATIONS[f]]
+    if quantize != "none" and (without or formats == (deploy.SAVED_MODEL,)):
+        raise ExportError(f"--quantize={quantize} is for " + " or ".join(
+            f"--format={f}" for f, q in deploy.FORMAT_QUANTIZATIONS.items() if quantize in q) +
+            (f" (not {', '.join(without)}: export it separately)" if without else ""))
+    if precision not in PRECISIONS:
+        raise ExportError(f"--precision={precision}: one of {', '.join(PRECISIONS)}")
+    if precision != FLOAT32 and formats != (deploy.SAVED_MODEL,):
+        raise ExportError(f"--precision={precision} is for the SavedModel alone; LiteRT and "
+                          "ONNX files are converted from float32 (see --quantize)")
     for fmt in formats:
         deploy.require(fmt)
     versions = existing_versions(export_base)
@@ -229,7 +245,7 @@ def export(model_dir, export_base=DEFAULT_EXPORT_BASE, *, which="best", version=
         raise ExportError(f"{final} exists; exports are never overwritten (omit --version to "
                           "write the next free version)")
     module, checkpoint = serving_module(model_dir, which, ten_crop=ten_crop, top_k=top_k,
-                                        max_megapixels=max_megapixels)
+                                        max_megapixels=max_megapixels, precision=precision)
     deployed = [f for f in formats if f != deploy.SAVED_MODEL]
     with files.staged_directory(
             final, lambda: variables_bytes(module.classifier.variables) * (1 + len(deployed)),
@@ -243,23 +259,20 @@ def export(model_dir, export_base=DEFAULT_EXPORT_BASE, *, which="best", version=
     return final
 
 
-def _images_256(run_dir, split, count):
+def client_images(run_dir, run, split, count):
     """(uint8 [N, 256, 256, 3], labels [N]): a split's first `count` images after the run's
-    resize to 256, as a deployment's client sends them."""
-    from alexnet_tf import sources
-    run = run_dir.read()
-    normalization = run_dir.normalization(run)
+    resize to 256, as a deployment's client sends them (`input_pipeline.client_dataset`)."""
+    from alexnet_tf import input_pipeline, sources
     source = sources.open_source(run.config.dataset, run.config.data_dir,
                                  run.config.max_megapixels)
-    images, labels = [], []
-    for encoded, label in source.encoded(split).take(count).as_numpy_iterator():
-        image = normalization.decode_256(encoded)
-        images.append(preprocessing.to_uint8(image).numpy())
-        labels.append(int(label))
-    if not images:
+    batches = list(input_pipeline.client_dataset(source, run.config.resize, 64,
+                                                 split=split, max_images=count)
+                   .as_numpy_iterator())
+    if not batches:
         raise ExportError(f"split {split!r} of {source.name} has no images to check or "
                           "calibrate the deployment files with")
-    return np.stack(images), np.array(labels)
+    return (np.concatenate([images for images, _ in batches]),
+            np.concatenate([labels for _, labels in batches]))
 
 
 def _errors(probabilities, labels):
@@ -279,12 +292,13 @@ def check_deployments(module, run_dir, folder, formats, quantize, calibration_im
     """
     run = run_dir.read()
     model = deploy.deploy_model(module.classifier, module.normalization)
-    images, labels = _images_256(run_dir, run.config.eval_split, check_images)
-    reference = np.concatenate([module._classify_tensor(tf.constant(images[i:i + 32]))[
+    images, labels = client_images(run_dir, run, run.config.eval_split, check_images)
+    classify = module.signatures()[SIGNATURE_TENSOR]
+    reference = np.concatenate([classify(image_tensor=tf.constant(images[i:i + 32]))[
         "probabilities"].numpy() for i in range(0, len(images), 32)])
     calibration = None
     if quantize == "int8":
-        calibration, _ = _images_256(run_dir, run.config.train_split, calibration_images)
+        calibration, _ = client_images(run_dir, run, run.config.train_split, calibration_images)
     report = {"checkpoint": os.path.abspath(checkpoint), "weights_sha1":
               weights_fingerprint(checkpoint),
               "input": {"name": "images", "dtype": "uint8",
@@ -292,19 +306,21 @@ def check_deployments(module, run_dir, folder, formats, quantize, calibration_im
                         "resize": run.config.resize, "crop": module.image_size},
               "output": {"name": "probabilities", "dtype": "float32",
                          "shape": [None, len(run.class_names)]},
-              "labels": LABELS, "check_images": len(images),
+              "labels": deploy.LABELS, "check_images": len(images),
+              "run": {"model_dir": os.path.abspath(run_dir.path), "dataset": run.config.dataset,
+                      "data_dir": run.config.data_dir, "eval_split": run.config.eval_split},
               "savedmodel": dict(zip(("top1_error", "top5_error"), _errors(reference, labels))),
               "artifacts": []}
     failed = []
     for fmt in formats:
-        name = deploy.file_name(fmt, quantize if fmt == deploy.LITERT else "none")
+        name = deploy.file_name(fmt, quantize)
         path = os.path.join(folder, name)
-        log(f"converting to {fmt}{'' if fmt != deploy.LITERT else f' ({quantize})'}: {name}")
-        deploy.convert(model, fmt, path, quantize if fmt == deploy.LITERT else "none", calibration)
+        log(f"converting to {fmt} ({'float32' if quantize == 'none' else quantize}): {name}")
+        deploy.convert(model, fmt, path, quantize, calibration)
         runner = deploy.Runner(path)
         found = np.concatenate([runner(images[i:i + 1]) for i in range(len(images))])
-        quantized = fmt == deploy.LITERT and quantize != "none"
-        entry = {"format": fmt, "quantize": quantize if fmt == deploy.LITERT else "none",
+        quantized = quantize != "none"
+        entry = {"format": fmt, "quantize": quantize,
                  "file": name, "bytes": os.path.getsize(path),
                  "top1_agreement": float(np.mean(found.argmax(1) == reference.argmax(1))),
                  "max_abs_probability_difference": float(np.abs(found - reference).max()),
@@ -316,16 +332,16 @@ def check_deployments(module, run_dir, folder, formats, quantize, calibration_im
         report["artifacts"].append(entry)
         if not entry["passed"]:
             failed.append(entry)
-    with open(os.path.join(folder, LABELS), "w") as f:
+    with open(os.path.join(folder, deploy.LABELS), "w") as f:
         f.write("\n".join(run.class_names) + "\n")
-    files.atomic_write_json(os.path.join(folder, DEPLOY_REPORT), report)
+    files.atomic_write_json(os.path.join(folder, deploy.REPORT), report)
     for line in report_lines(report):
         log(line)
     if failed:
         os.makedirs(aside, exist_ok=True)
         for entry in failed:
             os.replace(os.path.join(folder, entry["file"]), os.path.join(aside, entry["file"]))
-        os.replace(os.path.join(folder, DEPLOY_REPORT), os.path.join(aside, DEPLOY_REPORT))
+        os.replace(os.path.join(folder, deploy.REPORT), os.path.join(aside, deploy.REPORT))
         worst = failed[0]
         raise ExportError(f"{worst['file']} agrees with the SavedModel on "
                           f"{worst['top1_agreement']:.1%} of top-1 classes (max |dp| "
@@ -358,7 +374,7 @@ def _save(module, folder, checkpoint, model_dir):
         f.write(names)   # for people and tools; the graph uses its own constant
     info = {"checkpoint": os.path.abspath(checkpoint), "model_dir": os.path.abspath(model_dir),
             "weights_sha1": weights_fingerprint(checkpoint),
-            "ten_crop": module.ten_crop, "top_k": module.top_k,
+            "ten_crop": module.ten_crop, "top_k": module.top_k, "precision": module.precision,
             "max_megapixels": module.max_megapixels,
             "signatures": [SIGNATURE_BYTES, SIGNATURE_TENSOR, SIGNATURE_FEATURES],
             "history": ownership.summary(model_dir)}
@@ -378,22 +394,25 @@ def resolve_saved_model(path):
     return os.path.join(path, str(versions[-1]))
 
 
-def load_signatures(saved_model=None, model_dir=None, which="best"):
-    """({signature name: callable}, {"source": path, "weights_sha1": ...}).
+def load_signatures(saved_model=None, model_dir=None, which="best", precision=FLOAT32):
+    """({signature name: callable}, {"source": path, "weights_sha1": ..., "precision": ...}).
 
     Each callable takes keyword inputs and returns a dict of tensors. From an
     exported SavedModel, or straight from a model_dir's checkpoint (the same
     graph, built in memory). The weights' fingerprint (`rundir.weights_fingerprint`)
     is the same for a checkpoint and its export (None for an export that does
-    not record it).
+    not record it). `precision`: what a checkpoint's graph computes in (an export
+    computes as it was exported).
     """
     if (saved_model is None) == (model_dir is None):
         raise ExportError("give exactly one of --saved_model and --model_dir")
     if model_dir is not None:
-        module, checkpoint = serving_module(model_dir, which)
+        module, checkpoint = serving_module(model_dir, which, precision=precision)
         return module.signatures(), {"source": os.path.abspath(checkpoint),
-                                     "weights_sha1": weights_fingerprint(checkpoint)}
+                                     "weights_sha1": weights_fingerprint(checkpoint),
+                                     "precision": module.precision}
     folder = resolve_saved_model(saved_model)
     info = files.read_json(os.path.join(folder, EXPORT_INFO)) or {}
     return dict(tf.saved_model.load(folder).signatures), {
-        "source": os.path.abspath(folder), "weights_sha1": info.get("weights_sha1")}
+        "source": os.path.abspath(folder), "weights_sha1": info.get("weights_sha1"),
+        "precision": info.get("precision", FLOAT32)}

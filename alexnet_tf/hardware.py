@@ -176,6 +176,22 @@ def choose_jit(hardware, precision, placed_towers=False, data_parallel=False):
                    "TensorFlow's (oneDNN) kernels than compiled by XLA")
 
 
+def choose_inference_jit(hardware, precision):
+    """(jit_compile, reason) of --jit_compile=auto for a forward pass (eval, a study's evaluations).
+
+    As for training: on in float32 on CPUs with AVX2 but no AVX-512, where the compiled
+    forward pass measured 1.2-1.3x TensorFlow's kernels (docs/BENCHMARKS.md); off on
+    AVX-512 CPUs, where TensorFlow's oneDNN kernels were faster for the train step, and on
+    GPUs and TPUs, where it was not measured.
+    """
+    if hardware.accelerator:
+        return False, f"not measured on {hardware.accelerator.upper()}s; TensorFlow's kernels"
+    if hardware.cpu_class == "avx2" and precision == FLOAT32:
+        return True, "float32 on an AVX2 CPU without AVX-512 computes faster compiled by XLA"
+    return False, (f"{precision} on a CPU of class {hardware.cpu_class}: TensorFlow's (oneDNN) "
+                   "kernels")
+
+
 def choose_lrn(hardware):
     """(implementation, reason) of LocalResponseNormalization's "auto".
 
@@ -211,10 +227,15 @@ def resolve_precision(requested, hardware):
     return precision, "as asked", precision_warning(precision, hardware)
 
 
-def resolve_jit(requested, hardware, precision, placed_towers=False, data_parallel=False):
-    """(jit_compile, reason) of a --jit_compile value: "auto", "true"/"false" or a bool."""
+def resolve_jit(requested, hardware, precision, placed_towers=False, data_parallel=False,
+                inference=False):
+    """(jit_compile, reason) of a --jit_compile value: "auto", "true"/"false" or a bool.
+
+    `inference`: for a forward pass (evaluation, prediction), whose rule is `choose_inference_jit`.
+    """
     if requested == AUTO:
-        jit, reason = choose_jit(hardware, precision, placed_towers, data_parallel)
+        jit, reason = (choose_inference_jit(hardware, precision) if inference else
+                       choose_jit(hardware, precision, placed_towers, data_parallel))
         return jit, f"auto: {reason}"
     if isinstance(requested, str):
         if requested.lower() not in ("true", "false"):

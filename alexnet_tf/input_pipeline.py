@@ -85,3 +85,21 @@ def eval_dataset(source, normalization, batch_size, *, split="validation", ten_c
         ds = ds.take(max_images)
     ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(_options())
+
+
+def client_dataset(source, resize, batch_size, *, split="validation", max_images=None):
+    """Batches as a deployment file's client sends them: uint8 [B, 256, 256, 3] after the run's
+    resize (the mean, crop and scale are the file's own), and int64 labels [B].
+
+    `resize`: the run's (one of `preprocessing.RESIZES`); `max_images`: only the split's first
+    this many images (in its stored order).
+    """
+    @tf.autograph.experimental.do_not_convert
+    def prepare(encoded, label):
+        return preprocessing.to_uint8(preprocessing.decode_256(encoded, resize)), label
+
+    ds = source.encoded(split)
+    if max_images is not None:
+        ds = ds.take(max_images)
+    ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(_options())

@@ -63,6 +63,27 @@ def too_large(height, width, max_megapixels=MAX_MEGAPIXELS):
     return f"{width} x {height} pixels, larger than the {max_megapixels:g}-megapixel limit"
 
 
+# Why a file is not classified, as every tool and `load_image` say it ("<file> is ...").
+EMPTY = "an empty file, not an image"
+NOT_AN_IMAGE = "not a JPEG, PNG, GIF or BMP image"
+DAMAGED = "a truncated or damaged image (its header reads, its pixels do not)"
+
+
+def image_problem(data, max_megapixels=MAX_MEGAPIXELS):
+    """None, or why these encoded bytes will not be decoded (one line), from the header alone:
+    EMPTY, NOT_AN_IMAGE or `too_large`'s reason. (A header that reads over damaged pixels is
+    found by decoding: DAMAGED.)"""
+    if not data:
+        return EMPTY
+    try:
+        height, width = (int(v) for v in encoded_size(data).numpy())
+    except tf.errors.OpError:
+        return NOT_AN_IMAGE
+    if height <= 0 or width <= 0:
+        return NOT_AN_IMAGE
+    return too_large(height, width, max_megapixels)
+
+
 def decode_rgb(encoded, max_megapixels=None):
     """Decodes JPEG/PNG/GIF/BMP bytes into uint8 [height, width, 3] (grey, CMYK, alpha -> RGB).
 

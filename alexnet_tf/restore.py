@@ -9,7 +9,7 @@ Example:
     model, run, path = restore_model("runs/quickstart", "best")
 """
 
-from alexnet_tf import state
+from alexnet_tf import runtime, state
 from alexnet_tf.models import build_alexnet
 from alexnet_tf.rundir import RunDir
 
@@ -18,23 +18,27 @@ def _run_dir(run_dir):
     return run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
 
 
-def build_model(run_dir, run=None, devices=None):
-    """The run's model, freshly initialised, its towers on `devices` (None: unplaced)."""
+def build_model(run_dir, run=None, devices=None, precision=None):
+    """The run's model, freshly initialised, its towers on `devices` (None: unplaced),
+    computing in `precision` (None: as the Keras dtype policy is set)."""
     run = run or _run_dir(run_dir).read()
-    return build_alexnet(run.num_classes, run.config.model, devices=devices)
+    with runtime.dtype_policy(precision):
+        return build_alexnet(run.num_classes, run.config.model, devices=devices)
 
 
-def restore_model(run_dir, which="best", devices=None):
+def restore_model(run_dir, which="best", devices=None, precision=None):
     """(model, run, checkpoint path): the run's model with the checkpoint `which` restored.
 
     Args:
       run_dir: A `RunDir` or its path.
       which: "best", "latest", or a checkpoint path (DIR/ckpt-N); see `RunDir.checkpoint`.
       devices: Tower placement (None: unplaced).
+      precision: What it computes in: float32, bfloat16 or float16 (variables stay float32);
+        None: as the Keras dtype policy is set.
     """
     run_dir = _run_dir(run_dir)
     run = run_dir.read()
-    model = build_model(run_dir, run, devices)
+    model = build_model(run_dir, run, devices, precision)
     path = run_dir.checkpoint(which)
     state.restore_weights(model, path)
     return model, run, path

@@ -59,8 +59,9 @@ def load_index(path, meta):
         return None, (f"the index at {path} was built from other weights (from "
                       f"{saved.get('source', 'an unknown model')})" if weights else
                       "the export does not record which weights it holds")
-    for key in ("dataset", "split", "examples"):
-        if saved.get(key) != meta.get(key):
+    saved.setdefault("precision", "float32")       # indexes of before computed in float32
+    for key in ("dataset", "split", "examples", "precision"):
+        if saved.get(key) != meta.get(key, "float32"):
             return None, (f"the index at {path} was built with {key} {saved.get(key)}, not "
                           f"{meta.get(key)}")
     return (features, labels), None

@@ -5,6 +5,7 @@ run, with its reason (the run prints and records them); `hardware` holds the
 rules, this module applies them to a run.
 """
 
+import contextlib
 import dataclasses
 
 import keras
@@ -69,6 +70,32 @@ def runtime_lines(runtime):
     return lines + [f"precision {runtime['mixed_precision']} ({runtime['mixed_precision_reason']}"
                     f"); XLA {'on' if runtime['jit_compile'] else 'off'} "
                     f"({runtime['jit_compile_reason']})"]
+
+
+def resolve_inference(mixed_precision=hardware.AUTO, jit_compile=hardware.AUTO):
+    """The precision and XLA setting inference uses on this machine (eval, predict, retrieve,
+    figures), and why: a dict like `resolve_runtime`'s."""
+    found = hardware.detected()
+    precision, precision_why, warning = hardware.resolve_precision(mixed_precision, found)
+    jit, jit_why = hardware.resolve_jit(jit_compile, found, precision, inference=True)
+    if jit and found.accelerator is None:
+        hardware.configure_xla_cpu()
+    return {"mixed_precision": precision, "mixed_precision_reason": precision_why,
+            "jit_compile": jit, "jit_compile_reason": jit_why, "warning": warning}
+
+
+@contextlib.contextmanager
+def dtype_policy(precision):
+    """Models built inside compute in `precision` (None: the policy as it is); restored after."""
+    if precision is None:
+        yield
+        return
+    previous = keras.mixed_precision.dtype_policy()
+    keras.mixed_precision.set_dtype_policy(hardware.KERAS_POLICIES[precision])
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_dtype_policy(previous)
 
 
 def set_up(config, precision):

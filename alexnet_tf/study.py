@@ -26,7 +26,7 @@ import time
 import tensorflow as tf
 
 from alexnet_tf import (errors, evaluate, figures, files, hardware, metrics, paper, quiet,
-                        rundir, sources, train)
+                        rundir, runtime, sources, train)
 from alexnet_tf.config import ModelConfig, TrainConfig
 from alexnet_tf.restore import restore_model
 from alexnet_tf.summaries import format_duration
@@ -270,15 +270,20 @@ def _train_and_evaluate(config, ablation, preset, threshold, log):
     latest = run_dir.latest_checkpoint()
     if latest is None or int(latest.rsplit("-", 1)[-1]) < run.runtime["last_step"]:
         return None
-    model, run, _ = restore_model(run_dir, "best")
+    # Evaluated in the precision it trained in, with the XLA setting inference uses here.
+    inference = runtime.resolve_inference(config.mixed_precision)
+    model, run, _ = restore_model(run_dir, "best", precision=inference["mixed_precision"])
     source = sources.open_source(config.dataset, config.data_dir)
+    jit = inference["jit_compile"]
     ten = metrics.error_rates(*evaluate.run_probabilities(
         model, run_dir, run, source, config.eval_split, ten_crop=True, batch_size=8,
-        max_images=preset.ten_crop_images))
+        max_images=preset.ten_crop_images, jit_compile=jit))
     centre = metrics.error_rates(*evaluate.run_probabilities(    # the model the 10-crop used
-        model, run_dir, run, source, config.eval_split, max_images=preset.ten_crop_images))
+        model, run_dir, run, source, config.eval_split, max_images=preset.ten_crop_images,
+        jit_compile=jit))
     on_train = metrics.error_rates(*evaluate.run_probabilities(
-        model, run_dir, run, source, config.train_split, max_images=preset.train_error_images))
+        model, run_dir, run, source, config.train_split, max_images=preset.train_error_images,
+        jit_compile=jit))
     curve = training_curve(run_dir, run.runtime.get("steps_per_epoch") or 1)
     reached = next(((step, seconds) for step, _, error, seconds in curve if error <= threshold),
                    (None, None))

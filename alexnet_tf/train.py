@@ -20,8 +20,8 @@ import signal
 
 import tensorflow as tf
 
-from alexnet_tf import (dataset_stats, finetune, input_pipeline, metrics, ownership, runtime,
-                        sources, summaries)
+from alexnet_tf import (dataset_stats, errors, finetune, input_pipeline, metrics, ownership,
+                        runtime, sources, summaries)
 from alexnet_tf.config import frozen_layers
 from alexnet_tf.rundir import TRAIN_LOGS, Run, RunDir
 from alexnet_tf.state import RunState, build_state, restore_state
@@ -102,10 +102,10 @@ PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
 
 
 def _peer_lost_message(error, task, run_dir):
-    first_line = (error.message or type(error).__name__).strip().splitlines()[0][:200]
     latest = run_dir.latest_checkpoint()
-    return (f"{task}: another worker stopped responding ({first_line}); restart every worker "
-            f"with the same flags to resume from the last checkpoint ({latest or 'none yet'})")
+    return (f"{task}: another worker stopped responding ({errors.first_line(error, 200)}); "
+            f"restart every worker with the same flags to resume from the last checkpoint "
+            f"({latest or 'none yet'})")
 
 
 def weight_norm(model):

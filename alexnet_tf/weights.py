@@ -99,7 +99,7 @@ def fetch_caffemodel(origin=None, sha1=None):
             raise
         if isinstance(error, OSError) and errors.is_disk_full(error):
             raise files.disk_full(final, 250e6, "free space and call again") from None
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        reason = errors.first_line(error, 200)
         raise WeightsError(f"could not download {CAFFEMODEL} from {origin} ({reason}).\n"
                            f"{_manual(sha1)}") from None
     found = sha1_of(partial)

@@ -181,4 +181,16 @@ CATALOGUE = (
              "alexnet_tf/config.py", "        if problem:\n            raise ValueError(problem)",
              "        pass", ("tests/test_config.py::test_a_run_config_with_a_value_of_the_wrong_"
                              "type_or_range_is_refused_naming_it",)),
+    Mutation("onnx_int8_8_bit_weights", "ONNX int8 weights keep 7 bits: no u8 x s8 saturation "
+             "without VNNI (#27)", "alexnet_tf/deploy.py", "reduce_range=True", "reduce_range=False",
+             ("tests/test_deploy.py::test_onnx_int8_holds_7_bit_weights_and_runs_close_to_keras",)),
+    Mutation("inference_jit_never", "inference compiles with XLA where it measured faster (#27)",
+             "alexnet_tf/hardware.py",
+             'return True, "float32 on an AVX2 CPU without AVX-512 computes faster compiled by XLA"',
+             'return False, ""', ("tests/test_hardware.py",)),
+    Mutation("deploy_lrn_in_place", "a deployment conversion leaves the caller's model as it was "
+             "(#27)", "alexnet_tf/deploy.py", "    classifier = _with_builtin_lrn(classifier)\n",
+             "    [setattr(layer, 'implementation', 'kernel') for layer in classifier.layers\n"
+             "     if isinstance(layer, LocalResponseNormalization)]\n",
+             ("tests/test_deploy.py::test_deploy_model_leaves_the_classifier_as_it_was",)),
 )

@@ -237,7 +237,7 @@ def test_load_image_resizes_and_crops_as_the_weights_were_evaluated(tmp_path):
     assert alexnet_tf.load_image(path).shape == (227, 227, 3)
     (tmp_path / "empty.jpg").write_bytes(b"")
     (tmp_path / "text.jpg").write_text("not an image")
-    for name, message in (("empty.jpg", "is empty"), ("text.jpg", "not a JPEG"),
+    for name, message in (("empty.jpg", "is an empty file, not an image"), ("text.jpg", "not a JPEG"),
                           ("missing.jpg", "cannot read")):
         with pytest.raises(ValueError, match=message) as error:
             alexnet_tf.load_image(str(tmp_path / name))

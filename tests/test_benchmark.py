@@ -13,7 +13,8 @@ KEYS = ("train_fp32_synthetic_img_s", "train_fp32_pipeline_img_s", "train_bf16_s
         "matmul_bf16_gflops", "retraces", "serving_p50_ms", "serving_p99_ms", "serving_b32_img_s",
         "train_fp32_jit_synthetic_img_s", "train_bf16_jit_synthetic_img_s", "train_fp32_auto_img_s",
         "matmul_fp32_tf_1024_gflops", "matmul_fp32_numpy_1024_gflops", "conv_fp32_gflops",
-        "train_fp32_conv_bound_img_s", "conv_bound_fraction_of_flop_limit")
+        "train_fp32_conv_bound_img_s", "conv_bound_fraction_of_flop_limit", "eval_auto_img_s",
+        "eval_10crop_auto_img_s")
 
 
 def test_quick_benchmark_writes_every_key(tiny_data_dir, tmp_path):
@@ -40,6 +41,8 @@ def test_quick_benchmark_writes_every_key(tiny_data_dir, tmp_path):
     fp32 = payload["train_fp32_jit_synthetic_img_s" if payload["auto_fp32_jit"]
                    else "train_fp32_synthetic_img_s"]
     assert payload["train_fp32_auto_img_s"] == fp32
+    assert payload["eval_auto_over_fp32"] == pytest.approx(
+        payload["eval_auto_img_s"] / payload["eval_img_s"])
     assert payload["train_fp32_fraction_of_flop_limit"] == pytest.approx(
         fp32 * 4.14 / payload["matmul_fp32_gflops"])
     assert payload["train_fp32_over_conv_bound"] == pytest.approx(

@@ -471,6 +471,22 @@ def test_litert_and_onnx_exports_equal_the_savedmodel_in_their_own_runtimes(
         results[target] = [t["name"] for t in json.loads(predicted.stdout)[0]["top_k"]]
     assert len({tuple(r) for r in results.values()}) == 1, results
 
+    # alexnet-eval runs each file with its runtime on the run's validation split (read from
+    # export_report.json): the same errors as the run's checkpoint evaluated by TensorFlow.
+    evaluated = {}
+    for target in (run_dir, f"{folder}/alexnet.onnx", folder):
+        flag = "--model_dir" if target == run_dir else "--saved_model"
+        out = tmp_path / f"eval{len(evaluated)}.json"
+        done = cli("eval", f"{flag}={target}", f"--json={out}")
+        assert done.returncode == 0, done.stderr[-2000:]
+        row = json.load(open(out))["results"][0]
+        evaluated[target] = (row["top1_error"], row["top5_error"], row["examples"])
+    assert len(set(evaluated.values())) == 1, evaluated
+    assert evaluated[run_dir][2] == len(encoded)
+    refused = cli("eval", f"--saved_model={folder}", "--ten_crop")
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1
+    assert "--ten_crop needs --model_dir" in refused.stderr
+
 
 def test_a_missing_deploy_extra_or_a_bad_format_is_one_line(run_dir, tmp_path, monkeypatch):
     import importlib.util
@@ -490,3 +506,26 @@ def test_a_missing_deploy_extra_or_a_bad_format_is_one_line(run_dir, tmp_path, m
     bad.write_bytes(b"not a flatbuffer")
     with pytest.raises(deploy.DeployError, match=f"^{bad} is not a LiteRT model"):
         deploy.Runner(str(bad))
+
+
+def test_a_bfloat16_export_computes_in_bfloat16_near_the_float32_one(run_dir, exported,
+                                                                     validation, tmp_path):
+    path = export.export(run_dir, str(tmp_path / "bf16"), precision="bfloat16")
+    assert json.load(open(os.path.join(path, export.EXPORT_INFO)))["precision"] == "bfloat16"
+    # The graph as TF Serving reads it: every convolution and matmul takes bfloat16.
+    from tensorflow.core.protobuf import saved_model_pb2
+    saved = saved_model_pb2.SavedModel()
+    saved.ParseFromString(open(os.path.join(path, "saved_model.pb"), "rb").read())
+    graph = saved.meta_graphs[0].graph_def
+    nodes = list(graph.node) + [n for f in graph.library.function for n in f.node_def]
+    types = {n.attr["T"].type for n in nodes if n.op in ("Conv2D", "MatMul")}
+    assert types == {tf.bfloat16.as_datatype_enum}, types
+    # Its probabilities: float32's within bfloat16's rounding (8 significant bits).
+    _, encoded, _ = validation
+    images = tf.constant(encoded[:6])
+    half = tf.saved_model.load(path).signatures["serving_default"](image_bytes=images)
+    full = tf.saved_model.load(exported[1]).signatures["serving_default"](image_bytes=images)
+    difference = np.abs(half["probabilities"].numpy() - full["probabilities"].numpy()).max()
+    assert 0 < difference < 0.05, difference
+    with pytest.raises(export.ExportError, match="--precision=bfloat16 is for the SavedModel"):
+        export.export(run_dir, str(tmp_path / "b"), precision="bfloat16", formats=("onnx",))

@@ -7,7 +7,8 @@ import platform
 import tensorflow as tf
 from absl import app, flags
 
-from alexnet_tf import benchmark, dataset_stats, files, hardware, input_pipeline, sources
+from alexnet_tf import (benchmark, dataset_stats, files, hardware, input_pipeline, runtime,
+                        sources)
 from alexnet_tf.cli import common
 
 FLAGS = flags.FLAGS
@@ -20,6 +21,13 @@ flags.DEFINE_string("json", None, "Write the results to this JSON file.")
 
 flags.DEFINE_boolean("only_weights_load", False, "Measure only AlexNet(weights='bvlc_alexnet') "
                      "from a warm Keras cache (fresh processes; nothing is downloaded).")
+flags.DEFINE_string("serving_model_dir", None, "A trained run: add the serving table, its "
+                    "checkpoint as each form a server runs (SavedModel per precision, LiteRT per "
+                    "quantization, ONNX), each served in a fresh process: batch-1 p50/p99, "
+                    "batch-32 images/s, size, peak RSS, top-1 agreement with float32 on its "
+                    "validation images.")
+flags.DEFINE_boolean("only_serving", False, "With --serving_model_dir: measure only the serving "
+                     "table.")
 flags.DEFINE_string("reference_json", None,
                     "JSON of docs/torch_reference/alexnet_torch.py run in the same session at the "
                     "same batch: adds its rate and the ratio to ours.")
@@ -30,10 +38,40 @@ def weights_load_results(quick):
     return {f"weights_load_{key}": value for key, value in load.items()}
 
 
+def serving_results(quick):
+    """The serving table's rows (benchmark.serving_table) of --serving_model_dir."""
+    import tempfile
+
+    from alexnet_tf import deploy, export
+    from alexnet_tf.rundir import RunDir
+    for fmt in (deploy.LITERT, deploy.ONNX):
+        deploy.require(fmt)
+    native = hardware.native_bfloat16(hardware.detected())
+    precisions = ("float32", "bfloat16") if native else ("float32",)
+    if not native:
+        print("serving table: no bfloat16 SavedModel (this CPU has no native bfloat16: it would "
+              "be emulated, several times slower than float32)")
+    run_dir = RunDir(FLAGS.serving_model_dir)
+    run = run_dir.read()
+    images, _ = export.client_images(run_dir, run, run.config.eval_split, 100 if quick else 600)
+    with tempfile.TemporaryDirectory() as folder:
+        forms = benchmark.serving_files(FLAGS.serving_model_dir, folder, precisions,
+                                        deploy.QUANTIZATIONS,
+                                        log=lambda line: print(line, flush=True))
+        rows = benchmark.serving_table(forms, images, requests=30 if quick else 100)
+    for line in benchmark.serving_table_lines(rows):
+        print(line)
+    return {"serving_table": rows, "serving_table_images": len(images)}
+
+
 def measure(quick):
     """Every measurement, as one flat dict of numbers (keys documented in docs/BENCHMARKS.md)."""
     if FLAGS.only_weights_load:
         return weights_load_results(quick)
+    if FLAGS.only_serving:
+        if not FLAGS.serving_model_dir:
+            raise app.UsageError("--only_serving needs --serving_model_dir=RUN (a trained run)")
+        return serving_results(quick)
     steps = 1 if quick else 4
     batch = FLAGS.batch_size
     found = hardware.detected()
@@ -83,6 +121,13 @@ def measure(quick):
                                                 batches=2 if quick else 4)
     results["eval_10crop_img_s"] = benchmark.eval_rate(source, normalization, 8, ten_crop=True,
                                                        batches=2 if quick else 4)
+    # As alexnet-eval computes by default here (runtime.resolve_inference: precision, XLA).
+    inference = runtime.resolve_inference()
+    auto = {"precision": inference["mixed_precision"], "jit_compile": inference["jit_compile"]}
+    results["eval_auto_img_s"] = benchmark.eval_rate(source, normalization, 64, ten_crop=False,
+                                                     batches=2 if quick else 4, **auto)
+    results["eval_10crop_auto_img_s"] = benchmark.eval_rate(
+        source, normalization, 8, ten_crop=True, batches=2 if quick else 4, **auto)
     p50, p99, b32 = benchmark.serving_latency(requests=30 if quick else 100)
     results.update(serving_p50_ms=p50, serving_p99_ms=p99, serving_b32_img_s=b32)
     results["peak_rss_mb"] = benchmark.peak_rss_mb()
@@ -99,6 +144,8 @@ def measure(quick):
                                  "at one --batch_size")
         results["reference_torch_fp32_img_s"] = reference["train_fp32_img_s"]
     results.update(ratios(results))
+    if FLAGS.serving_model_dir:
+        results.update(serving_results(quick))
     return results
 
 
@@ -128,6 +175,8 @@ def ratios(r):
         "pipeline_over_train_fp32": r["pipeline_img_s"] / fp32,
         "pipeline_train_over_synthetic": r["train_fp32_pipeline_img_s"] / fp32,
         "serving_flop_bound_ms": flop_bound_forward_ms,
+        "eval_auto_over_fp32": r["eval_auto_img_s"] / r["eval_img_s"],
+        "eval_10crop_auto_over_fp32": r["eval_10crop_auto_img_s"] / r["eval_10crop_img_s"],
         "serving_p50_over_flop_bound": r["serving_p50_ms"] / flop_bound_forward_ms,
     }
     if r.get("reference_torch_fp32_img_s"):
@@ -147,6 +196,8 @@ def main(argv):
           f"(flags {' '.join(machine['cpu_flags']) or 'none relevant'}), {machine['cores']} cores")
     print(f"{'measurement':<36} {'value':>12}")
     for key, value in results.items():
+        if isinstance(value, list):      # the serving table, printed as it was measured
+            continue
         print(f"{key:<36} {value:>12.3f}" if isinstance(value, float)
               else f"{key:<36} {str(value):>12}")
     if FLAGS.json:

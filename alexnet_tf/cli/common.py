@@ -6,10 +6,10 @@ import re
 import sys
 import warnings
 
-import tensorflow as tf
 from absl import app, flags, logging
 
-from alexnet_tf import errors, preprocessing, quiet
+from alexnet_tf import errors, preprocessing, quiet, runtime
+from alexnet_tf.config import MIXED_PRECISIONS
 
 USAGE_ERROR, FAILURE = 2, 1          # exit statuses: the command line is wrong; the job failed
 HELP_FLAGS = ("--help", "--helpshort", "--helpfull", "-?", "-help", "-helpshort", "-helpfull")
@@ -113,12 +113,6 @@ def _drop_tfds_warnings(record):
         f"{os.sep}tensorflow_datasets{os.sep}" not in record.pathname
 
 
-# Why an image file is not classified, told apart: from its size, its header, its pixels.
-EMPTY = "an empty file, not an image"
-NOT_AN_IMAGE = "not a JPEG, PNG, GIF or BMP image"
-DAMAGED = "a truncated or damaged image (its header reads, its pixels do not)"
-
-
 def define_max_megapixels(help_text="Image files larger than this many megapixels (read from "
                                     "their headers) are refused before decoding."):
     """The --max_megapixels flag of a CLI that reads image files (the limit is preprocessing's)."""
@@ -126,17 +120,30 @@ def define_max_megapixels(help_text="Image files larger than this many megapixel
                        lower_bound=0.001)
 
 
-def image_problem(data, max_megapixels):
-    """None, or why these encoded bytes will not be classified (one line), from the header."""
-    if not data:
-        return EMPTY
-    try:
-        height, width = (int(v) for v in preprocessing.encoded_size(data).numpy())
-    except tf.errors.OpError:
-        return NOT_AN_IMAGE
-    if height <= 0 or width <= 0:
-        return NOT_AN_IMAGE
-    return preprocessing.too_large(height, width, max_megapixels)
+def define_inference_flags(jit=True):
+    """--mixed_precision (and with `jit`, --jit_compile) of a tool that runs a trained network."""
+    flags.DEFINE_enum("mixed_precision", "auto", MIXED_PRECISIONS,
+                      "What the network computes in (weights stay float32). auto: bfloat16 where "
+                      "the hardware computes it natively (avx512_bf16/amx_bf16 CPUs, GPUs of "
+                      "compute capability 8.0+, TPUs), float32 otherwise.")
+    if jit:
+        flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"],
+                          "XLA-compile the forward pass. auto: where it measured faster "
+                          "(docs/BENCHMARKS.md).")
+
+
+def inference_settings(tool):
+    """`runtime.resolve_inference` of the flags (warning about an emulated precision), and the
+    line a tool prints about it."""
+    jit = flags.FLAGS.jit_compile if "jit_compile" in flags.FLAGS else "false"
+    settings = runtime.resolve_inference(flags.FLAGS.mixed_precision, jit)
+    if settings["warning"]:
+        warn(tool, settings["warning"].removeprefix("warning: "))
+    line = f"computing in {settings['mixed_precision']} ({settings['mixed_precision_reason']})"
+    if "jit_compile" in flags.FLAGS:
+        line += (f"; XLA {'on' if settings['jit_compile'] else 'off'} "
+                 f"({settings['jit_compile_reason']})")
+    return settings, line
 
 
 def serving_error(error):
@@ -144,7 +151,7 @@ def serving_error(error):
     message = str(getattr(error, "message", error))
     if "megapixel limit" in message:
         return message.split("[", 1)[-1].split("]", 1)[0]
-    return DAMAGED
+    return preprocessing.DAMAGED
 
 
 def read_file(path):

@@ -23,15 +23,22 @@ common.define_max_megapixels("A request's image larger than this (read from its 
                              "that request alone, before decoding.")
 flags.DEFINE_list("format", [deploy.SAVED_MODEL], "What to write into the version folder: "
                   "saved_model (TF Serving), litert (alexnet_<quantize>.tflite), onnx "
-                  "(alexnet.onnx); several at once, e.g. saved_model,litert,onnx. litert and onnx "
-                  f"need the deploy extra ({deploy.EXTRA}).")
-flags.DEFINE_enum("quantize", "none", list(deploy.QUANTIZATIONS), "LiteRT: none (float32), "
+                  "(alexnet.onnx, alexnet_int8.onnx); several at once, e.g. "
+                  "saved_model,litert,onnx. litert and onnx need the deploy extra "
+                  f"({deploy.EXTRA}).")
+flags.DEFINE_enum("quantize", "none", list(deploy.QUANTIZATIONS), "none (float32); LiteRT: "
                   "float16 weights, dynamic (int8 weights), or int8 (full integer, calibrated on "
-                  "--calibration_images training images; LRN stays float32).")
+                  "--calibration_images training images; LRN stays float32); ONNX: int8 (ONNX "
+                  "Runtime's static quantization of convolutions and matrix products, "
+                  "calibrated the same way).")
 flags.DEFINE_integer("calibration_images", 200, "int8: training images that calibrate the "
                      "activations.", lower_bound=1)
 flags.DEFINE_integer("check_images", 500, "Validation images each LiteRT/ONNX file is checked "
                      "on against the SavedModel.", lower_bound=1)
+flags.DEFINE_enum("precision", "float32", ["float32", "bfloat16"], "What the SavedModel "
+                  "computes in: float32 runs on any server; bfloat16 is for servers that compute "
+                  "it natively (avx512_bf16/amx_bf16 CPUs, recent GPUs, TPUs); weights stay "
+                  "float32.")
 
 
 def main(argv):
@@ -44,13 +51,13 @@ def main(argv):
                              max_megapixels=FLAGS.max_megapixels, formats=FLAGS.format,
                              quantize=FLAGS.quantize,
                              calibration_images=FLAGS.calibration_images,
-                             check_images=FLAGS.check_images,
+                             check_images=FLAGS.check_images, precision=FLAGS.precision,
                              log=lambda line: print(line, flush=True))
     except errors.UserError as error:
         print(f"alexnet-export: error: {error}", file=sys.stderr)
         sys.exit(1)
     if deploy.SAVED_MODEL in FLAGS.format:
-        print(f"exported {path} (signatures: {export.SIGNATURE_BYTES}, "
+        print(f"exported {path} ({FLAGS.precision}; signatures: {export.SIGNATURE_BYTES}, "
               f"{export.SIGNATURE_TENSOR}, {export.SIGNATURE_FEATURES})")
     else:
         print(f"exported {path}")

@@ -20,6 +20,7 @@ flags.DEFINE_integer("num_images", 8, "How many prediction panels.", lower_bound
 flags.DEFINE_string("dataset", None, "Images for the prediction panels from this dataset "
                     "(a TFDS name or image_folder:ROOT); default: the run's.")
 flags.DEFINE_string("data_dir", None, "Default: the data_dir the model was trained with.")
+common.define_inference_flags(jit=False)
 
 KERNELS_PNG, PREDICTIONS_PNG = "conv1_kernels.png", "predictions.png"
 
@@ -43,7 +44,10 @@ def main(argv):
     common.quiet_libraries()
     try:
         config = RunDir(FLAGS.model_dir).read().config
-        module, checkpoint = export.serving_module(FLAGS.model_dir, FLAGS.checkpoint)
+        settings, line = common.inference_settings("figures")
+        print(line, flush=True)
+        module, checkpoint = export.serving_module(FLAGS.model_dir, FLAGS.checkpoint,
+                                                   precision=settings["mixed_precision"])
         source = sources.open_source(
             FLAGS.dataset or config.dataset,
             FLAGS.data_dir if FLAGS.data_dir is not None else config.data_dir)

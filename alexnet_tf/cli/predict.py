@@ -6,7 +6,7 @@ import sys
 import tensorflow as tf
 from absl import app, flags
 
-from alexnet_tf import deploy, errors, export, files, imagenet
+from alexnet_tf import deploy, errors, export, files, imagenet, preprocessing
 from alexnet_tf.cli import common
 
 FLAGS = flags.FLAGS
@@ -16,6 +16,7 @@ flags.DEFINE_string("saved_model", None, "An export (<export_base>/<version>), a
 flags.DEFINE_string("model_dir", None, "Instead of --saved_model: a training run's checkpoint.")
 flags.DEFINE_string("checkpoint", "best", "With --model_dir: best, latest, or DIR/ckpt-N.")
 common.define_max_megapixels()
+common.define_inference_flags(jit=False)      # with --model_dir: what its graph computes in
 flags.DEFINE_string("json", None, "Also write the results as one JSON document to this file; "
                     "--json=- prints it instead of the table.")
 
@@ -23,7 +24,7 @@ flags.DEFINE_string("json", None, "Also write the results as one JSON document t
 def predict_file(serve, path):
     """{"image", "top_k": [{"id", "name", "probability"}]} or {"image", "error"} for one file."""
     data, problem = common.read_file(path)
-    problem = problem or common.image_problem(data, FLAGS.max_megapixels)
+    problem = problem or preprocessing.image_problem(data, FLAGS.max_megapixels)
     if problem:
         return {"image": path, "error": problem}
     try:
@@ -65,8 +66,14 @@ def main(argv):
             signatures = {export.SIGNATURE_BYTES: deploy.classify_bytes(
                 artifact, max_megapixels=FLAGS.max_megapixels)}
         else:
+            precision = "float32"
+            if FLAGS.model_dir:
+                settings, line = common.inference_settings("predict")
+                precision = settings["mixed_precision"]
+                if FLAGS.json != "-":
+                    print(line, flush=True)
             signatures, _ = export.load_signatures(FLAGS.saved_model, FLAGS.model_dir,
-                                                   FLAGS.checkpoint)
+                                                   FLAGS.checkpoint, precision)
     except errors.UserError as error:
         print(f"alexnet-predict: error: {error}", file=sys.stderr)
         sys.exit(1)

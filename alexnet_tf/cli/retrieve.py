@@ -6,7 +6,7 @@ import sys
 import tensorflow as tf
 from absl import flags
 
-from alexnet_tf import errors, export, figures, files, retrieval, sources
+from alexnet_tf import errors, export, figures, files, preprocessing, retrieval, sources
 from alexnet_tf.cli import common
 
 FLAGS = flags.FLAGS
@@ -22,6 +22,7 @@ flags.DEFINE_integer("k", retrieval.NEIGHBOURS, "Neighbours per query.", lower_b
 flags.DEFINE_string("query_split", "validation", "Without query files: queries from this split.")
 flags.DEFINE_integer("num_queries", 5, "Without query files: how many queries.", lower_bound=1)
 common.define_max_megapixels()
+common.define_inference_flags(jit=False)      # with --model_dir: what its graph computes in
 flags.DEFINE_string("output", None, "The PNG grid: a row per query, then neighbours; default "
                     "retrieval.png, or the first free retrieval-N.png (an earlier grid is kept). "
                     "A name given here is overwritten.")
@@ -37,7 +38,7 @@ def read_queries(paths, source):
     queries, failures = [], 0
     for path in paths:
         data, problem = common.read_file(path)
-        problem = problem or common.image_problem(data, FLAGS.max_megapixels)
+        problem = problem or preprocessing.image_problem(data, FLAGS.max_megapixels)
         if problem:
             print(f"alexnet-retrieve: error: {path}: {problem}", file=sys.stderr)
             failures += 1
@@ -49,8 +50,13 @@ def read_queries(paths, source):
 def main(argv):
     common.quiet_libraries()
     try:
+        precision = "float32"
+        if FLAGS.model_dir:
+            settings, line = common.inference_settings("retrieve")
+            precision = settings["mixed_precision"]
+            print(line, flush=True)
         signatures, weights = export.load_signatures(FLAGS.saved_model, FLAGS.model_dir,
-                                                     FLAGS.checkpoint)
+                                                     FLAGS.checkpoint, precision)
         source = sources.open_source(FLAGS.dataset, FLAGS.data_dir)
         features_fn = signatures[export.SIGNATURE_FEATURES]
         meta = {**weights, "dataset": source.name, "split": FLAGS.split,

@@ -1,0 +1,125 @@
+"""Deployment conversions on a small network (deploy.convert), checked by the runtimes themselves.
+
+The whole AlexNet's LiteRT/ONNX files are checked in test_export.py; here a small
+uint8-in network keeps the conversions fast, so that each quantization's file can be
+read back and run by its own runtime (ONNX Runtime, LiteRT) against Keras.
+"""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from alexnet_tf import deploy
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("ai_edge_litert")
+SIDE = deploy.INPUT_SIDE
+
+
+def small_model(seed=0):
+    """uint8 [B, 256, 256, 3] -> probabilities over 5 classes, through two convolutions."""
+    keras.utils.set_random_seed(seed)
+    images = keras.Input((SIDE, SIDE, 3), dtype="uint8", name="images")
+    x = keras.layers.Rescaling(1 / 255.0)(keras.layers.Lambda(
+        lambda t: keras.ops.cast(t, "float32"))(images))
+    x = keras.layers.Conv2D(16, 7, strides=4, activation="relu")(x)
+    x = keras.layers.MaxPooling2D(3, 2)(x)
+    x = keras.layers.Conv2D(32, 3, strides=2, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dense(1024, activation="relu")(x)
+    outputs = keras.layers.Dense(5, activation="softmax", dtype="float32")(x)
+    return keras.Model(images, outputs)
+
+
+def smooth_images(count, seed):
+    """uint8 images with structure (blurred noise), not white noise: what calibration expects."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.uniform(0, 255, (count, SIDE // 32, SIDE // 32, 3))
+    return np.repeat(np.repeat(coarse, 32, 1), 32, 2).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("deploy")
+    model = small_model()
+    calibration, images = smooth_images(32, 1), smooth_images(24, 2)
+    model.predict(images[:1], verbose=0)              # Keras exports a model it has called
+    paths = {}
+    for fmt, quantize in ((deploy.ONNX, "none"), (deploy.ONNX, "int8"),
+                          (deploy.LITERT, "none"), (deploy.LITERT, "int8")):
+        path = str(folder / deploy.file_name(fmt, quantize))
+        deploy.convert(model, fmt, path, quantize, calibration)
+        paths[fmt, quantize] = path
+    return model, images, paths
+
+
+def test_onnx_int8_holds_7_bit_weights_and_runs_close_to_keras(converted):
+    import onnx
+    from onnx import numpy_helper
+    model, images, paths = converted
+    graph = onnx.load(paths[deploy.ONNX, "int8"]).graph
+    ops = {node.op_type for node in graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    weights = [numpy_helper.to_array(t) for t in graph.initializer
+               if t.data_type == onnx.TensorProto.INT8 and t.dims and np.prod(t.dims) > 64]
+    assert len(weights) >= 4                                   # 2 convolutions, 2 dense layers
+    # reduce_range: 7-bit weights, so that u8 x s8 products do not saturate without VNNI.
+    assert max(int(np.abs(w.astype(np.int32)).max()) for w in weights) <= 64
+    assert os.path.getsize(paths[deploy.ONNX, "int8"]) < 0.5 * os.path.getsize(
+        paths[deploy.ONNX, "none"])
+    expected = model.predict(images, verbose=0)
+    found = deploy.Runner(paths[deploy.ONNX, "int8"])(images)
+    assert np.abs(found - expected).max() < 0.05
+    assert np.mean(found.argmax(1) == expected.argmax(1)) >= 0.9
+    float32 = deploy.Runner(paths[deploy.ONNX, "none"])(images)
+    np.testing.assert_allclose(float32, expected, atol=1e-5)
+
+
+def test_litert_int8_computes_in_int8_and_runs_close_to_keras(converted):
+    model, images, paths = converted
+    runner = deploy.Runner(paths[deploy.LITERT, "int8"])
+    assert "CONV_2D" not in runner.float_ops() and "FULLY_CONNECTED" not in runner.float_ops()
+    expected = model.predict(images, verbose=0)
+    found = np.concatenate([runner(images[i:i + 1]) for i in range(len(images))])
+    assert np.abs(found - expected).max() < 0.05
+    np.testing.assert_allclose(deploy.Runner(paths[deploy.LITERT, "none"])(images), expected,
+                               atol=1e-5)
+
+
+def test_a_quantization_a_format_lacks_is_one_line(tmp_path):
+    from alexnet_tf import export
+    with pytest.raises(export.ExportError, match=r"^--quantize=float16 is for --format=litert "
+                       r"\(not onnx: export it separately\)$"):
+        export.export(str(tmp_path / "no_run"), str(tmp_path / "base"),
+                      formats=("litert", "onnx"), quantize="float16")
+    with pytest.raises(export.ExportError, match=r"^--quantize=int8 is for --format=litert or "
+                       r"--format=onnx$"):
+        export.export(str(tmp_path / "no_run"), str(tmp_path / "base"), quantize="int8")
+    assert not os.path.exists(tmp_path / "base")
+
+
+def test_deploy_model_leaves_the_classifier_as_it_was():
+    """The deployment model uses LiteRT's builtin LRN on a copy; the caller's model, which
+    goes on serving or training, keeps its own LRN form and its weights."""
+    from alexnet_tf import dataset_stats
+    from alexnet_tf.layers import LocalResponseNormalization
+    from alexnet_tf.models import build_alexnet
+    classifier = build_alexnet(3, devices=None, seed=0, towers=1, half_width=True)
+    lrn = [layer for layer in classifier.layers if isinstance(layer, LocalResponseNormalization)]
+    for layer in lrn:
+        layer.implementation = "matmul"
+    stats = dataset_stats.Stats(mean_image=np.full((SIDE, SIDE, 3), 100, np.float32),
+                                mean_channel=np.full(3, 100, np.float32),
+                                eigenvalues=np.ones(3, np.float32),
+                                eigenvectors=np.eye(3, dtype=np.float32), num_images=0)
+    deployed = deploy.deploy_model(classifier, dataset_stats.Normalization(stats, "channel"))
+    assert lrn and all(layer.implementation == "matmul" for layer in lrn)
+    copies = [layer for layer in deployed.get_layer(classifier.name).layers
+              if isinstance(layer, LocalResponseNormalization)]
+    assert len(copies) == len(lrn) and all(c.implementation == "kernel" for c in copies)
+    image = smooth_images(1, 3)
+    x = image[:, 16:240, 16:240].astype(np.float32) - 100      # minus the mean, scale 1
+    np.testing.assert_allclose(deployed.predict(image, verbose=0),
+                               keras.ops.softmax(classifier.predict(x, verbose=0)), atol=1e-5)
