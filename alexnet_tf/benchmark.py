@@ -385,12 +385,13 @@ def serving_files(model_dir, folder, precisions, quantizations, calibration_imag
 
 
 def file_bytes(path):
-    """A file's size, or a folder's (a SavedModel's) total."""
+    """A file's size, or a SavedModel's: its graph and variables (not other files beside)."""
     import os
     if os.path.isfile(path):
         return os.path.getsize(path)
-    return sum(os.path.getsize(os.path.join(d, n)) for d, _, names in os.walk(path)
-               for n in names)
+    variables = os.path.join(path, "variables")
+    return os.path.getsize(os.path.join(path, "saved_model.pb")) + sum(
+        os.path.getsize(os.path.join(variables, n)) for n in os.listdir(variables))
 
 
 def serving_table(forms, images, requests=100, batch=32):

@@ -90,7 +90,7 @@ def evaluate_runs(model_dirs, *, split=None, dataset=None, data_dir=None, which=
 
 def evaluate_deployed(path, *, split=None, dataset=None, data_dir=None, batch_size=64,
                       report_dir=None, max_images=None):
-    """Evaluates a LiteRT/ONNX file (or the version folder holding one) with its own runtime.
+    """Evaluates a LiteRT/ONNX file (or a version folder holding only those) with its runtime.
 
     The images are read and resized as the run did (its export_report.json beside the
     file records the run, its dataset and its resize), sent as uint8 [B, 256, 256, 3]; the
@@ -98,7 +98,12 @@ def evaluate_deployed(path, *, split=None, dataset=None, data_dir=None, batch_si
     """
     artifact = deploy.find_artifact(path)
     if artifact is None:
-        raise RunDirError(f"{path} is neither a .tflite/.onnx file nor a folder holding one")
+        found = sorted(n for n in (os.listdir(path) if os.path.isdir(path) else [])
+                       if n.endswith((".tflite", ".onnx")))
+        raise RunDirError(
+            f"{path} holds a SavedModel beside {', '.join(found)}: give one file's path "
+            "(--model_dir evaluates the run itself)" if found else
+            f"{path} is neither a .tflite/.onnx file nor a folder holding one")
     runner = deploy.Runner(artifact)
     folder = os.path.dirname(artifact)
     exported = deploy.read_report(folder)

@@ -248,7 +248,9 @@ def export(model_dir, export_base=DEFAULT_EXPORT_BASE, *, which="best", version=
                                         max_megapixels=max_megapixels, precision=precision)
     deployed = [f for f in formats if f != deploy.SAVED_MODEL]
     with files.staged_directory(
-            final, lambda: variables_bytes(module.classifier.variables) * (1 + len(deployed)),
+            final, lambda: variables_bytes(module.classifier.variables) * (
+                # each file, and ONNX int8's two float32 intermediates beside it
+                1 + len(deployed) + (2 if quantize == "int8" and deploy.ONNX in formats else 0)),
             "free space and export again") as staging:
         if deploy.SAVED_MODEL in formats:
             _save(module, staging, checkpoint, model_dir)

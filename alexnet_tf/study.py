@@ -270,8 +270,8 @@ def _train_and_evaluate(config, ablation, preset, threshold, log):
     latest = run_dir.latest_checkpoint()
     if latest is None or int(latest.rsplit("-", 1)[-1]) < run.runtime["last_step"]:
         return None
-    # Evaluated in the precision it trained in, with the XLA setting inference uses here.
-    inference = runtime.resolve_inference(config.mixed_precision)
+    # Evaluated in the precision it trained in; XLA as asked, or where inference is faster with it.
+    inference = runtime.resolve_inference(config.mixed_precision, config.jit_compile)
     model, run, _ = restore_model(run_dir, "best", precision=inference["mixed_precision"])
     source = sources.open_source(config.dataset, config.data_dir)
     jit = inference["jit_compile"]

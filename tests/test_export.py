@@ -474,18 +474,38 @@ def test_litert_and_onnx_exports_equal_the_savedmodel_in_their_own_runtimes(
     # alexnet-eval runs each file with its runtime on the run's validation split (read from
     # export_report.json): the same errors as the run's checkpoint evaluated by TensorFlow.
     evaluated = {}
-    for target in (run_dir, f"{folder}/alexnet.onnx", folder):
+    for target in (run_dir, f"{folder}/alexnet.onnx", f"{folder}/alexnet_float32.tflite"):
         flag = "--model_dir" if target == run_dir else "--saved_model"
         out = tmp_path / f"eval{len(evaluated)}.json"
-        done = cli("eval", f"{flag}={target}", f"--json={out}")
+        done = cli("evaluate", f"{flag}={target}", f"--json={out}")
         assert done.returncode == 0, done.stderr[-2000:]
         row = json.load(open(out))["results"][0]
         evaluated[target] = (row["top1_error"], row["top5_error"], row["examples"])
     assert len(set(evaluated.values())) == 1, evaluated
     assert evaluated[run_dir][2] == len(encoded)
-    refused = cli("eval", f"--saved_model={folder}", "--ten_crop")
+    refused = cli("evaluate", f"--saved_model={folder}", "--ten_crop")
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1
     assert "--ten_crop needs --model_dir" in refused.stderr
+    refused = cli("evaluate", f"--saved_model={folder}")        # which of its files?
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1
+    assert "holds a SavedModel beside alexnet.onnx, alexnet_float32.tflite" in refused.stderr
+
+    # The serving table serves each form in its own process, against the SavedModel's output.
+    from alexnet_tf import benchmark
+    forms = [("SavedModel", "float32", folder),
+             ("LiteRT", "float32", f"{folder}/alexnet_float32.tflite"),
+             ("ONNX", "float32", f"{folder}/alexnet.onnx")]
+    rows = benchmark.serving_table(forms, images[:4], requests=3, batch=2)
+    assert [r["form"] for r in rows] == ["SavedModel", "LiteRT", "ONNX"]
+    assert all(r["top1_agreement"] == 1.0 and r["max_abs_probability_difference"] < 1e-4
+               for r in rows)
+    assert rows[2]["bytes"] == os.path.getsize(f"{folder}/alexnet.onnx")
+    assert rows[0]["bytes"] == os.path.getsize(f"{folder}/saved_model.pb") + sum(
+        os.path.getsize(f"{folder}/variables/{n}") for n in os.listdir(f"{folder}/variables"))
+    assert all(0 < r["p50_ms"] <= r["p99_ms"] and r["peak_rss_mb"] > 0 and r["batch_img_s"] > 0
+               for r in rows)
+    assert rows[0]["p50_over_savedmodel"] == 1.0
+    assert len(benchmark.serving_table_lines(rows)) == 4
 
 
 def test_a_missing_deploy_extra_or_a_bad_format_is_one_line(run_dir, tmp_path, monkeypatch):
@@ -512,13 +532,15 @@ def test_a_bfloat16_export_computes_in_bfloat16_near_the_float32_one(run_dir, ex
                                                                      validation, tmp_path):
     path = export.export(run_dir, str(tmp_path / "bf16"), precision="bfloat16")
     assert json.load(open(os.path.join(path, export.EXPORT_INFO)))["precision"] == "bfloat16"
-    # The graph as TF Serving reads it: every convolution and matmul takes bfloat16.
+    # The graph as TF Serving reads it: every convolution and fully connected layer takes
+    # bfloat16 (LRN keeps its sums of squares in float32, whichever form it takes).
     from tensorflow.core.protobuf import saved_model_pb2
     saved = saved_model_pb2.SavedModel()
     saved.ParseFromString(open(os.path.join(path, "saved_model.pb"), "rb").read())
     graph = saved.meta_graphs[0].graph_def
     nodes = list(graph.node) + [n for f in graph.library.function for n in f.node_def]
-    types = {n.attr["T"].type for n in nodes if n.op in ("Conv2D", "MatMul")}
+    types = {n.attr["T"].type for n in nodes
+             if n.op in ("Conv2D", "MatMul") and "/lrn" not in n.name}
     assert types == {tf.bfloat16.as_datatype_enum}, types
     # Its probabilities: float32's within bfloat16's rounding (8 significant bits).
     _, encoded, _ = validation

@@ -119,6 +119,25 @@ def test_disk_filling_during_a_save_removes_the_partial_files(tiny_data_dir, tmp
         assert digests(run, 2) == kept
 
 
+def test_a_disk_filling_during_a_litert_conversion_leaves_no_version(tiny_data_dir, tmp_path):
+    """The SavedModel fits, the LiteRT file (as large again) does not: one line, no version
+    folder, no staging folder; the run's files are untouched."""
+    run = str(tmp_path / "run")
+    train.train(tiny_config(run, tiny_data_dir, max_steps=1), log=lambda line: None)
+    pytest.importorskip("ai_edge_litert")
+    disk = str(tmp_path / "disk")
+    weights_mb = 4 * 56_909_194 / 1e6
+    with small_disk(disk, round(weights_mb * 1.5)):
+        base = os.path.join(disk, "alexnet")
+        with pytest.raises(errors.DiskFullError) as error:
+            export.export(run, base, formats=("saved_model", "litert"), check_images=4,
+                          log=lambda line: None)
+        message = str(error.value)
+        assert "\n" not in message and message.startswith(
+            f"no space left on device writing {base}/1 (") and "nothing was written" in message
+        assert os.listdir(base) == []                      # no version, no staging folder
+
+
 def test_stale_temporaries_are_removed_and_reported(tiny_data_dir, tmp_path):
     run = tmp_path / "run"
     train.train(tiny_config(run, tiny_data_dir, max_steps=2), log=lambda line: None)
