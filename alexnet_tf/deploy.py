@@ -176,8 +176,8 @@ def _onnx_int8(model, path, calibration):
         prepared = os.path.join(folder, "prepared.onnx")
         quant_pre_process(float32, prepared, skip_symbolic_shape=True)
         name = onnx.load(prepared, load_external_data=False).graph.input[0].name
-        quantize_static(prepared, path, Images(name), quant_format=QuantFormat.QDQ, per_channel=True,
-                        reduce_range=True, activation_type=QuantType.QUInt8,
+        quantize_static(prepared, path, Images(name), quant_format=QuantFormat.QDQ,
+                        per_channel=True, reduce_range=True, activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
 
 

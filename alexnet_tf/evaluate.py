@@ -26,9 +26,13 @@ def probabilities(model, dataset, ten_crop=False, jit_compile=False):
             return metrics.crop_averaged_probabilities(model, images)
         return metrics.probabilities(model(images, training=False))
 
-    probs, labels = [], []
+    probs, labels, full = [], [], None
     for images, batch_labels in dataset:
-        probs.append(predict(images).numpy())
+        count = int(images.shape[0])
+        full = full or count
+        if jit_compile and count < full:      # one compiled shape: pad the last batch, drop after
+            images = tf.pad(images, [[0, full - count]] + [[0, 0]] * (images.shape.rank - 1))
+        probs.append(predict(images).numpy()[:count])
         labels.append(batch_labels.numpy())
     return np.concatenate(probs), np.concatenate(labels)
 

@@ -122,7 +122,9 @@ class ServingModule:
     def archive(self):
         """A `keras.export.ExportArchive` with the three signatures, ready to `write_out`."""
         archive = keras.export.ExportArchive()
-        archive.track(self.classifier)
+        # No archive.track(model): the endpoints track the variables they use. With it, Keras
+        # stores every weight twice (its wrappers and the traced tf.Variables; keras-team/keras
+        # #23553), a 455 MB SavedModel instead of 228 MB, loaded twice into memory.
         for name, (fn, spec) in self._endpoints.items():
             archive.add_endpoint(name, fn, input_signature=[spec])
         return archive

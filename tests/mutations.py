@@ -193,4 +193,9 @@ CATALOGUE = (
              "    [setattr(layer, 'implementation', 'kernel') for layer in classifier.layers\n"
              "     if isinstance(layer, LocalResponseNormalization)]\n",
              ("tests/test_deploy.py::test_deploy_model_leaves_the_classifier_as_it_was",)),
+    Mutation("savedmodel_weights_twice", "a SavedModel stores each weight once (#27; "
+             "keras-team/keras #23553)", "alexnet_tf/export.py",
+             "        archive = keras.export.ExportArchive()\n",
+             "        archive = keras.export.ExportArchive()\n        archive.track(self.classifier)\n",
+             ("tests/test_export.py::test_the_savedmodel_stores_each_weight_once",)),
 )

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_tf import evaluate, export, input_pipeline, sources, train
+from alexnet_tf import evaluate, export, input_pipeline, paper, sources, train
 from alexnet_tf.config import ModelConfig, TrainConfig
 from alexnet_tf.restore import restore_model
 from alexnet_tf.rundir import RunDir
@@ -74,6 +74,15 @@ def test_versions_are_numbered_never_overwritten_and_written_atomically(run_dir,
     monkeypatch.undo()
     assert os.path.basename(export.export(run_dir, base)) == "2"
     assert export.existing_versions(base) == [1, 2]
+
+
+def test_the_savedmodel_stores_each_weight_once(exported):
+    """Figure 2's parameters at 10 classes (the hand count less fc8's 990 * 4097), plus the
+    dropout layers' few RNG counters: not twice (keras-team/keras #23553)."""
+    stored = sum(int(np.prod(shape)) for _, shape in tf.train.list_variables(
+        os.path.join(exported[1], "variables", "variables")))
+    weights = paper.PARAMS_TWO_TOWERS - 990 * 4097
+    assert weights <= stored < weights + 64, stored
 
 
 def test_serving_equals_evaluation_and_top_k_follows_the_probabilities(

@@ -144,9 +144,23 @@ def measure(quick):
                                  "at one --batch_size")
         results["reference_torch_fp32_img_s"] = reference["train_fp32_img_s"]
     results.update(ratios(results))
-    if FLAGS.serving_model_dir:
-        results.update(serving_results(quick))
+    if FLAGS.serving_model_dir:        # in a process of its own: the conversions' memory is freed
+        results.update(serving_in_a_child(quick))
     return results
+
+
+def serving_in_a_child(quick):
+    import subprocess
+    import sys
+    import tempfile
+    with tempfile.TemporaryDirectory() as folder:
+        out = os.path.join(folder, "serving.json")
+        subprocess.run([sys.executable, "-m", "alexnet_tf.cli.benchmark", "--only_serving",
+                        f"--serving_model_dir={FLAGS.serving_model_dir}", f"--json={out}"] +
+                       (["--quick"] if quick else []), check=True)
+        with open(out) as f:
+            found = json.load(f)
+    return {key: found[key] for key in ("serving_table", "serving_table_images")}
 
 
 def ratios(r):
@@ -188,7 +202,8 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     common.quiet_libraries()
-    hardware.keep_freed_memory()   # as alexnet-train does
+    if not FLAGS.only_serving:     # serving is measured in fresh processes
+        hardware.keep_freed_memory()   # as alexnet-train does
     results = measure(FLAGS.quick)
     machine = {**hardware.detected().as_dict(), "cores": os.cpu_count(),
                "tensorflow": tf.__version__, "python": platform.python_version()}
