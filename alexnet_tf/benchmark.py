@@ -360,14 +360,14 @@ def serving_files(model_dir, folder, precisions, quantizations, calibration_imag
     import os
     from alexnet_tf import deploy
     from alexnet_tf.rundir import RunDir
-    forms = []
-    module = None
+    forms, modules = [], {}
     for precision in precisions:
-        module, _ = export.serving_module(model_dir, precision=precision)
+        modules[precision], _ = export.serving_module(model_dir, precision=precision)
         path = os.path.join(folder, f"saved_model_{precision}")
-        module.archive().write_out(path, verbose=False)
+        modules[precision].archive().write_out(path, verbose=False)
         forms.append(("SavedModel", precision, path))
-    float32, _ = export.serving_module(model_dir)
+    # The deployment files are converted from the float32 network (restored once).
+    float32 = modules.get("float32") or export.serving_module(model_dir)[0]
     model = deploy.deploy_model(float32.classifier, float32.normalization)
     run_dir = RunDir(model_dir)
     run = run_dir.read()

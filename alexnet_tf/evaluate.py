@@ -4,10 +4,10 @@ Everything a run directory holds is read through `rundir`; the counting is
 `metrics`'.
 """
 
+import os
+
 import numpy as np
 import tensorflow as tf
-
-import os
 
 from alexnet_tf import (deploy, input_pipeline, metrics, ownership, preprocessing, report,
                         sources)
@@ -86,10 +86,14 @@ def evaluate_runs(model_dirs, *, split=None, dataset=None, data_dir=None, which=
         rows.append({"model": f"{len(run_dirs)} CNNs (mean softmax)", "checkpoint": "",
                      **metrics.error_rates(all_probs[-1], labels)})
     if report_dir is not None:
-        matrix = metrics.confusion_matrix(all_probs[-1].argmax(axis=1), labels,
-                                         len(runs[0].class_names))
-        rows[-1]["most_confused"] = report.write_report(report_dir, matrix, runs[0].class_names)
+        _report(rows[-1], report_dir, all_probs[-1], labels, runs[0].class_names)
     return split, rows
+
+
+def _report(row, report_dir, probs, labels, class_names):
+    """Writes the per-class report of `probs` into `report_dir`; `row` gets its "most_confused"."""
+    matrix = metrics.confusion_matrix(probs.argmax(axis=1), labels, len(class_names))
+    row["most_confused"] = report.write_report(report_dir, matrix, class_names)
 
 
 def evaluate_deployed(path, *, split=None, dataset=None, data_dir=None, batch_size=64,
@@ -135,8 +139,7 @@ def evaluate_deployed(path, *, split=None, dataset=None, data_dir=None, batch_si
     rows = [{"model": os.path.abspath(artifact), "checkpoint": exported.get("checkpoint", ""),
              **metrics.error_rates(probs, labels)}]
     if report_dir is not None:
-        matrix = metrics.confusion_matrix(probs.argmax(axis=1), labels, len(source.class_names))
-        rows[-1]["most_confused"] = report.write_report(report_dir, matrix, source.class_names)
+        _report(rows[-1], report_dir, probs, labels, source.class_names)
     return split, rows
 
 

@@ -154,7 +154,7 @@ def precision_warning(precision, hardware):
     return None
 
 
-def choose_jit(hardware, precision, placed_towers=False, data_parallel=False):
+def choose_jit(hardware, precision, placed_towers=False, data_parallel=False, inference=False):
     """(jit_compile, reason) for --jit_compile=auto.
 
     XLA compiles the train step on CPUs with AVX2 but no AVX-512 in float32,
@@ -163,33 +163,23 @@ def choose_jit(hardware, precision, placed_towers=False, data_parallel=False):
     and TPUs it was not measured, so it stays off there. It is off whenever the
     towers are placed on two devices or a data-parallel strategy runs, since one
     compiled step runs on one device.
+
+    `inference`: the rule for a forward pass (eval, a study's evaluations), the
+    same by CPU class: on AVX2 the compiled forward pass measured 1.2-1.3x
+    TensorFlow's kernels; elsewhere training's measurements stand.
     """
-    if placed_towers:
+    if placed_towers and not inference:
         return False, "the towers are placed on two devices; a compiled step runs on one"
-    if data_parallel:
+    if data_parallel and not inference:
         return False, "a data-parallel strategy runs the step on several devices"
     if hardware.accelerator:
         return False, f"not measured on {hardware.accelerator.upper()}s; TensorFlow's kernels"
     if hardware.cpu_class == "avx2" and precision == FLOAT32:
-        return True, "float32 on an AVX2 CPU without AVX-512 trains faster compiled by XLA"
-    return False, (f"{precision} on a CPU of class {hardware.cpu_class} trains faster with "
-                   "TensorFlow's (oneDNN) kernels than compiled by XLA")
-
-
-def choose_inference_jit(hardware, precision):
-    """(jit_compile, reason) of --jit_compile=auto for a forward pass (eval, a study's evaluations).
-
-    As for training: on in float32 on CPUs with AVX2 but no AVX-512, where the compiled
-    forward pass measured 1.2-1.3x TensorFlow's kernels (docs/BENCHMARKS.md); off on
-    AVX-512 CPUs, where TensorFlow's oneDNN kernels were faster for the train step, and on
-    GPUs and TPUs, where it was not measured.
-    """
-    if hardware.accelerator:
-        return False, f"not measured on {hardware.accelerator.upper()}s; TensorFlow's kernels"
-    if hardware.cpu_class == "avx2" and precision == FLOAT32:
-        return True, "float32 on an AVX2 CPU without AVX-512 computes faster compiled by XLA"
-    return False, (f"{precision} on a CPU of class {hardware.cpu_class}: TensorFlow's (oneDNN) "
-                   "kernels")
+        return True, (f"float32 on an AVX2 CPU without AVX-512 "
+                      f"{'computes' if inference else 'trains'} faster compiled by XLA")
+    return False, (f"{precision} on a CPU of class {hardware.cpu_class} "
+                   f"{'trained' if inference else 'trains'} faster with TensorFlow's (oneDNN) "
+                   "kernels than compiled by XLA")
 
 
 def choose_lrn(hardware):
@@ -231,11 +221,10 @@ def resolve_jit(requested, hardware, precision, placed_towers=False, data_parall
                 inference=False):
     """(jit_compile, reason) of a --jit_compile value: "auto", "true"/"false" or a bool.
 
-    `inference`: for a forward pass (evaluation, prediction), whose rule is `choose_inference_jit`.
+    `inference`: for a forward pass (evaluation, prediction): `choose_jit(inference=True)`.
     """
     if requested == AUTO:
-        jit, reason = (choose_inference_jit(hardware, precision) if inference else
-                       choose_jit(hardware, precision, placed_towers, data_parallel))
+        jit, reason = choose_jit(hardware, precision, placed_towers, data_parallel, inference)
         return jit, f"auto: {reason}"
     if isinstance(requested, str):
         if requested.lower() not in ("true", "false"):

@@ -146,6 +146,17 @@ def inference_settings(tool):
     return settings, line
 
 
+def checkpoint_precision(tool, show=True):
+    """What a --model_dir's network computes in (`inference_settings`; the line printed unless
+    `show` is False); "float32" without --model_dir, where an export computes as exported."""
+    if not flags.FLAGS.model_dir:
+        return "float32"
+    settings, line = inference_settings(tool)
+    if show:
+        print(line, flush=True)
+    return settings["mixed_precision"]
+
+
 def serving_error(error):
     """The one-line reason of a request the served graph refused (InvalidArgumentError)."""
     message = str(getattr(error, "message", error))

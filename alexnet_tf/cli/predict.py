@@ -66,12 +66,7 @@ def main(argv):
             signatures = {export.SIGNATURE_BYTES: deploy.classify_bytes(
                 artifact, max_megapixels=FLAGS.max_megapixels)}
         else:
-            precision = "float32"
-            if FLAGS.model_dir:
-                settings, line = common.inference_settings("predict")
-                precision = settings["mixed_precision"]
-                if FLAGS.json != "-":
-                    print(line, flush=True)
+            precision = common.checkpoint_precision("predict", show=FLAGS.json != "-")
             signatures, _ = export.load_signatures(FLAGS.saved_model, FLAGS.model_dir,
                                                    FLAGS.checkpoint, precision)
     except errors.UserError as error:

@@ -50,11 +50,7 @@ def read_queries(paths, source):
 def main(argv):
     common.quiet_libraries()
     try:
-        precision = "float32"
-        if FLAGS.model_dir:
-            settings, line = common.inference_settings("retrieve")
-            precision = settings["mixed_precision"]
-            print(line, flush=True)
+        precision = common.checkpoint_precision("retrieve")
         signatures, weights = export.load_signatures(FLAGS.saved_model, FLAGS.model_dir,
                                                      FLAGS.checkpoint, precision)
         source = sources.open_source(FLAGS.dataset, FLAGS.data_dir)
