@@ -87,6 +87,11 @@ CATALOGUE = (
              "alexnet_tf/input_pipeline.py",
              "image = normalization.subtract_mean(normalization.decode_256(encoded))",
              "image = normalization.decode_256(encoded)", ("tests/test_input_pipeline.py",)),
+    Mutation("pca_colour_not_added", "each training image gets one PCA colour offset (4.1)",
+             "alexnet_tf/input_pipeline.py", "image += normalization.pca_offset(pca_seed)",
+             "image += 0 * normalization.pca_offset(pca_seed)",
+             ("tests/test_input_pipeline.py::test_train_images_are_a_training_image_minus_the_"
+              "mean_flipped_or_not_plus_one_colour",)),
     Mutation("mean_not_subtracted_in_evaluation", "evaluation images minus the mean (section 2)",
              "alexnet_tf/input_pipeline.py",
              "return crop_fn(normalization(normalization.decode_256(encoded)), image_size), label",

@@ -30,8 +30,35 @@ def test_train_batches_are_reproducible_from_seed_and_epoch(tiny):
     other_images, _ = _first_batch(make(seed=3, epoch=1))
     assert not np.array_equal(images, other_images)
     assert sum(1 for _ in make(seed=3, epoch=0)) == 80 // 16       # drop_remainder: full batches
-    # Mean subtracted: the batch is centred near zero (pixel values are 0..255).
-    assert abs(images.mean()) < 20
+
+
+def test_train_images_are_a_training_image_minus_the_mean_flipped_or_not_plus_one_colour(tiny):
+    """Section 4.1 by hand, at crop size 256 (the crop is the whole image): each training input
+    is a decoded training image minus the mean image, maybe reflected, plus one RGB offset
+    for the whole image (the PCA colour), which is zero with pca=False."""
+    from alexnet_tf import preprocessing
+    stats = dataset_stats.stats_for(tiny)
+    normalization = dataset_stats.Normalization(stats)
+    originals = np.stack([preprocessing.decode_256(x).numpy() - stats.mean_image
+                          for x, _ in tiny.encoded("train").as_numpy_iterator()])
+    candidates = np.concatenate([originals, originals[:, :, ::-1]])
+
+    def closest(image):
+        offsets = (image - candidates).mean(axis=(1, 2))               # [n, 3]: a colour each
+        residual = np.abs(image - candidates - offsets[:, None, None]).max(axis=(1, 2, 3))
+        best = int(residual.argmin())
+        return residual[best], offsets[best]
+
+    for pca in (False, True):
+        images, _ = _first_batch(input_pipeline.train_dataset(tiny, normalization, 8, seed=5,
+                                                              pca=pca, image_size=256))
+        for image in images:
+            residual, offset = closest(image)
+            assert residual < 0.01                                # pixel units, 0..255
+            if pca:
+                assert 0 < np.abs(offset).max() < 0.1 * 3 * 255   # a draw of N(0, 0.1) per axis
+            else:
+                np.testing.assert_allclose(offset, 0, atol=0.01)
 
 
 def test_eval_batches_centre_and_ten_crops(tiny):
