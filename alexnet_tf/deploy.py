@@ -5,10 +5,10 @@ A deployed AlexNet takes what a client can make without TensorFlow: uint8
 (`preprocessing.image_256`), and does the rest inside (the mean, the centre
 crop at the run's size, the scale), returning `probabilities [batch, classes]`.
 The conversion is Keras' own (`model.export(format="litert" | "onnx")`, which
-drive `tf.lite.TFLiteConverter` and tf2onnx); LiteRT's post-training
-quantization is the converter's (float16, dynamic range, or full integer
-calibrated on the run's training images; LRN, which LiteRT computes in float32
-only, stays float).
+drive `tf.lite.TFLiteConverter` and tf2onnx); post-training quantization is the
+converters' (LiteRT: float16, dynamic range, or full integer calibrated on the
+run's training images; ONNX Runtime: static int8). int8 leaves the preprocessing,
+LRN, the logits and the softmax in float32 (`KEEP_FLOAT`).
 
 The runtimes and converters are the optional `deploy` extra
 (`pip install -e '.[deploy]'`): `ai-edge-litert`, `onnxruntime`, `tf2onnx`.
@@ -16,6 +16,8 @@ The runtimes and converters are the optional `deploy` extra
 
 import importlib
 import os
+import re
+import warnings
 
 import keras
 import numpy as np
@@ -85,14 +87,17 @@ class DeployPreprocessing(keras.layers.Layer):
         return (input_shape[0], self.crop, self.crop, 3)
 
 
-def _with_builtin_lrn(classifier):
-    """A copy of `classifier` (its weights) whose LRN layers use TF's LRN op, which LiteRT has as
-    a builtin: the same file wherever it is exported (not the band-matrix form "auto" picks for
-    training on AVX2 CPUs), and LRN kept in float32 by int8. The caller's model is unchanged."""
+def _with_matmul_lrn(classifier):
+    """A copy of `classifier` (its weights) whose LRN layers take the band-matrix form
+    (`layers.lrn_matmul`: a square, a small matmul over the channels, roots), which every
+    runtime computes fast, and the same file wherever it is exported. LiteRT's and ONNX
+    Runtime's own LRN kernels are slow: with them the float32 files took 38.8 and 29.7 ms at
+    batch 1, with the band matrix 20.7 and 22.0 (AVX2, 2026-11-26). The caller's model is
+    unchanged."""
     def clone(layer):
         config = layer.get_config()
         if isinstance(layer, LocalResponseNormalization):
-            config["implementation"] = "kernel"
+            config["implementation"] = "matmul"
         return layer.__class__.from_config(config)
     copy = keras.models.clone_model(classifier, clone_function=clone)
     copy.set_weights(classifier.get_weights())
@@ -106,7 +111,7 @@ def deploy_model(classifier, normalization):
       classifier: A float32 AlexNet (logits out) with trained weights.
       normalization: The run's `dataset_stats.Normalization`.
     """
-    classifier = _with_builtin_lrn(classifier)
+    classifier = _with_matmul_lrn(classifier)
     crop = int(classifier.input.shape[1])
     images = keras.Input((INPUT_SIDE, INPUT_SIDE, 3), dtype="uint8", name="images")
     x = DeployPreprocessing(normalization.mean.numpy(), normalization.scale.numpy(), crop,
@@ -139,21 +144,94 @@ def convert(model, fmt, path, quantize="none", calibration=None):
     if quantize == "float16":
         options["target_spec"] = {"supported_types": [tf.float16]}
     if quantize == "int8":
-        def representative():
-            for image in calibration:
-                yield [image[None]]
-        options["representative_dataset"] = representative
-        # int8 kernels where LiteRT has them, float32 builtins (LRN) elsewhere; no TF ops.
-        options["target_spec"] = {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
-                                                    tf.lite.OpsSet.TFLITE_BUILTINS]}
-    else:                                    # LiteRT's builtin ops only: no TF (Flex) ops
-        options.setdefault("target_spec", {})["supported_ops"] = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        _litert_int8(model, path, calibration)
+        return
+    # LiteRT's builtin ops only: no TF (Flex) ops.
+    options.setdefault("target_spec", {})["supported_ops"] = [tf.lite.OpsSet.TFLITE_BUILTINS]
     model.export(path, format="litert", verbose=False, **options)
+
+
+# int8 keeps these in float32, where the quantizers would lose what matters or gain nothing:
+# - the logits and the softmax: quantized to int8, the logits carry an error of about 0.1 (a
+#   step of 0.38 on the quick start's run), which swaps near-tied classes (top-1 agreement with
+#   float32: 96.7% in LiteRT, 97.2% in ONNX, against 99.2-99.7% kept float);
+# - LRN and the preprocessing: elementwise work on the largest tensors, which the runtimes do
+#   faster in float32 than between quantize and dequantize ops (ONNX: 14.7 ms at batch 1 with
+#   them quantized, 11.4 ms kept float; AVX2, 2026-11-26, docs/BENCHMARKS.md).
+KEEP_FLOAT = "the preprocessing, LRN, the logits and the softmax"
+
+
+def _float32_layers(model):
+    """The names of the layers int8 leaves in float32 (`KEEP_FLOAT`): the deployment's
+    preprocessing and the LRN layers, also inside a nested classifier."""
+    names = []
+    for layer in model.layers:
+        if isinstance(layer, (DeployPreprocessing, LocalResponseNormalization)):
+            names.append(layer.name)
+        elif isinstance(layer, keras.Model):
+            names += _float32_layers(layer)
+    return names
+
+
+def _in_layers(node_name, layers):
+    """Whether a converted graph's node (or LiteRT tensor) name belongs to one of `layers`: its
+    name scopes are the Keras layers' names, uniquified with a suffix ("lrn1_a_1")."""
+    parts = {part for name in node_name.split(";") for part in name.split("/")}
+    return any(re.fullmatch(rf"{re.escape(layer)}(_\d+)?", part)
+               for layer in layers for part in parts)
+
+
+def _litert_int8(model, path, calibration):
+    """LiteRT's full-integer quantization, calibrated on `calibration`: int8 kernels where LiteRT
+    has them, and `KEEP_FLOAT` left in float32 by the converter's own selective quantization
+    (`tf.lite.experimental.QuantizationDebugger`'s deny-lists)."""
+    import functools
+    import tempfile
+
+    def representative():
+        for image in calibration:
+            yield [image[None]]
+
+    debugging = tf.lite.experimental
+    with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(path))) as folder:
+        # Keras' own route to the converter (ExportArchive -> SavedModel), without track(): the
+        # endpoint tracks its variables (keras-team/keras #23553: track stores them twice).
+        archive = keras.export.ExportArchive()
+        archive.add_endpoint("serve", functools.partial(model.__call__, training=False),
+                             input_signature=[tf.TensorSpec(model.input.shape, tf.uint8)])
+        archive.write_out(folder, verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(folder)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+                                               tf.lite.OpsSet.TFLITE_BUILTINS]
+        with warnings.catch_warnings():      # the debugger's own tf.lite.Interpreter is deprecated
+            warnings.simplefilter("ignore", UserWarning)
+            debugger = debugging.QuantizationDebugger(
+                converter=converter, debug_dataset=representative,
+                debug_options=debugging.QuantizationDebugOptions(denylisted_ops=["SOFTMAX"]))
+            debugger.options = debugging.QuantizationDebugOptions(
+                denylisted_ops=["SOFTMAX"], denylisted_nodes=_litert_float32_nodes(
+                    debugger.calibrated_model, _float32_layers(model)))
+    files.atomic_write(path, debugger.get_nondebug_quantized_model())
+
+
+def _litert_float32_nodes(model_content, layers):
+    """The LiteRT nodes (named by their output tensors) to leave in float32: the one that makes
+    the logits (the softmax's input), and every node of `layers`."""
+    from ai_edge_litert.interpreter import Interpreter
+    interpreter = Interpreter(model_content=model_content)
+    names = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
+    ops = interpreter._get_ops_details()
+    softmax = next(op for op in ops if op["op_name"] == "SOFTMAX")
+    return [names[softmax["inputs"][0]]] + [
+        names[i] for op in ops for i in op["outputs"] if _in_layers(names[i], layers)]
 
 
 def _onnx_int8(model, path, calibration):
     """ONNX Runtime's static int8 quantization of the float32 ONNX file (QDQ, per-channel int8
-    weights, uint8 activations calibrated on `calibration` by min/max). The weights keep 7
+    weights, uint8 activations calibrated on `calibration` by min/max; `KEEP_FLOAT` left in
+    float32). The weights keep 7
     bits (`reduce_range`): on CPUs without VNNI (AVX2, AVX-512 before Cascade Lake) the u8 x s8
     products of 8-bit weights saturate; the file is the same wherever it is exported."""
     import tempfile
@@ -175,10 +253,16 @@ def _onnx_int8(model, path, calibration):
         model.export(float32, format="onnx", verbose=False)
         prepared = os.path.join(folder, "prepared.onnx")
         quant_pre_process(float32, prepared, skip_symbolic_shape=True)
-        name = onnx.load(prepared, load_external_data=False).graph.input[0].name
-        quantize_static(prepared, path, Images(name), quant_format=QuantFormat.QDQ,
+        graph = onnx.load(prepared, load_external_data=False).graph
+        softmax = next(node for node in graph.node if node.op_type == "Softmax")
+        logits = next(node for node in graph.node if softmax.input[0] in node.output)
+        layers = _float32_layers(model)
+        keep = [logits.name, softmax.name] + [node.name for node in graph.node
+                                              if _in_layers(node.name, layers)]
+        quantize_static(prepared, path, Images(graph.input[0].name), quant_format=QuantFormat.QDQ,
                         per_channel=True, reduce_range=True, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
+                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+                        nodes_to_exclude=keep)
 
 
 # --- The runtimes (no TensorFlow needed in a client; here they run beside it) -----------------

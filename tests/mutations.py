@@ -186,6 +186,20 @@ CATALOGUE = (
              "alexnet_tf/config.py", "        if problem:\n            raise ValueError(problem)",
              "        pass", ("tests/test_config.py::test_a_run_config_with_a_value_of_the_wrong_"
                              "type_or_range_is_refused_naming_it",)),
+    Mutation("litert_int8_all_quantized", "int8 keeps the preprocessing, LRN, the logits and "
+             "the softmax in float32 (SERVING)",
+             "alexnet_tf/deploy.py",
+             "denylisted_ops=[\"SOFTMAX\"], denylisted_nodes=_litert_float32_nodes(",
+             "denylisted_ops=None, denylisted_nodes=[] and _litert_float32_nodes(",
+             ("tests/test_deploy.py",)),
+    Mutation("onnx_int8_all_quantized", "int8 keeps the preprocessing, LRN, the logits and "
+             "the softmax in float32 (SERVING)",
+             "alexnet_tf/deploy.py", "                        nodes_to_exclude=keep)",
+             "                        nodes_to_exclude=[])", ("tests/test_deploy.py",)),
+    Mutation("int8_lrn_and_preprocessing_quantized", "int8 keeps the preprocessing and LRN in "
+             "float32: faster than between quantize ops (SERVING)", "alexnet_tf/deploy.py",
+             "        if isinstance(layer, (DeployPreprocessing, LocalResponseNormalization)):",
+             "        if False:", ("tests/test_deploy.py",)),
     Mutation("onnx_int8_8_bit_weights", "ONNX int8 weights keep 7 bits: no u8 x s8 saturation "
              "without VNNI (#27)", "alexnet_tf/deploy.py", "reduce_range=True", "reduce_range=False",
              ("tests/test_deploy.py::test_onnx_int8_holds_7_bit_weights_and_runs_close_to_keras",)),
@@ -195,8 +209,8 @@ CATALOGUE = (
              "if hardware.cpu_class == \"avx2\" and precision == FLOAT32 and not inference:",
              ("tests/test_hardware.py",)),
     Mutation("deploy_lrn_in_place", "a deployment conversion leaves the caller's model as it was "
-             "(#27)", "alexnet_tf/deploy.py", "    classifier = _with_builtin_lrn(classifier)\n",
-             "    [setattr(layer, 'implementation', 'kernel') for layer in classifier.layers\n"
+             "(#27)", "alexnet_tf/deploy.py", "    classifier = _with_matmul_lrn(classifier)\n",
+             "    [setattr(layer, 'implementation', 'matmul') for layer in classifier.layers\n"
              "     if isinstance(layer, LocalResponseNormalization)]\n",
              ("tests/test_deploy.py::test_deploy_model_leaves_the_classifier_as_it_was",)),
     Mutation("savedmodel_weights_twice", "a SavedModel stores each weight once (#27; "

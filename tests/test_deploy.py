@@ -19,12 +19,15 @@ SIDE = deploy.INPUT_SIDE
 
 
 def small_model(seed=0):
-    """uint8 [B, 256, 256, 3] -> probabilities over 5 classes, through two convolutions."""
+    """uint8 [B, 256, 256, 3] -> probabilities over 5 classes: the deployment's preprocessing,
+    two convolutions with an LRN (the band-matrix form, as deploy_model makes it) between."""
+    from alexnet_tf.layers import LocalResponseNormalization
     keras.utils.set_random_seed(seed)
     images = keras.Input((SIDE, SIDE, 3), dtype="uint8", name="images")
-    x = keras.layers.Rescaling(1 / 255.0)(keras.layers.Lambda(
-        lambda t: keras.ops.cast(t, "float32"))(images))
+    x = deploy.DeployPreprocessing(np.full(3, 120, np.float32), np.full(3, 60, np.float32), 224,
+                                   name="preprocessing")(images)
     x = keras.layers.Conv2D(16, 7, strides=4, activation="relu")(x)
+    x = LocalResponseNormalization(implementation="matmul", name="lrn1")(x)
     x = keras.layers.MaxPooling2D(3, 2)(x)
     x = keras.layers.Conv2D(32, 3, strides=2, activation="relu")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
@@ -64,9 +67,25 @@ def test_onnx_int8_holds_7_bit_weights_and_runs_close_to_keras(converted):
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     weights = [numpy_helper.to_array(t) for t in graph.initializer
                if t.data_type == onnx.TensorProto.INT8 and t.dims and np.prod(t.dims) > 64]
-    assert len(weights) >= 4                                   # 2 convolutions, 2 dense layers
-    # reduce_range: 7-bit weights, so that u8 x s8 products do not saturate without VNNI.
-    assert max(int(np.abs(w.astype(np.int32)).max()) for w in weights) <= 64
+    assert len(weights) >= 3                   # 2 convolutions, the hidden dense layer
+    # In float32 (deploy.KEEP_FLOAT): the logits, whose Gemm reads float32 weights, and the
+    # preprocessing and LRN, whose nodes feed no QuantizeLinear but through their last output.
+    made_by = {output: node for node in graph.node for output in node.output}
+    float_weights = {t.name for t in graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
+    softmax = next(node for node in graph.node if node.op_type == "Softmax")
+    logits = made_by[softmax.input[0]]
+    assert logits.op_type in ("Gemm", "MatMul") and logits.input[1] in float_weights
+    for layer in ("preprocessing", "lrn1"):
+        inside = [node for node in graph.node if f"/{layer}_1/" in node.name or
+                  f"/{layer}/" in node.name]
+        quantized = {i for node in graph.node if node.op_type == "QuantizeLinear"
+                     for i in node.input if i in made_by and made_by[i] in inside}
+        assert len(inside) >= 3 and len(quantized) <= 1, (layer, quantized)
+    # Quantized: the convolutions and the hidden dense layer read dequantized int8 weights.
+    products = [node for node in graph.node if node.op_type in ("Conv", "Gemm", "MatMul")
+                and node is not logits and "lrn1" not in node.name]
+    assert len(products) == 3
+    assert all(made_by[node.input[1]].op_type == "DequantizeLinear" for node in products)
     assert os.path.getsize(paths[deploy.ONNX, "int8"]) < 0.5 * os.path.getsize(
         paths[deploy.ONNX, "none"])
     expected = model.predict(images, verbose=0)
@@ -79,8 +98,29 @@ def test_onnx_int8_holds_7_bit_weights_and_runs_close_to_keras(converted):
 
 def test_litert_int8_computes_in_int8_and_runs_close_to_keras(converted):
     model, images, paths = converted
+    from ai_edge_litert.interpreter import Interpreter
     runner = deploy.Runner(paths[deploy.LITERT, "int8"])
-    assert "CONV_2D" not in runner.float_ops() and "FULLY_CONNECTED" not in runner.float_ops()
+    interpreter = Interpreter(model_path=paths[deploy.LITERT, "int8"])
+    dtype = {t["index"]: t["dtype"] for t in interpreter.get_tensor_details()}
+    name = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
+    ops = interpreter._get_ops_details()
+    weights = {}
+    for op in ops:
+        if op["op_name"] in ("CONV_2D", "FULLY_CONNECTED") and "lrn1" not in name[op["outputs"][0]]:
+            weights.setdefault(op["op_name"], []).append(dtype[op["inputs"][1]])
+    assert weights["CONV_2D"] == [np.int8, np.int8]
+    # The logits (the last dense layer) and the softmax stay float32; the hidden layer is int8.
+    assert weights["FULLY_CONNECTED"] == [np.int8, np.float32]
+    softmax = next(op for op in ops if op["op_name"] == "SOFTMAX")
+    assert dtype[softmax["inputs"][0]] == np.float32
+    # So do the preprocessing's and LRN's ops (deploy.KEEP_FLOAT): no int8 in or out.
+    for layer, least in (("preprocessing", 2), ("lrn1", 4)):
+        inside = [op for op in ops if f"/{layer}" in name[op["outputs"][0]]
+                  and op["op_name"] not in ("QUANTIZE", "DEQUANTIZE")]
+        assert len(inside) >= least, (layer, [op["op_name"] for op in inside])
+        assert all(dtype[i] != np.int8 for op in inside
+                   for i in [*op["inputs"], *op["outputs"]]
+                   if i >= 0), layer
     expected = model.predict(images, verbose=0)
     found = np.concatenate([runner(images[i:i + 1]) for i in range(len(images))])
     assert np.abs(found - expected).max() < 0.05
@@ -101,7 +141,7 @@ def test_a_quantization_a_format_lacks_is_one_line(tmp_path):
 
 
 def test_deploy_model_leaves_the_classifier_as_it_was():
-    """The deployment model uses LiteRT's builtin LRN on a copy; the caller's model, which
+    """The deployment model uses the band-matrix LRN on a copy; the caller's model, which
     goes on serving or training, keeps its own LRN form and its weights."""
     from alexnet_tf import dataset_stats
     from alexnet_tf.layers import LocalResponseNormalization
@@ -109,16 +149,16 @@ def test_deploy_model_leaves_the_classifier_as_it_was():
     classifier = build_alexnet(3, devices=None, seed=0, towers=1, half_width=True)
     lrn = [layer for layer in classifier.layers if isinstance(layer, LocalResponseNormalization)]
     for layer in lrn:
-        layer.implementation = "matmul"
+        layer.implementation = "kernel"
     stats = dataset_stats.Stats(mean_image=np.full((SIDE, SIDE, 3), 100, np.float32),
                                 mean_channel=np.full(3, 100, np.float32),
                                 eigenvalues=np.ones(3, np.float32),
                                 eigenvectors=np.eye(3, dtype=np.float32), num_images=0)
     deployed = deploy.deploy_model(classifier, dataset_stats.Normalization(stats, "channel"))
-    assert lrn and all(layer.implementation == "matmul" for layer in lrn)
+    assert lrn and all(layer.implementation == "kernel" for layer in lrn)
     copies = [layer for layer in deployed.get_layer(classifier.name).layers
               if isinstance(layer, LocalResponseNormalization)]
-    assert len(copies) == len(lrn) and all(c.implementation == "kernel" for c in copies)
+    assert len(copies) == len(lrn) and all(c.implementation == "matmul" for c in copies)
     image = smooth_images(1, 3)
     x = image[:, 16:240, 16:240].astype(np.float32) - 100      # minus the mean, scale 1
     np.testing.assert_allclose(deployed.predict(image, verbose=0),
