@@ -231,9 +231,9 @@ def _litert_float32_nodes(model_content, layers):
 def _onnx_int8(model, path, calibration):
     """ONNX Runtime's static int8 quantization of the float32 ONNX file (QDQ, per-channel int8
     weights, uint8 activations calibrated on `calibration` by min/max; `KEEP_FLOAT` left in
-    float32). The weights keep 7
-    bits (`reduce_range`): on CPUs without VNNI (AVX2, AVX-512 before Cascade Lake) the u8 x s8
-    products of 8-bit weights saturate; the file is the same wherever it is exported."""
+    float32). The weights keep 7 bits (`reduce_range`): on CPUs without VNNI (AVX2, AVX-512
+    before Cascade Lake) the u8 x s8 products of 8-bit weights saturate; the file is the same
+    wherever it is exported."""
     import tempfile
 
     import onnx
