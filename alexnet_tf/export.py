@@ -368,7 +368,7 @@ def report_lines(report):
         if a["quantize"] == "int8":
             ops = ", ".join(f"{name} x{count}" for name, count in sorted(a["float32_ops"].items()))
             lines.append(f"    in float32: {deploy.KEEP_FLOAT}" + (
-                f"; LiteRT's float32 ops (LRN has no int8 kernel): {ops}" if ops else ""))
+                f"; LiteRT's float32 ops: {ops}" if ops else ""))
     return lines
 
 
