@@ -27,7 +27,7 @@ setup(
     extras_require={
         # LiteRT and ONNX exports: the converters and the runtimes that check them.
         "deploy": DEPLOY,
-        "test": ["pytest==9.2.0", "pytest-xdist==3.8.0"] + DEPLOY,
+        "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "pytest-timeout==2.4.0"] + DEPLOY,
         "gpu": [TENSORFLOW.replace("tensorflow", "tensorflow[and-cuda]")],
     },
     entry_points={

@@ -8,6 +8,11 @@ let the hardware decide, through the small pure functions `choose_precision`,
 tested against CPU flag sets and device lists. `detect()` builds that
 description from /proc/cpuinfo and TensorFlow's device list.
 
+`ALEXNET_TF_CPU_CLASS=avx2|avx512|avx512_bf16|amx` makes `detect()` report that
+CPU class instead of this CPU's flags, so that any machine makes (and the tests
+check) the choices another class makes; the work itself still runs on this CPU
+(bfloat16 is emulated, and slow, where the CPU has no native bfloat16).
+
 Every choice comes with the reason, which the run prints and records.
 Measurements behind the rules: docs/BENCHMARKS.md, one table per CPU class.
 """
@@ -27,9 +32,35 @@ from alexnet_tf.config import BFLOAT16, FLOAT16, FLOAT32, PRECISIONS  # noqa: F4
 RELEVANT_CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16")
 NATIVE_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
+# The CPU classes, each with the flags a CPU of the class shows; ALEXNET_TF_CPU_CLASS names one.
+CPU_CLASS_FLAGS = {
+    "avx2": ("avx2", "fma"),
+    "avx512": ("avx2", "fma", "avx512f"),
+    "avx512_bf16": ("avx2", "fma", "avx512f", "avx512_bf16"),
+    "amx": ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16"),
+}
+CPU_CLASS_ENV = "ALEXNET_TF_CPU_CLASS"
+
 # Resolved precisions -> Keras dtype policies (variables stay float32).
 KERAS_POLICIES = {FLOAT32: "float32", BFLOAT16: "mixed_bfloat16", FLOAT16: "mixed_float16"}
 AUTO = "auto"
+
+# How far two computations of the same network on the same input may differ, by the coarser of
+# their precisions: "probability", the largest |dp| of a softmax output; "features", an fc7
+# vector's relative distance |a - b| / |b|. float32 against float32 differs by the order of
+# operations only; bfloat16 keeps 8 significant bits, float16 11 (docs/TESTING.md). The tests
+# compare by this table, and alexnet-retrieve reuses an index computed in another precision when
+# its features agree within it.
+AGREEMENT = {
+    FLOAT32: {"probability": 1e-5, "features": 1e-5},
+    FLOAT16: {"probability": 1e-2, "features": 5e-3},
+    BFLOAT16: {"probability": 5e-2, "features": 3e-2},
+}
+
+
+def tolerance(quantity, *precisions):
+    """AGREEMENT's bound on `quantity` between computations in `precisions` (the coarsest's)."""
+    return max(AGREEMENT[p][quantity] for p in precisions)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,8 +80,11 @@ class Hardware:
 
     @property
     def cpu_class(self):
-        """'avx512_bf16', 'avx512', 'avx2' or 'other': the CPU class benchmarks are filed under."""
+        """'amx', 'avx512_bf16', 'avx512', 'avx2' or 'other': the CPU class benchmarks are filed
+        under."""
         flags = set(self.cpu_flags)
+        if "amx_bf16" in flags:
+            return "amx"
         if flags & set(NATIVE_BF16_CPU_FLAGS):
             return "avx512_bf16"
         if "avx512f" in flags:
@@ -86,14 +120,31 @@ def parse_cpuinfo(text):
     return model, tuple(f for f in RELEVANT_CPU_FLAGS if f in flags)
 
 
+def cpu_class_override(environ=None):
+    """The CPU class ALEXNET_TF_CPU_CLASS names, or None; a name not in CPU_CLASS_FLAGS is a
+    ConfigError."""
+    name = (os.environ if environ is None else environ).get(CPU_CLASS_ENV, "").strip()
+    if not name:
+        return None
+    if name not in CPU_CLASS_FLAGS:
+        raise errors.ConfigError(f"{CPU_CLASS_ENV}={name!r} is not a CPU class; use one of "
+                                 f"{', '.join(CPU_CLASS_FLAGS)}, or unset it")
+    return name
+
+
 def detect():
-    """The `Hardware` of this process: /proc/cpuinfo and TensorFlow's visible devices."""
+    """The `Hardware` of this process: /proc/cpuinfo (or ALEXNET_TF_CPU_CLASS) and TensorFlow's
+    visible devices."""
     import tensorflow as tf   # here, so that the pure functions need no TensorFlow
     try:
         with open("/proc/cpuinfo") as f:
             model, flags = parse_cpuinfo(f.read())
     except OSError:          # not Linux: no flags known, so nothing is assumed
         model, flags = "", ()
+    override = cpu_class_override()
+    if override:
+        model = f"{model or platform.machine()} as class {override} ({CPU_CLASS_ENV})"
+        flags = CPU_CLASS_FLAGS[override]
     capabilities = []
     for gpu in tf.config.list_physical_devices("GPU"):
         details = tf.config.experimental.get_device_details(gpu)

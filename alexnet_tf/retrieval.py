@@ -14,9 +14,11 @@ import zipfile
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import files, sources
+from alexnet_tf import files, hardware, sources
 
 NEIGHBOURS = 6   # figure 4 (right) shows the six nearest training images per query
+# An index computed in another precision is reused when these first images of its split agree.
+AGREEMENT_IMAGES = 16
 
 
 def build_index(features_fn, source, split, batch_size=32):
@@ -42,9 +44,25 @@ def save_index(path, features, labels, meta):
     files.atomic_write(path, buffer.getvalue())
 
 
-def load_index(path, meta):
-    """((features, labels), None) if the index at `path` was built from the same `meta`, else
-    (None, why it must be built: one line)."""
+def feature_disagreement(features_fn, source, split, features, count=AGREEMENT_IMAGES):
+    """The largest relative distance |now - stored| / |stored| between `features` (an index's
+    rows, in the split's stored order) and what `features_fn` computes for the first `count`
+    images of `split`."""
+    encoded = next(iter(source.encoded(split).take(count).batch(count)))[0]
+    now = features_fn(image_bytes=encoded)["features"].numpy().astype(np.float64)
+    stored = np.asarray(features[:len(now)], np.float64)
+    norms = np.maximum(np.linalg.norm(stored, axis=1), np.finfo(np.float32).tiny)
+    return float(np.max(np.linalg.norm(now - stored, axis=1) / norms))
+
+
+def load_index(path, meta, features_fn=None, source=None):
+    """((features, labels), note) if the index at `path` serves `meta`, else (None, why it must
+    be built: one line).
+
+    It serves when built from the same weights, dataset, split and size. Built in another
+    precision, it serves if `features_fn` (given with `source`) computes features of its first
+    AGREEMENT_IMAGES images within `hardware.tolerance("features", ...)` of the stored ones; the
+    note then says so (else note is None)."""
     if not os.path.exists(path):
         return None, f"there is no index at {path} yet"
     try:
@@ -60,11 +78,25 @@ def load_index(path, meta):
                       f"{saved.get('source', 'an unknown model')})" if weights else
                       "the export does not record which weights it holds")
     saved.setdefault("precision", "float32")       # indexes of before computed in float32
-    for key in ("dataset", "split", "examples", "precision"):
-        if saved.get(key) != meta.get(key, "float32"):
+    meta.setdefault("precision", "float32")
+    for key in ("dataset", "split", "examples"):
+        if saved.get(key) != meta.get(key):
             return None, (f"the index at {path} was built with {key} {saved.get(key)}, not "
                           f"{meta.get(key)}")
-    return (features, labels), None
+    if saved["precision"] == meta["precision"]:
+        return (features, labels), None
+    mismatch = (f"the index at {path} was computed in {saved['precision']}, this model computes "
+                f"in {meta['precision']}")
+    if features_fn is None:
+        return None, mismatch
+    bound = hardware.tolerance("features", saved["precision"], meta["precision"])
+    worst = feature_disagreement(features_fn, source, meta["split"], features)
+    if worst > bound:
+        return None, (f"{mismatch}, and their features differ by up to {worst:.3g} of their "
+                      f"length (more than {bound:g})")
+    return (features, labels), (f"{mismatch}; reusing it: the features of its first "
+                                f"{AGREEMENT_IMAGES} images agree within {worst:.3g} of their "
+                                f"length (at most {bound:g})")
 
 
 def nearest(index, queries, k=NEIGHBOURS):

@@ -16,6 +16,22 @@ tf.config.set_logical_device_configuration(
 
 import pytest  # noqa: E402
 
+def pytest_configure(config):
+    """A worker that dies (killed, out of memory, past the timeout) is not replaced: xdist's
+    replacement waited forever once (2026-12-03); without one the run ends naming the test."""
+    if getattr(config.option, "maxworkerrestart", "") is None:
+        config.option.maxworkerrestart = "0"
+
+
+# tests/memory_watch.py: each worker names the test it runs, so memory is attributed per file.
+_TRACE_DIR = os.environ.get("ALEXNET_TF_TEST_TRACE")
+if _TRACE_DIR:
+    def pytest_runtest_setup(item):
+        name = os.path.join(_TRACE_DIR, os.environ.get("PYTEST_XDIST_WORKER", "main"))
+        with open(name + ".tmp", "w") as f:
+            f.write(f"{os.getpid()} {item.nodeid}")
+        os.replace(name + ".tmp", name)
+
 
 # The slowest files first, so that two workers (--dist loadfile) end together instead of one
 # waiting for the other's last long file.
@@ -29,6 +45,22 @@ def pytest_collection_modifyitems(items):
         name = item.path.name
         return SLOW_FIRST.index(name) if name in SLOW_FIRST else len(SLOW_FIRST)
     items.sort(key=rank)                      # stable: the order within a file is kept
+
+
+# The CPU classes whose choices differ (hardware.CPU_CLASS_FLAGS): every test that depends on the
+# class takes the `cpu_class` fixture and runs once as each, on whatever CPU runs the suite.
+CPU_CLASSES = ("avx2", "avx512_bf16", "amx")
+
+
+@pytest.fixture(params=CPU_CLASSES)
+def cpu_class(request, monkeypatch):
+    """This process (and the tools it starts) decide as a CPU of this class
+    (ALEXNET_TF_CPU_CLASS); the real detection returns after the test."""
+    from alexnet_tf import hardware
+    monkeypatch.setenv(hardware.CPU_CLASS_ENV, request.param)
+    hardware.detected.cache_clear()
+    yield request.param
+    hardware.detected.cache_clear()
 
 
 @pytest.fixture(scope="session")

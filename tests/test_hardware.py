@@ -41,7 +41,7 @@ def test_parse_cpuinfo_keeps_the_relevant_flags_and_the_model():
 @pytest.mark.parametrize("text,cpu_class,precision", [
     (AVX2_CPUINFO, "avx2", "float32"),
     (AVX512_BF16_CPUINFO, "avx512_bf16", "bfloat16"),
-    (AMX_CPUINFO, "avx512_bf16", "bfloat16"),
+    (AMX_CPUINFO, "amx", "bfloat16"),
     (AVX512_ONLY_CPUINFO, "avx512", "float32"),
     ("flags : sse2", "other", "float32"),
 ])
@@ -174,7 +174,8 @@ def test_keep_freed_memory_without_mallopt_leaves_the_allocator_alone():
     assert hardware.keep_freed_memory(NoMallopt()) is False
 
 
-def test_detect_reads_this_machine():
+def test_detect_reads_this_machine(monkeypatch):
+    monkeypatch.delenv(hardware.CPU_CLASS_ENV, raising=False)
     # An independent read of /proc/cpuinfo's flags.
     try:
         with open("/proc/cpuinfo") as f:
@@ -186,6 +187,46 @@ def test_detect_reads_this_machine():
     native = bool(words & {"avx512_bf16", "amx_bf16"})
     assert hardware.native_bfloat16(found) is native
     assert found.as_dict()["cpu_class"] == found.cpu_class
+
+
+
+# Each class's choices, by hand from the rules (docs/TESTING.md): precision for training and
+# inference, XLA for a float32 train step and forward pass, LRN's implementation.
+CLASS_CHOICES = {
+    "avx2": ("float32", True, True, "matmul"),
+    "avx512": ("float32", False, False, "kernel"),
+    "avx512_bf16": ("bfloat16", False, False, "kernel"),
+    "amx": ("bfloat16", False, False, "kernel"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CLASS_CHOICES))
+def test_the_cpu_class_can_be_named_and_every_choice_follows_it(name, monkeypatch):
+    monkeypatch.setenv("ALEXNET_TF_CPU_CLASS", name)
+    found = hardware.detect()
+    assert found.cpu_class == name and name in found.cpu_model
+    assert found.accelerator is None
+    precision, train_jit, inference_jit, lrn = CLASS_CHOICES[name]
+    assert hardware.choose_precision(found)[0] == precision
+    assert hardware.choose_jit(found, "float32")[0] is train_jit
+    assert hardware.choose_jit(found, "float32", inference=True)[0] is inference_jit
+    assert hardware.choose_jit(found, precision)[0] is (train_jit and precision == "float32")
+    assert hardware.choose_lrn(found)[0] == lrn
+
+
+def test_a_cpu_class_that_does_not_exist_is_one_line(monkeypatch):
+    monkeypatch.setenv("ALEXNET_TF_CPU_CLASS", "avx9")
+    with pytest.raises(hardware.errors.ConfigError) as caught:
+        hardware.detect()
+    assert str(caught.value) == ("ALEXNET_TF_CPU_CLASS='avx9' is not a CPU class; use one of "
+                                 "avx2, avx512, avx512_bf16, amx, or unset it")
+
+
+def test_tolerances_are_the_coarser_precisions():
+    assert hardware.tolerance("probability", "float32", "float32") == 1e-5
+    assert hardware.tolerance("probability", "float32", "bfloat16") == 5e-2
+    assert hardware.tolerance("features", "bfloat16", "float32") == 3e-2
+    assert hardware.tolerance("features", "float16", "float32") == 5e-3
 
 
 if __name__ == "__main__":

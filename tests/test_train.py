@@ -200,17 +200,20 @@ def test_per_precision_settings_follow_the_precision():
     assert TrainConfig.from_dict(config.to_dict()) == config     # the run file's round trip
 
 
-def test_auto_precision_and_xla_follow_the_cpu_and_are_recorded(tiny_data_dir, tmp_path):
-    # The rule of issue #12, read independently from /proc/cpuinfo: bfloat16 where the CPU
-    # computes it natively, float32 (and 2 epochs here) elsewhere; XLA for float32 on AVX2.
-    with open("/proc/cpuinfo") as f:
-        flags = set(f.read().split())
-    native = bool(flags & {"avx512_bf16", "amx_bf16"})
-    precision = "bfloat16" if native else "float32"
-    jit = precision == "float32" and "avx2" in flags and "avx512f" not in flags
+# Each class's choices for a training run, by hand: precision and XLA with "auto" (towers
+# unplaced), and so the recipe's per-precision epochs below.
+CLASS_TRAINING = {"avx2": ("float32", True), "avx512_bf16": ("bfloat16", False),
+                  "amx": ("bfloat16", False)}
+
+
+def test_auto_precision_and_xla_follow_the_cpu_class_and_are_recorded(cpu_class, tiny_data_dir,
+                                                                      tmp_path):
+    precision, jit = CLASS_TRAINING[cpu_class]
     lines = []
+    # Two steps of 4 images: bfloat16 is emulated (slow) on CPUs without it.
     config = tiny_config(tmp_path, tiny_data_dir, mixed_precision="auto", jit_compile="auto",
-                         epochs=3, by_precision=(("float32", "epochs", 2),), max_steps=3)
+                         batch_size=4, epochs=3, by_precision=(("float32", "epochs", 2),),
+                         max_steps=2)
     metrics = train.train(config, log=lines.append)
     assert np.isfinite(metrics["loss"])
     said = [line for line in lines if line.startswith("precision ")]
@@ -221,7 +224,28 @@ def test_auto_precision_and_xla_follow_the_cpu_and_are_recorded(tiny_data_dir, t
         runtime = json.load(f)["runtime"]
     assert (runtime["mixed_precision"], runtime["jit_compile"]) == (precision, jit)
     assert runtime["epochs"] == (2 if precision == "float32" else 3)
-    assert runtime["hardware"]["cpu_class"] in ("avx2", "avx512", "avx512_bf16", "other")
+    assert runtime["hardware"]["cpu_class"] == cpu_class
+    # The checkpoint's weights stay float32 whatever the network computes in.
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(tmp_path)))
+    kernels = [n for n in reader.get_variable_to_shape_map()
+               if n.startswith("optimizer/_trainable_variables/")]        # (Keras 3 keeps them there)
+    assert kernels and {reader.get_variable_to_dtype_map()[n] for n in kernels} == {tf.float32}
+
+
+def test_the_real_cpu_decides_without_an_override(monkeypatch):
+    """The detection that `cpu_class` stands in for, read independently from /proc/cpuinfo."""
+    monkeypatch.delenv(hardware.CPU_CLASS_ENV, raising=False)
+    hardware.detected.cache_clear()
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = set(f.read().split())
+    except OSError:
+        pytest.skip("no /proc/cpuinfo here")
+    found = hardware.detected()
+    native = bool(flags & {"avx512_bf16", "amx_bf16"})
+    assert hardware.choose_precision(found)[0] == ("bfloat16" if native else "float32")
+    assert hardware.choose_jit(found, "float32")[0] is (
+        "avx2" in flags and "avx512f" not in flags)
 
 
 def test_resume_equals_an_uninterrupted_run(tiny_data_dir, tmp_path):

@@ -57,8 +57,10 @@ def main(argv):
         features_fn = signatures[export.SIGNATURE_FEATURES]
         meta = {**weights, "dataset": source.name, "split": FLAGS.split,
                 "examples": source.num_examples(FLAGS.split)}
-        index, why = retrieval.load_index(FLAGS.index, meta)
-        if index is None:
+        index, why = retrieval.load_index(FLAGS.index, meta, features_fn, source)
+        if index is not None and why:
+            sources.notice(f"Using the index {FLAGS.index}: {why}.")
+        elif index is None:
             sources.notice(f"Indexing the fc7 features of {source.name}/{FLAGS.split} "
                            f"into {FLAGS.index}: {why}.")
             index = retrieval.build_index(features_fn, source, FLAGS.split)
