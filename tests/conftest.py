@@ -23,6 +23,51 @@ def pytest_configure(config):
         config.option.maxworkerrestart = "0"
 
 
+# Seconds a test may go on past the time limit's signal (stuck where no Python signal handler
+# runs, inside C++) before its worker is ended.
+TIMEOUT_GRACE = float(os.environ.get("ALEXNET_TF_TIMEOUT_GRACE", "60"))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_timeout_set_timer(item, settings):
+    """pytest-timeout's signal method with a watchdog behind it. At `timeout` seconds SIGALRM
+    fails the test ("Timeout", with its stack) and the run goes on; a test stuck where the
+    handler cannot run is ended TIMEOUT_GRACE seconds later with its worker (one line on the
+    worker's stderr), which xdist reports as a crash in that test, and no worker replaces it."""
+    import signal
+    import threading
+
+    import pytest_timeout
+    if settings.method != "signal" or threading.current_thread() is not threading.main_thread():
+        return None                             # pytest-timeout's own methods
+
+    def on_alarm(signum, frame):
+        __tracebackhide__ = True
+        pytest_timeout.timeout_sigalrm(item, settings)
+
+    def watchdog():
+        capture = item.config.pluginmanager.getplugin("capturemanager")
+        if capture:
+            capture.suspend_global_capture(in_=True)    # the line goes to the real stderr
+        os.write(2, (f"\n{item.nodeid}: still running {TIMEOUT_GRACE:g} s after the "
+                     f"{settings.timeout:g} s time limit; ending its worker\n").encode())
+        os._exit(1)
+
+    timer = threading.Timer(settings.timeout + TIMEOUT_GRACE, watchdog)
+    timer.daemon = True
+
+    def cancel():
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        timer.cancel()
+
+    item.cancel_timeout = cancel
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, settings.timeout)
+    timer.start()
+    return True
+
+
 # tests/memory_watch.py: each worker names the test it runs, so memory is attributed per file.
 _TRACE_DIR = os.environ.get("ALEXNET_TF_TEST_TRACE")
 if _TRACE_DIR:

@@ -1,0 +1,81 @@
+"""The suite's own harness: a dead worker or a test past its time limit ends the run, naming it.
+
+Each case runs pytest with two xdist workers on a small test file in a temporary folder, with
+this suite's pytest.ini and conftest.py, and checks that the run ends (with a failure that names
+the test) well within the limits: the real suite's limit is tests/pytest.ini's `timeout`.
+"""
+
+import configparser
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+INNER = '''
+import os, signal, time
+
+def test_first():
+    pass
+
+def test_dies():
+    os.kill(os.getpid(), signal.SIGKILL)     # as the kernel's OOM killer ends a worker
+
+def test_sleeps():
+    time.sleep(3600)                         # as a test that hangs
+
+def test_stuck():
+    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGALRM])   # as a hang inside C++
+    time.sleep(3600)
+
+def test_last():
+    pass
+'''
+
+
+def run_inner(tmp_path, *args, limit=300, env=None):
+    """(exit status, output, seconds) of pytest -n 2 on INNER with the suite's configuration."""
+    for name in ("pytest.ini", "conftest.py"):
+        shutil.copy(os.path.join(HERE, name), tmp_path / name)
+    (tmp_path / "test_inner.py").write_text(INNER)
+    start = time.time()
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "2", "-p", "no:cacheprovider",
+                           "test_inner.py", *args], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=limit, env={**os.environ, **(env or {})})
+    return done.returncode, done.stdout + done.stderr, time.time() - start
+
+
+def test_the_suites_time_limit_ends_a_hang_within_ten_minutes():
+    ini = configparser.ConfigParser()
+    ini.read(os.path.join(HERE, "pytest.ini"))
+    assert int(ini["pytest"]["timeout"]) <= 540                  # a hang ends within 10 minutes
+    assert ini["pytest"]["timeout_method"] == "signal"           # conftest's, with a watchdog
+
+
+def test_a_killed_worker_ends_the_run_with_the_test_named(tmp_path):
+    status, output, seconds = run_inner(tmp_path, "-k", "not sleeps and not stuck")
+    assert status == 1, output
+    assert "crashed while running 'test_inner.py::test_dies'" in output, output
+    assert "FAILED test_inner.py::test_dies" in output, output
+    assert "replacing crashed worker" not in output, output                # none replaced
+    assert seconds < 120, seconds
+
+
+def test_a_test_past_the_time_limit_fails_named_and_the_run_goes_on(tmp_path):
+    status, output, seconds = run_inner(tmp_path, "-k", "sleeps or last", "--timeout=5")
+    assert status == 1, output
+    assert "FAILED test_inner.py::test_sleeps - Failed: Timeout" in output, output
+    assert "1 failed, 1 passed" in output, output
+    assert seconds < 120, seconds
+
+
+def test_a_test_stuck_past_the_signal_ends_its_worker_with_the_test_named(tmp_path):
+    status, output, seconds = run_inner(tmp_path, "-k", "stuck", "--timeout=5",
+                                        env={"ALEXNET_TF_TIMEOUT_GRACE": "5"})
+    assert status == 1, output
+    assert ("test_inner.py::test_stuck: still running 5 s after the 5 s time limit; ending "
+            "its worker") in output, output
+    assert "crashed while running 'test_inner.py::test_stuck'" in output, output
+    assert seconds < 120, seconds
