@@ -368,7 +368,7 @@ def serving_files(model_dir, folder, precisions, quantizations, calibration_imag
         forms.append(("SavedModel", precision, path))
     # The deployment files are converted from the float32 network (restored once).
     float32 = modules.get("float32") or export.serving_module(model_dir)[0]
-    model = deploy.deploy_model(float32.classifier, float32.normalization)
+    saved = deploy.save_for_conversion(float32.classifier, float32.normalization, folder)
     run_dir = RunDir(model_dir)
     run = run_dir.read()
     calibration = None
@@ -378,12 +378,12 @@ def serving_files(model_dir, folder, precisions, quantizations, calibration_imag
     for quantize in quantizations:
         path = os.path.join(folder, deploy.file_name(deploy.LITERT, quantize))
         log(f"converting to LiteRT ({quantize})")
-        deploy.convert(model, deploy.LITERT, path, quantize, calibration)
+        deploy.convert_apart(saved, deploy.LITERT, path, quantize, calibration)
         forms.append(("LiteRT", "float32" if quantize == "none" else quantize, path))
     for quantize in deploy.FORMAT_QUANTIZATIONS[deploy.ONNX]:
         path = os.path.join(folder, deploy.file_name(deploy.ONNX, quantize))
         log(f"converting to ONNX ({quantize})")
-        deploy.convert(model, deploy.ONNX, path, quantize, calibration)
+        deploy.convert_apart(saved, deploy.ONNX, path, quantize, calibration)
         forms.append(("ONNX", "float32" if quantize == "none" else quantize, path))
     return forms
 

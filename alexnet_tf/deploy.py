@@ -23,7 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import errors, files, paper, preprocessing
+from alexnet_tf import errors, files, hardware, paper, preprocessing
 from alexnet_tf.layers import LocalResponseNormalization
 
 LITERT, ONNX, SAVED_MODEL = "litert", "onnx", "saved_model"
@@ -62,6 +62,7 @@ def file_name(fmt, quantize="none"):
     return "alexnet.onnx" if quantize == "none" else f"alexnet_{quantize}.onnx"
 
 
+@keras.saving.register_keras_serializable(package="alexnet_tf")
 class DeployPreprocessing(keras.layers.Layer):
     """uint8 `[B, 256, 256, 3]` -> the network's input: minus the mean, the centre crop, / scale.
 
@@ -85,6 +86,10 @@ class DeployPreprocessing(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.crop, self.crop, 3)
+
+    def get_config(self):
+        return {**super().get_config(), "mean": self.mean.tolist(), "scale": self.scale.tolist(),
+                "crop": self.crop}
 
 
 def _with_matmul_lrn(classifier):
@@ -119,7 +124,11 @@ def deploy_model(classifier, normalization):
     logits = classifier(x, training=False)
     probabilities = keras.layers.Activation("softmax", dtype="float32",
                                             name="probabilities")(logits)
-    return keras.Model(images, probabilities, name="alexnet_deployed")
+    model = keras.Model(images, probabilities, name="alexnet_deployed")
+    # Called once: Keras' ONNX export refuses a model that never was ("The model provided has
+    # never called"), which `--format=onnx` alone met.
+    model(np.zeros((1, INPUT_SIDE, INPUT_SIDE, 3), np.uint8), training=False)
+    return model
 
 
 def convert(model, fmt, path, quantize="none", calibration=None):
@@ -134,7 +143,7 @@ def convert(model, fmt, path, quantize="none", calibration=None):
     require(fmt)
     if fmt == ONNX:
         if quantize == "none":
-            model.export(path, format="onnx", verbose=False)
+            _onnx_float32(model, path)
         else:
             _onnx_int8(model, path, calibration)
         return
@@ -149,6 +158,90 @@ def convert(model, fmt, path, quantize="none", calibration=None):
     # LiteRT's builtin ops only: no TF (Flex) ops.
     options.setdefault("target_spec", {})["supported_ops"] = [tf.lite.OpsSet.TFLITE_BUILTINS]
     model.export(path, format="litert", verbose=False, **options)
+
+
+# The converters in a process of their own: protobuf's pure-Python form there, in which tf2onnx's
+# copies of the graph share the weights' bytes (its C form copied them at every optimizer pass:
+# 14 GB resident for the 1000-class network's ONNX file, 2.3 GB this way, docs/SERVING.md).
+CHILD_ENV = {"PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python", "TF_CPP_MIN_LOG_LEVEL": "2"}
+_CHILD_ERROR = "alexnet_tf.deploy: error: "
+
+
+def save_for_conversion(classifier, normalization, folder):
+    """`deploy_model(classifier, normalization)` saved as `folder`/deploy.keras for
+    `convert_apart`; the caller keeps no copy of it in memory while the converters run."""
+    path = os.path.join(folder, "deploy.keras")
+    deploy_model(classifier, normalization).save(path)
+    return path
+
+
+def convert_apart(saved, fmt, path, quantize="none", calibration=None):
+    """`convert` of the model saved at `saved` (`save_for_conversion`) in a child process, which
+    gives all its memory back when it ends; the calibration images reach it as a file in a
+    temporary folder beside `path`. A conversion that fails or is killed (out of memory) raises
+    one line."""
+    import gc
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix=".convert-", dir=os.path.dirname(os.path.abspath(path)))
+    try:
+        images = os.path.join(folder, "calibration.npy")
+        if calibration is not None:
+            np.save(images, calibration)
+        gc.collect()
+        hardware.give_back_freed_memory()       # what this process freed, before the child's peak
+        code = "import sys; from alexnet_tf import deploy; deploy._convert_main(sys.argv[1:])"
+        done = subprocess.run([sys.executable, "-c", code, saved, fmt, path, quantize, images],
+                              env={**os.environ, **CHILD_ENV}, capture_output=True, text=True)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    if done.returncode < 0:
+        raise DeployError(f"converting to {fmt} ({quantize}) was ended by signal "
+                          f"{-done.returncode}: with SIGKILL, most likely the system ran out of "
+                          "memory; free memory, or export one --format at a time")
+    if done.returncode:
+        said = [line for line in done.stderr.splitlines() if line.startswith(_CHILD_ERROR)]
+        raise DeployError(f"converting to {fmt} ({quantize}) failed: " + (
+            said[-1][len(_CHILD_ERROR):] if said else
+            (done.stderr.strip().splitlines() or ["no message"])[-1]))
+
+
+def _convert_main(argv):
+    """The child of `convert_apart`: argv = model.keras, format, path, quantize, images.npy."""
+    import sys
+    saved, fmt, path, quantize, images = argv
+    try:
+        model = keras.models.load_model(saved, compile=False)
+        calibration = np.load(images) if os.path.exists(images) else None
+        convert(model, fmt, path, quantize, calibration)
+    except Exception as error:            # one line for the parent, which raises it
+        print(f"{_CHILD_ERROR}{errors.first_line(error)}", file=sys.stderr)
+        sys.exit(1)
+
+
+def _onnx_float32(model, path):
+    """The float32 ONNX file, by tf2onnx as Keras' `model.export(format="onnx")` calls it, but
+    in its large-model form: the weights stay in one table beside the graph instead of inside
+    each node's proto, and are put back into the one file at the end (with `CHILD_ENV`, 2.3 GB
+    resident for the 1000-class network instead of 14 GB, docs/SERVING.md)."""
+    import tf2onnx
+    from keras.src.export.tf2onnx_lib import patch_tf2onnx
+    from onnx import TensorProto
+
+    signature = [tf.TensorSpec(model.input.shape, tf.uint8, name=model.input.name)]
+    function = tf.function(lambda images: model(images, training=False))
+    patch_tf2onnx()                         # as Keras does: tf2onnx 1.17 with numpy 2
+    proto, storage = tf2onnx.convert.from_function(function, signature, large_model=True)
+    for tensor in proto.graph.initializer:
+        if tensor.data_location == TensorProto.EXTERNAL:
+            location = next(e.value for e in tensor.external_data if e.key == "location")
+            tensor.raw_data = storage.name_to_tensor_data.pop(location)
+            del tensor.external_data[:]
+            tensor.data_location = TensorProto.DEFAULT
+    files.atomic_write(path, proto.SerializeToString())
 
 
 # int8 keeps these in float32, where the quantizers would lose what matters or gain nothing:
@@ -250,7 +343,7 @@ def _onnx_int8(model, path, calibration):
 
     with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(path))) as folder:
         float32 = os.path.join(folder, "float32.onnx")
-        model.export(float32, format="onnx", verbose=False)
+        _onnx_float32(model, float32)
         prepared = os.path.join(folder, "prepared.onnx")
         quant_pre_process(float32, prepared, skip_symbolic_shape=True)
         graph = onnx.load(prepared, load_external_data=False).graph

@@ -27,6 +27,7 @@ Example:
 import json
 import os
 import re
+import shutil
 
 import keras
 import numpy as np
@@ -251,8 +252,9 @@ def export(model_dir, export_base=DEFAULT_EXPORT_BASE, *, which="best", version=
     deployed = [f for f in formats if f != deploy.SAVED_MODEL]
     with files.staged_directory(
             final, lambda: variables_bytes(module.classifier.variables) * (
-                # each file, and ONNX int8's two float32 intermediates beside it
-                1 + len(deployed) + (2 if quantize == "int8" and deploy.ONNX in formats else 0)),
+                # each file, the converters' saved input, ONNX int8's two float32 intermediates
+                1 + len(deployed) + bool(deployed) +
+                (2 if quantize == "int8" and deploy.ONNX in formats else 0)),
             "free space and export again") as staging:
         if deploy.SAVED_MODEL in formats:
             _save(module, staging, checkpoint, model_dir)
@@ -295,7 +297,10 @@ def check_deployments(module, run_dir, folder, formats, quantize, calibration_im
     (<export_base>/rejected/<version>/) for inspection and the export stops with one line.
     """
     run = run_dir.read()
-    model = deploy.deploy_model(module.classifier, module.normalization)
+    # The converters' input, on disk: they run in processes of their own (deploy.convert_apart).
+    converting = os.path.join(folder, ".converting")
+    os.makedirs(converting)
+    saved = deploy.save_for_conversion(module.classifier, module.normalization, converting)
     images, labels = client_images(run_dir, run, run.config.eval_split, check_images)
     classify = module.signatures()[SIGNATURE_TENSOR]
     reference = np.concatenate([classify(image_tensor=tf.constant(images[i:i + 32]))[
@@ -320,7 +325,7 @@ def check_deployments(module, run_dir, folder, formats, quantize, calibration_im
         name = deploy.file_name(fmt, quantize)
         path = os.path.join(folder, name)
         log(f"converting to {fmt} ({'float32' if quantize == 'none' else quantize}): {name}")
-        deploy.convert(model, fmt, path, quantize, calibration)
+        deploy.convert_apart(saved, fmt, path, quantize, calibration)
         runner = deploy.Runner(path)
         found = np.concatenate([runner(images[i:i + 1]) for i in range(len(images))])
         quantized = quantize != "none"
@@ -337,6 +342,7 @@ def check_deployments(module, run_dir, folder, formats, quantize, calibration_im
         report["artifacts"].append(entry)
         if not entry["passed"]:
             failed.append(entry)
+    shutil.rmtree(converting)
     with open(os.path.join(folder, deploy.LABELS), "w") as f:
         f.write("\n".join(run.class_names) + "\n")
     files.atomic_write_json(os.path.join(folder, deploy.REPORT), report)

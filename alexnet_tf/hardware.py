@@ -333,3 +333,14 @@ def keep_freed_memory(libc=None):
         return False
     # All allocations from the heap (no mmap), and the heap never trimmed.
     return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, _NEVER_TRIM))
+
+
+def give_back_freed_memory(libc=None):
+    """Returns the memory glibc's malloc holds freed to the system (malloc_trim); before a
+    process starts a large child (a converter) or after a test file. False where the C library
+    has no malloc_trim."""
+    if libc is None:
+        name = ctypes.util.find_library("c")
+        libc = ctypes.CDLL(name) if name else None
+    trim = getattr(libc, "malloc_trim", None)
+    return bool(trim(0)) if trim is not None else False

@@ -7,6 +7,9 @@ here (pytest imports conftest.py before any test module).
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Fewer glibc malloc arenas in the workers (they inherit it): TensorFlow's many threads otherwise
+# each keep freed memory in an arena of their own.
+os.environ.setdefault("MALLOC_ARENA_MAX", "2")
 
 import tensorflow as tf  # noqa: E402
 
@@ -106,6 +109,21 @@ def cpu_class(request, monkeypatch):
     hardware.detected.cache_clear()
     yield request.param
     hardware.detected.cache_clear()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _free_memory_after_each_file():
+    """A worker runs many files: after each, Keras' global state (graphs, the names of traced
+    models) is dropped and glibc gives the freed memory back to the system."""
+    yield
+    import gc
+
+    import keras
+
+    from alexnet_tf import hardware
+    keras.backend.clear_session()
+    gc.collect()
+    hardware.give_back_freed_memory()
 
 
 @pytest.fixture(scope="session")

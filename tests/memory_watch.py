@@ -9,7 +9,8 @@ all its child processes together. tests/conftest.py tells it which test each wor
 ALEXNET_TF_TEST_TRACE set (this script sets it to a temporary folder), every worker writes
 "<pid> <test id>" to a file named after itself there at the start of each test. At the end it
 prints a table, per test file, of the largest worker-tree RSS and the machine's memory in use
-while that file ran, and the machine's peak; --json writes the same. Its exit status is the
+while that file ran, the machine's peak, and the peak of the command's own processes together
+(its resident memory and its descendants'); --json writes the same. Its exit status is the
 command's. Linux only (it reads /proc).
 """
 
@@ -83,21 +84,23 @@ def current_tests(trace_dir):
 
 
 def watch(command, interval):
-    """Runs `command`; returns (exit status, peak machine bytes, {file: peaks}, seconds)."""
+    """Runs `command`; returns (exit status, peak machine bytes, peak bytes of the command's
+    process tree, {file: peaks}, seconds)."""
     per_file = collections.defaultdict(lambda: {"tree_rss": 0, "machine": 0})
-    peak = 0
+    peak = tree_peak = 0
     start = time.time()
     with tempfile.TemporaryDirectory(prefix="memory_watch_") as trace_dir:
         child = subprocess.Popen(command, env={**os.environ, TRACE_ENV: trace_dir})
         while child.poll() is None:
             used, table = machine_used(), processes()
             peak = max(peak, used)
+            tree_peak = max(tree_peak, tree_rss(child.pid, table))
             for pid, test_file in current_tests(trace_dir):
                 entry = per_file[test_file]
                 entry["tree_rss"] = max(entry["tree_rss"], tree_rss(pid, table))
                 entry["machine"] = max(entry["machine"], used)
             time.sleep(interval)
-    return child.returncode, peak, dict(per_file), time.time() - start
+    return child.returncode, peak, tree_peak, dict(per_file), time.time() - start
 
 
 def main(argv=None):
@@ -109,17 +112,19 @@ def main(argv=None):
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("no command given (put it after --)")
-    status, peak, per_file, seconds = watch(command, args.interval)
+    status, peak, tree_peak, per_file, seconds = watch(command, args.interval)
     rows = sorted(per_file.items(), key=lambda item: -item[1]["tree_rss"])
     print(f"\n{'test file':<36} {'worker+children GB':>19} {'machine in use GB':>18}")
     for name, entry in rows:
         print(f"{name:<36} {entry['tree_rss'] / GB:>19.2f} {entry['machine'] / GB:>18.2f}")
+    print(f"the command's processes together: {tree_peak / GB:.2f} GB at their peak")
     print(f"machine's peak memory in use: {peak / GB:.2f} GB in {seconds:.0f} s "
           f"(sampled every {args.interval:g} s); exit status {status}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"command": command, "exit_status": status, "seconds": round(seconds, 1),
                        "interval": args.interval, "peak_machine_bytes": peak,
+                       "peak_command_tree_bytes": tree_peak,
                        "files": per_file}, f, indent=1)
     return status
 

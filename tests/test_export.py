@@ -548,7 +548,8 @@ def test_litert_and_onnx_exports_equal_the_savedmodel_in_their_own_runtimes(
     for target in (run_dir, f"{folder}/alexnet.onnx", f"{folder}/alexnet_float32.tflite"):
         flag = "--model_dir" if target == run_dir else "--saved_model"
         out = tmp_path / f"eval{len(evaluated)}.json"
-        done = cli("evaluate", f"{flag}={target}", f"--json={out}")
+        precision = ["--mixed_precision=float32"] if target == run_dir else []   # as the files
+        done = cli("evaluate", f"{flag}={target}", f"--json={out}", *precision)
         assert done.returncode == 0, done.stderr[-2000:]
         row = json.load(open(out))["results"][0]
         evaluated[target] = (row["top1_error"], row["top5_error"], row["examples"])

@@ -1,5 +1,6 @@
 """Choices by the hardware: precision, XLA and LRN against CPU flag sets and device lists."""
 
+import os
 import subprocess
 import sys
 
@@ -168,6 +169,32 @@ def test_keep_freed_memory_keeps_a_freed_block_for_reuse():
     assert held("keep", 2112) > 2048
 
 
+# Frees 256 MB of heap blocks below a block still in use (so glibc cannot shrink the heap by
+# itself), then prints how much the process gave back before and after give_back_freed_memory.
+_GIVEN_BACK = """
+import os
+from alexnet_tf import hardware
+def rss_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+blocks = [bytearray(64 * 1024) for _ in range(4096)]
+sentinel = bytearray(64 * 1024)
+before = rss_mb()
+del blocks
+held = rss_mb()
+assert hardware.give_back_freed_memory()
+print(before - held, before - rss_mb())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc and /proc: Linux")
+def test_give_back_freed_memory_returns_freed_heap_blocks():
+    out = subprocess.run([sys.executable, "-c", _GIVEN_BACK], check=True, capture_output=True,
+                         text=True, env={**os.environ, "MALLOC_ARENA_MAX": "1"}).stdout
+    without, given = (float(x) for x in out.split()[-2:])
+    assert without < 64 and given > 192, (without, given)
+
+
 def test_keep_freed_memory_without_mallopt_leaves_the_allocator_alone():
     class NoMallopt:                   # e.g. macOS's or musl's C library
         pass
@@ -175,8 +202,9 @@ def test_keep_freed_memory_without_mallopt_leaves_the_allocator_alone():
 
 
 def test_detect_reads_this_machine(monkeypatch):
+    """The real detection, without ALEXNET_TF_CPU_CLASS: an independent read of /proc/cpuinfo's
+    flags."""
     monkeypatch.delenv(hardware.CPU_CLASS_ENV, raising=False)
-    # An independent read of /proc/cpuinfo's flags.
     try:
         with open("/proc/cpuinfo") as f:
             words = set(f.read().split())
@@ -187,6 +215,10 @@ def test_detect_reads_this_machine(monkeypatch):
     native = bool(words & {"avx512_bf16", "amx_bf16"})
     assert hardware.native_bfloat16(found) is native
     assert found.as_dict()["cpu_class"] == found.cpu_class
+    # The choices the `cpu_class` fixture stands in for, on this CPU.
+    assert hardware.choose_precision(found)[0] == ("bfloat16" if native else "float32")
+    assert hardware.choose_jit(found, "float32")[0] is (
+        "avx2" in words and "avx512f" not in words)
 
 
 

@@ -232,22 +232,6 @@ def test_auto_precision_and_xla_follow_the_cpu_class_and_are_recorded(cpu_class,
     assert kernels and {reader.get_variable_to_dtype_map()[n] for n in kernels} == {tf.float32}
 
 
-def test_the_real_cpu_decides_without_an_override(monkeypatch):
-    """The detection that `cpu_class` stands in for, read independently from /proc/cpuinfo."""
-    monkeypatch.delenv(hardware.CPU_CLASS_ENV, raising=False)
-    hardware.detected.cache_clear()
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = set(f.read().split())
-    except OSError:
-        pytest.skip("no /proc/cpuinfo here")
-    found = hardware.detected()
-    native = bool(flags & {"avx512_bf16", "amx_bf16"})
-    assert hardware.choose_precision(found)[0] == ("bfloat16" if native else "float32")
-    assert hardware.choose_jit(found, "float32")[0] is (
-        "avx2" in flags and "avx512f" not in flags)
-
-
 def test_resume_equals_an_uninterrupted_run(tiny_data_dir, tmp_path):
     straight = tiny_config(tmp_path / "straight", tiny_data_dir, epochs=2, max_steps=12)
     train.train(straight, log=lambda line: None)
