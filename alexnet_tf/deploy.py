@@ -216,7 +216,20 @@ def _convert_main(argv):
     try:
         model = keras.models.load_model(saved, compile=False)
         calibration = np.load(images) if os.path.exists(images) else None
-        convert(model, fmt, path, quantize, calibration)
+        if fmt == LITERT and quantize == "int8":
+            # The Keras model leaves memory before the quantizer's peak (AlexNet: 244 MB).
+            import gc
+            import tempfile
+            with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(path))) as folder:
+                _write_archive(model, folder)
+                layers = _float32_layers(model)
+                del model
+                keras.backend.clear_session()
+                gc.collect()
+                hardware.give_back_freed_memory()
+                _litert_int8_from(folder, layers, path, calibration)
+        else:
+            convert(model, fmt, path, quantize, calibration)
     except Exception as error:            # one line for the parent, which raises it
         print(f"{_CHILD_ERROR}{errors.first_line(error)}", file=sys.stderr)
         sys.exit(1)
@@ -278,34 +291,43 @@ def _litert_int8(model, path, calibration):
     """LiteRT's full-integer quantization, calibrated on `calibration`: int8 kernels where LiteRT
     has them, and `KEEP_FLOAT` left in float32 by the converter's own selective quantization
     (`tf.lite.experimental.QuantizationDebugger`'s deny-lists)."""
-    import functools
     import tempfile
+    with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(path))) as folder:
+        _write_archive(model, folder)
+        _litert_int8_from(folder, _float32_layers(model), path, calibration)
 
+
+def _write_archive(model, folder):
+    """`model` as a SavedModel for the converter, by Keras' own route (ExportArchive), without
+    track(): the endpoint tracks its variables (keras-team/keras #23553: track stores them
+    twice)."""
+    import functools
+    archive = keras.export.ExportArchive()
+    archive.add_endpoint("serve", functools.partial(model.__call__, training=False),
+                         input_signature=[tf.TensorSpec(model.input.shape, tf.uint8)])
+    archive.write_out(folder, verbose=False)
+
+
+def _litert_int8_from(saved_model, float32_layers, path, calibration):
+    """`_litert_int8` of the SavedModel at `saved_model`; `float32_layers`: `_float32_layers`."""
     def representative():
         for image in calibration:
             yield [image[None]]
 
     debugging = tf.lite.experimental
-    with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(path))) as folder:
-        # Keras' own route to the converter (ExportArchive -> SavedModel), without track(): the
-        # endpoint tracks its variables (keras-team/keras #23553: track stores them twice).
-        archive = keras.export.ExportArchive()
-        archive.add_endpoint("serve", functools.partial(model.__call__, training=False),
-                             input_signature=[tf.TensorSpec(model.input.shape, tf.uint8)])
-        archive.write_out(folder, verbose=False)
-        converter = tf.lite.TFLiteConverter.from_saved_model(folder)
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = representative
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
-                                               tf.lite.OpsSet.TFLITE_BUILTINS]
-        with warnings.catch_warnings():      # the debugger's own tf.lite.Interpreter is deprecated
-            warnings.simplefilter("ignore", UserWarning)
-            debugger = debugging.QuantizationDebugger(
-                converter=converter, debug_dataset=representative,
-                debug_options=debugging.QuantizationDebugOptions(denylisted_ops=["SOFTMAX"]))
-            debugger.options = debugging.QuantizationDebugOptions(
-                denylisted_ops=["SOFTMAX"], denylisted_nodes=_litert_float32_nodes(
-                    debugger.calibrated_model, _float32_layers(model)))
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+                                           tf.lite.OpsSet.TFLITE_BUILTINS]
+    with warnings.catch_warnings():      # the debugger's own tf.lite.Interpreter is deprecated
+        warnings.simplefilter("ignore", UserWarning)
+        debugger = debugging.QuantizationDebugger(
+            converter=converter, debug_dataset=representative,
+            debug_options=debugging.QuantizationDebugOptions(denylisted_ops=["SOFTMAX"]))
+        debugger.options = debugging.QuantizationDebugOptions(
+            denylisted_ops=["SOFTMAX"], denylisted_nodes=_litert_float32_nodes(
+                debugger.calibrated_model, float32_layers))
     files.atomic_write(path, debugger.get_nondebug_quantized_model())
 
 

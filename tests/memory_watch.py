@@ -4,8 +4,8 @@
         .venv/bin/python -m pytest tests -q -n 2 --dist loadfile
 
 Every --interval seconds (2) it reads the machine's memory in use (/proc/meminfo:
-MemTotal - MemAvailable) and, for each pytest worker, the resident memory of the worker and
-all its child processes together. tests/conftest.py tells it which test each worker runs: with
+MemTotal - MemAvailable) and, for each pytest worker, the memory of the worker and all its child
+processes together (proportional set sizes: a shared library counts once). tests/conftest.py tells it which test each worker runs: with
 ALEXNET_TF_TEST_TRACE set (this script sets it to a temporary folder), every worker writes
 "<pid> <test id>" to a file named after itself there at the start of each test. At the end it
 prints a table, per test file, of the largest worker-tree RSS and the machine's memory in use
@@ -56,8 +56,22 @@ def processes():
     return table
 
 
+def proportional(pid, resident):
+    """The process's proportional set size (its resident pages, each shared page divided among
+    the processes that map it: the libraries a parent and its child share count once), or
+    `resident` where smaps_rollup cannot be read."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resident
+
+
 def tree_rss(pid, table):
-    """Resident bytes of `pid` and all its descendants."""
+    """Memory of `pid` and all its descendants together (their proportional set sizes)."""
     children = collections.defaultdict(list)
     for child, (parent, _) in table.items():
         children[parent].append(child)
@@ -65,7 +79,7 @@ def tree_rss(pid, table):
     while todo:
         current = todo.pop()
         if current in table:
-            total += table[current][1]
+            total += proportional(current, table[current][1])
             todo.extend(children[current])
     return total
 
