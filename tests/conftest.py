@@ -31,16 +31,20 @@ def pytest_configure(config):
 TIMEOUT_GRACE = float(os.environ.get("ALEXNET_TF_TIMEOUT_GRACE", "60"))
 
 
+try:
+    import pytest_timeout
+except ImportError:                  # (the test extra installs it; without it, no time limit)
+    pytest_timeout = None
+
+
 @pytest.hookimpl(tryfirst=True)
-def pytest_timeout_set_timer(item, settings):
+def _set_timer(item, settings):
     """pytest-timeout's signal method with a watchdog behind it. At `timeout` seconds SIGALRM
     fails the test ("Timeout", with its stack) and the run goes on; a test stuck where the
     handler cannot run is ended TIMEOUT_GRACE seconds later with its worker (one line on the
     worker's stderr), which xdist reports as a crash in that test, and no worker replaces it."""
     import signal
     import threading
-
-    import pytest_timeout
     if settings.method != "signal" or threading.current_thread() is not threading.main_thread():
         return None                             # pytest-timeout's own methods
 
@@ -69,6 +73,10 @@ def pytest_timeout_set_timer(item, settings):
     signal.setitimer(signal.ITIMER_REAL, settings.timeout)
     timer.start()
     return True
+
+
+if pytest_timeout is not None:
+    pytest_timeout_set_timer = _set_timer
 
 
 # tests/memory_watch.py: each worker names the test it runs, so memory is attributed per file.
