@@ -218,4 +218,18 @@ CATALOGUE = (
              "        archive = keras.export.ExportArchive()\n",
              "        archive = keras.export.ExportArchive()\n        archive.track(self.classifier)\n",
              ("tests/test_export.py::test_the_savedmodel_stores_each_weight_once",)),
+    Mutation("cpu_class_override_ignored", "ALEXNET_TF_CPU_CLASS makes any CPU decide as that "
+             "class (#34)", "alexnet_tf/hardware.py", "    override = cpu_class_override()\n",
+             "    override = None\n",
+             ("tests/test_hardware.py::test_the_cpu_class_can_be_named_and_every_choice_follows_it",
+              "tests/test_train.py::test_auto_precision_and_xla_follow_the_cpu_class_and_are_"
+              "recorded")),
+    Mutation("index_of_another_precision_always_reused", "an fc7 index of another precision is "
+             "reused only when its features agree (#34)", "alexnet_tf/retrieval.py",
+             "    if worst > bound:", "    if worst > bound * 100:",
+             ("tests/test_retrieval.py",)),
+    Mutation("worker_replaced", "a worker that dies is not replaced, so the run ends (#34)",
+             "tests/conftest.py", '        config.option.maxworkerrestart = "0"',
+             '        config.option.maxworkerrestart = "4"',
+             ("tests/test_harness.py::test_a_killed_worker_ends_the_run_with_the_test_named",)),
 )
