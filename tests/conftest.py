@@ -98,11 +98,32 @@ SLOW_FIRST = ("test_harness.py", "test_study.py", "test_train.py", "test_export.
               "test_applications.py", "test_finetune.py", "test_fuzz.py", "test_caffe.py")
 
 
-def pytest_collection_modifyitems(items):
-    def rank(item):
-        name = item.path.name
-        return SLOW_FIRST.index(name) if name in SLOW_FIRST else len(SLOW_FIRST)
-    items.sort(key=rank)                      # stable: the order within a file is kept
+def pytest_addoption(parser):
+    parser.addoption("--group", default=None, metavar="K/N",
+                     help="run the K-th of N groups of test files (the README runs 1/2, then "
+                          "2/2: each group's workers start afresh, and a worker keeps memory "
+                          "from every file it ran, docs/TESTING.md)")
+
+
+def _rank(name):
+    return (SLOW_FIRST.index(name) if name in SLOW_FIRST else len(SLOW_FIRST)), name
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: _rank(item.path.name)[0])   # stable: a file's order is kept
+    group = config.getoption("--group")
+    if not group:
+        return
+    try:
+        k, n = (int(part) for part in group.split("/"))
+        assert 1 <= k <= n
+    except (ValueError, AssertionError):
+        raise pytest.UsageError(f"--group={group}: give K/N with 1 <= K <= N, e.g. 1/2")
+    # Files dealt out in turn by rank (slowest first), so each group gets slow and quick ones.
+    names = sorted({item.path.name for item in items}, key=_rank)
+    chosen = {name for i, name in enumerate(names) if i % n == k - 1}
+    config.hook.pytest_deselected(items=[i for i in items if i.path.name not in chosen])
+    items[:] = [i for i in items if i.path.name in chosen]
 
 
 # The CPU classes whose choices differ (hardware.CPU_CLASS_FLAGS): every test that depends on the
