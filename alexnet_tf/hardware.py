@@ -325,10 +325,7 @@ def keep_freed_memory(libc=None):
     Returns True if set; False where the C library has no mallopt (macOS,
     musl), where the allocator stays as it is.
     """
-    if libc is None:
-        name = ctypes.util.find_library("c")
-        libc = ctypes.CDLL(name) if name else None
-    mallopt = getattr(libc, "mallopt", None)
+    mallopt = getattr(_c_library() if libc is None else libc, "mallopt", None)
     if mallopt is None:
         return False
     # All allocations from the heap (no mmap), and the heap never trimmed.
@@ -339,8 +336,11 @@ def give_back_freed_memory(libc=None):
     """Returns the memory glibc's malloc holds freed to the system (malloc_trim); before a
     process starts a large child (a converter) or after a test file. False where the C library
     has no malloc_trim."""
-    if libc is None:
-        name = ctypes.util.find_library("c")
-        libc = ctypes.CDLL(name) if name else None
-    trim = getattr(libc, "malloc_trim", None)
+    trim = getattr(_c_library() if libc is None else libc, "malloc_trim", None)
     return bool(trim(0)) if trim is not None else False
+
+
+def _c_library():
+    """This process's C library (ctypes), or None where it cannot be found."""
+    name = ctypes.util.find_library("c")
+    return ctypes.CDLL(name) if name else None
