@@ -77,6 +77,15 @@ class PaperSGD(keras.optimizers.Optimizer):
             grad=gradient, momentum=tf.cast(self.momentum, dtype), use_locking=False,
             use_nesterov=False)
 
+    def _all_reduce_sum_gradients(self, grads_and_vars):
+        # With one replica the sum is the gradient itself. Keras' TensorFlow optimizer
+        # all-reduces anyway, through a differentiable (tf.custom_gradient) all-reduce
+        # that keeps ~0.47 GB per traced train step alive for the life of the process.
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync == 1:
+            return list(grads_and_vars)
+        return super()._all_reduce_sum_gradients(grads_and_vars)
+
     def get_config(self):
         return {**super().get_config(), "momentum": self.momentum,
                 "weight_decay": self.coupled_weight_decay}

@@ -37,6 +37,10 @@ CATALOGUE = (
     Mutation("weight_decay_on_biases", "biases are not decayed (our reading, PAPER_CHOICES)",
              "alexnet_tf/optimizer.py", "return len(variable.shape) >= 2", "return True",
              ("tests/test_optimizer.py",)),
+    Mutation("single_replica_all_reduce", "a traced train step gives its memory back (TESTING)",
+             "alexnet_tf/optimizer.py", "if context is None or context.num_replicas_in_sync == 1:",
+             "if False:", ("tests/test_optimizer.py::"
+                           "test_a_traced_train_step_leaves_nothing_behind_when_its_model_goes",)),
     Mutation("init_stddev", "weights ~ N(0, 0.01) (section 5)",
              "alexnet_tf/models.py", "keras.initializers.RandomNormal(0.0, paper.INIT_STDDEV,",
              "keras.initializers.RandomNormal(0.0, 0.1,",

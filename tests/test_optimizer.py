@@ -1,5 +1,7 @@
 """PaperSGD and the learning-rate schedule against numpy and hand-worked sequences."""
 
+import os
+import subprocess
 import sys
 
 import numpy as np
@@ -121,3 +123,34 @@ def test_schedule_state_survives_a_checkpoint(tmp_path):
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+TRACES_SCRIPT = """
+import gc, sys
+import keras, tensorflow as tf
+from alexnet_tf import train
+from alexnet_tf.models import build_alexnet
+from alexnet_tf.optimizer import PaperSGD
+def resident_gb():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**30
+for i in range(4):
+    model = build_alexnet(10, devices=None, seed=2)
+    step = train.make_train_step(model, PaperSGD(), 2, tf.distribute.get_strategy())
+    step((tf.zeros((2, 224, 224, 3)), tf.constant([1, 2], tf.int64)))
+    del step, model
+    keras.backend.clear_session(); gc.collect()
+    print(resident_gb(), flush=True)
+"""
+
+
+def test_a_traced_train_step_leaves_nothing_behind_when_its_model_goes():
+    """Each train step traced with its own model (as every training test does) gives its memory
+    back. Keras' optimizer all-reduces the gradients of a single replica through a
+    differentiable all-reduce that kept 0.47 GB per trace of this model alive (growth 1.4 GB
+    over three traces); the suite reached 23.5 GB with two workers."""
+    result = subprocess.run([sys.executable, "-c", TRACES_SCRIPT], capture_output=True,
+                            text=True, timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    resident = [float(line) for line in result.stdout.split()]
+    assert len(resident) == 4
+    assert resident[-1] - resident[0] < 0.3, resident   # three more traces, each 0.23 GB of weights
