@@ -55,11 +55,31 @@ def require(fmt):
 FORMAT_QUANTIZATIONS = {LITERT: QUANTIZATIONS, ONNX: ("none", "int8")}
 
 
+# An export's peak memory with its children: TensorFlow itself plus a multiple of the network's
+# weights, from the peaks measured for the 1000-class network (244 MB of weights; SERVING.md):
+# 1.10 GB for the SavedModel alone, 3.23 GB with float32 files, 3.73 GB with int8 ones.
+EXPORT_MEMORY_BASE = 0.5e9
+EXPORT_MEMORY_PER_WEIGHT = {SAVED_MODEL: 2.5, "none": 11.5, "float16": 11.5, "dynamic": 11.5,
+                            "int8": 13.5}
+
+
+def export_memory_bytes(weights_bytes, formats, quantize="none"):
+    """The memory an export of these formats needs at its peak, with its converter children."""
+    deployed = any(f != SAVED_MODEL for f in formats)
+    return EXPORT_MEMORY_BASE + weights_bytes * EXPORT_MEMORY_PER_WEIGHT[
+        quantize if deployed else SAVED_MODEL]
+
+
 def file_name(fmt, quantize="none"):
     """The artifact's name inside a version folder."""
     if fmt == LITERT:
         return f"alexnet_{'float32' if quantize == 'none' else quantize}.tflite"
     return "alexnet.onnx" if quantize == "none" else f"alexnet_{quantize}.onnx"
+
+
+def runtime_name(path):
+    """The runtime that runs a deployment file, by its name."""
+    return "LiteRT" if path.endswith(".tflite") else "ONNX Runtime"
 
 
 @keras.saving.register_keras_serializable(package="alexnet_tf")
@@ -455,12 +475,16 @@ class Runner:
 
 
 def find_artifact(path):
-    """The .tflite/.onnx file `path` names, or the one a version folder holds; None otherwise."""
+    """The .tflite/.onnx file `path` names, or the only one a folder without a SavedModel
+    holds (an earlier layout's deployment version); None otherwise. A folder of several
+    such files is refused in one line that names them."""
     if path.endswith((".tflite", ".onnx")):
         return path
-    if os.path.isdir(path):
+    if os.path.isdir(path) and not tf.saved_model.contains_saved_model(path):
         found = sorted(n for n in os.listdir(path) if n.endswith((".tflite", ".onnx")))
-        if found and not tf.saved_model.contains_saved_model(path):
+        if len(found) > 1:
+            raise DeployError(f"{path} holds {', '.join(found)}: give one file's path")
+        if found:
             return os.path.join(path, found[0])
     return None
 

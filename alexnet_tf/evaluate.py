@@ -146,8 +146,15 @@ def evaluate_deployed(path, *, split=None, dataset=None, data_dir=None, batch_si
 def format_table(rows, split, ten_crop):
     """A table like the paper's section 6 table."""
     crops = "10-crop" if ten_crop else "centre crop"
-    lines = [f"split: {split} ({crops})", f"{'model':<48} {'top-1 error':>12} {'top-5 error':>12}"]
-    for row in rows:
-        lines.append(f"{row['model'][-48:]:<48} {row['top1_error'] * 100:>11.2f}% "
-                     f"{row['top5_error'] * 100:>11.2f}%")
+    # The model's whole path, and the checkpoint it scored (inside the model's folder: from it).
+    scored = [os.path.relpath(r["checkpoint"], r["model"]) if r.get("checkpoint") and
+              os.path.abspath(r["checkpoint"]).startswith(os.path.abspath(r["model"]) + os.sep)
+              else r.get("checkpoint") or "" for r in rows]
+    width = max([len("model")] + [len(r["model"]) for r in rows])
+    ckpt = max([len("checkpoint")] + [len(c) for c in scored])
+    lines = [f"split: {split} ({crops})",
+             f"{'model':<{width}}  {'checkpoint':<{ckpt}} {'top-1 error':>12} {'top-5 error':>12}"]
+    for row, checkpoint in zip(rows, scored):
+        lines.append(f"{row['model']:<{width}}  {checkpoint:<{ckpt}} "
+                     f"{row['top1_error'] * 100:>11.2f}% {row['top5_error'] * 100:>11.2f}%")
     return "\n".join(lines)

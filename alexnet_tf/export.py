@@ -33,7 +33,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import deploy, errors, files, metrics, ownership, paper, preprocessing
+from alexnet_tf import (deploy, errors, files, hardware, metrics, ownership, paper,
+                        preprocessing)
 from alexnet_tf.config import FLOAT32, PRECISIONS
 from alexnet_tf.restore import restore_model
 from alexnet_tf.rundir import RunDir, variables_bytes, weights_fingerprint
@@ -218,10 +219,12 @@ def export(model_dir, export_base=DEFAULT_EXPORT_BASE, *, which="best", version=
       precision: What the SavedModel computes in: float32 (any server) or bfloat16 (for
         servers with native bfloat16; the weights stay float32).
     """
-    formats = tuple(dict.fromkeys(formats))
+    # Every version of a serving base holds the SavedModel (TF Serving loads the newest
+    # version); deployment files are written beside it, made from the same weights.
+    formats = tuple(dict.fromkeys((deploy.SAVED_MODEL,) + tuple(formats)))
     unknown = [f for f in formats if f not in deploy.FORMATS] + (
         [] if quantize in deploy.QUANTIZATIONS else [quantize])
-    if unknown or not formats:
+    if unknown:
         raise ExportError(f"unknown --format or --quantize {', '.join(unknown) or '(none)'}: "
                           f"formats {', '.join(deploy.FORMATS)}; quantizations "
                           f"{', '.join(deploy.QUANTIZATIONS)}")
@@ -235,7 +238,8 @@ def export(model_dir, export_base=DEFAULT_EXPORT_BASE, *, which="best", version=
         raise ExportError(f"--precision={precision}: one of {', '.join(PRECISIONS)}")
     if precision != FLOAT32 and formats != (deploy.SAVED_MODEL,):
         raise ExportError(f"--precision={precision} is for the SavedModel alone; LiteRT and "
-                          "ONNX files are converted from float32 (see --quantize)")
+                          "ONNX files are converted from float32 (see --quantize): export them "
+                          "in a version of their own")
     for fmt in formats:
         deploy.require(fmt)
     versions = existing_versions(export_base)
@@ -249,6 +253,7 @@ def export(model_dir, export_base=DEFAULT_EXPORT_BASE, *, which="best", version=
                           "write the next free version)")
     module, checkpoint = serving_module(model_dir, which, ten_crop=ten_crop, top_k=top_k,
                                         max_megapixels=max_megapixels, precision=precision)
+    require_memory(variables_bytes(module.classifier.variables), formats, quantize)
     deployed = [f for f in formats if f != deploy.SAVED_MODEL]
     with files.staged_directory(
             final, lambda: variables_bytes(module.classifier.variables) * (
@@ -256,13 +261,26 @@ def export(model_dir, export_base=DEFAULT_EXPORT_BASE, *, which="best", version=
                 1 + len(deployed) + bool(deployed) +
                 (2 if quantize == "int8" and deploy.ONNX in formats else 0)),
             "free space and export again") as staging:
-        if deploy.SAVED_MODEL in formats:
-            _save(module, staging, checkpoint, model_dir)
+        _save(module, staging, checkpoint, model_dir)
         if deployed:
             check_deployments(module, RunDir(model_dir), staging, deployed, quantize,
                               calibration_images, check_images, checkpoint, log,
                               aside=os.path.join(export_base, REJECTED, str(version)))
     return final
+
+
+def require_memory(weights_bytes, formats, quantize, available=None):
+    """Refuses in one line, before anything is written, an export that needs more memory than
+    the machine has available (`deploy.export_memory_bytes`), rather than being killed."""
+    needed = deploy.export_memory_bytes(weights_bytes, formats, quantize)
+    available = hardware.available_memory_bytes() if available is None else available
+    if available is not None and needed > available:
+        lighter = ("; the SavedModel alone needs "
+                   f"{deploy.export_memory_bytes(weights_bytes, [deploy.SAVED_MODEL]) / 1e9:.1f}"
+                   " GB" if len(formats) > 1 else "")
+        raise ExportError(f"this export needs about {needed / 1e9:.1f} GB of memory at its peak "
+                          f"({weights_bytes / 1e6:.0f} MB of weights) and {available / 1e9:.1f} GB "
+                          f"is available: free memory and export again{lighter}")
 
 
 def client_images(run_dir, run, split, count):
@@ -395,18 +413,41 @@ def _save(module, folder, checkpoint, model_dir):
         json.dump(info, f, indent=2)
 
 
-def resolve_saved_model(path):
-    """An export folder, or an export base's newest version (as TF Serving picks)."""
+def resolve_saved_model(path, notice=None):
+    """An export folder, or an export base's newest version holding a SavedModel.
+
+    Bases written before every version held one (a `--format=litert` or `onnx` export made a
+    version of deployment files alone) may have newer versions without it; TF Serving would
+    load those and fail. They are skipped, and `notice` (if given) gets one line naming them.
+    """
     if tf.saved_model.contains_saved_model(path):
         return path
     versions = existing_versions(path)
-    if not versions:
-        raise ExportError(f"{path} holds no SavedModel; pass an export folder "
-                          "(<export_base>/<version>) or an export base with versions")
-    return os.path.join(path, str(versions[-1]))
+    servable = [v for v in versions
+                if tf.saved_model.contains_saved_model(os.path.join(path, str(v)))]
+    if not servable:
+        raise ExportError(
+            f"{path} holds no SavedModel; pass an export folder (<export_base>/<version>), an "
+            "export base with versions, or a .tflite/.onnx file's path" if not versions else
+            f"no version in {path} holds a SavedModel (deployment files alone, an earlier "
+            "layout): pass one .tflite/.onnx file's path, or export again")
+    skipped = [v for v in versions if v > servable[-1]]
+    if skipped and notice is not None:
+        notice(f"{path}: version {', '.join(map(str, skipped))} holds no SavedModel (deployment "
+               f"files alone, an earlier layout; TF Serving would fail to load it): using "
+               f"version {servable[-1]}. Move it out of the base: {move_hint(path, skipped)}")
+    return os.path.join(path, str(servable[-1]))
 
 
-def load_signatures(saved_model=None, model_dir=None, which="best", precision=FLOAT32):
+def move_hint(base, versions):
+    """The command that moves deployment-only versions out of a serving base."""
+    aside = base.rstrip(os.sep) + "-deploy"
+    return f"mkdir -p {aside} && " + " && ".join(
+        f"mv {os.path.join(base, str(v))} {os.path.join(aside, str(v))}" for v in versions)
+
+
+def load_signatures(saved_model=None, model_dir=None, which="best", precision=FLOAT32,
+                    notice=None):
     """({signature name: callable}, {"source": path, "weights_sha1": ..., "precision": ...}).
 
     Each callable takes keyword inputs and returns a dict of tensors. From an
@@ -423,7 +464,7 @@ def load_signatures(saved_model=None, model_dir=None, which="best", precision=FL
         return module.signatures(), {"source": os.path.abspath(checkpoint),
                                      "weights_sha1": weights_fingerprint(checkpoint),
                                      "precision": module.precision}
-    folder = resolve_saved_model(saved_model)
+    folder = resolve_saved_model(saved_model, notice)
     info = files.read_json(os.path.join(folder, EXPORT_INFO)) or {}
     return dict(tf.saved_model.load(folder).signatures), {
         "source": os.path.abspath(folder), "weights_sha1": info.get("weights_sha1"),

@@ -25,6 +25,31 @@ def current_umask():
 TEMPORARY_PREFIX = ".tmp-"
 
 
+def shown_path(path):
+    """`path` as a message shows it: relative to the working directory when inside it."""
+    relative = os.path.relpath(path)
+    return path if relative.startswith(os.pardir) else relative
+
+
+def missing_folders(path):
+    """`path` and the folders above it that do not exist yet, deepest first."""
+    missing, path = [], os.path.abspath(path)
+    while not os.path.exists(path):
+        missing.append(path)
+        path = os.path.dirname(path)
+    return missing
+
+
+def remove_if_empty(folders):
+    """Removes each of `folders` (deepest first) that exists and is empty: what a refused start
+    made and left unused."""
+    for folder in folders:
+        try:
+            os.rmdir(folder)
+        except OSError:           # not empty, or gone: keep going up only through empty ones
+            break
+
+
 def free_bytes(path):
     """Free bytes on the file system that holds `path` (or its nearest existing parent)."""
     path = os.path.abspath(path)

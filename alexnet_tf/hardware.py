@@ -311,6 +311,19 @@ _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
 _NEVER_TRIM = -1
 
 
+def available_memory_bytes(meminfo="/proc/meminfo"):
+    """The memory the kernel says new work can take without swapping (MemAvailable), or None
+    where that is not known (not Linux)."""
+    try:
+        with open(meminfo) as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def keep_freed_memory(libc=None):
     """Makes glibc's malloc keep freed memory for reuse instead of giving it back to the OS.
 

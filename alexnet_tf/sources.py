@@ -12,6 +12,8 @@ Every source has `name`, `class_names`, `stats_dir` (where its training-set
 statistics are kept), `splits()`, `num_examples(split)` and `encoded(split)`.
 """
 
+import contextlib
+import io
 import os
 import sys
 
@@ -63,15 +65,18 @@ class TfdsSource:
         base = builder.info.name
         if base == BUILT_IN:
             notice(f"Generating the built-in dataset {base} in {builder.data_dir} (once, ~1 minute).")
-            builder.download_and_prepare()
+            with contextlib.redirect_stdout(io.StringIO()):   # TFDS' "Downloading and preparing"
+                builder.download_and_prepare()
         elif base == "imagenet2012":
             manual = os.path.join(self.data_dir, "downloads", "manual")  # TFDS' default
             missing = [t for t in IMAGENET_TARS if not os.path.exists(os.path.join(manual, t))]
             if missing:
                 raise DataError(f"imagenet2012 needs {' and '.join(missing)} in {manual} "
                                 "(download them from image-net.org, then run again)")
-            builder.download_and_prepare(
-                download_config=tfds.download.DownloadConfig(manual_dir=manual))
+            notice(f"Preparing imagenet2012 from {manual} in {self.data_dir} (once, hours).")
+            with contextlib.redirect_stdout(io.StringIO()):
+                builder.download_and_prepare(
+                    download_config=tfds.download.DownloadConfig(manual_dir=manual))
         else:
             raise DataError(
                 f"dataset {self.name!r} is not prepared in {self.data_dir} and alexnet_tf "

@@ -152,7 +152,8 @@ def restore_state(state, run_dir, keep, task, log):
                                                            task)
     if latest:
         restore_checkpoint(state, latest)
-        log(f"Resuming from step {int(state.step.numpy())} (epoch {int(state.epoch.numpy())}) "
+        # Epochs are counted from 1 in every message: the one the run goes on with.
+        log(f"Resuming from step {int(state.step.numpy())} (epoch {int(state.epoch.numpy()) + 1}) "
             f"of {latest}")
     else:
         log(f"Starting from step 0 in {run_dir.path}")

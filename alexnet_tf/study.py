@@ -19,6 +19,7 @@ import dataclasses
 import json
 import multiprocessing
 import os
+import signal
 import statistics
 import sys
 import time
@@ -184,10 +185,11 @@ def run_study(out_dir, preset="cpu", seeds=(0,), only=None, data_dir=None, thres
         if preset.own_process:
             row = _in_own_process(config, ablation, preset, threshold)
         else:
-            row = _record(config, ablation, preset, threshold, log)
-            if row is None:
+            try:
+                row = _record(config, ablation, preset, threshold, log)
+            except train.Stopped:
                 raise StudyError(f"run {ablation.name} seed {seed} was stopped; run the same "
-                                 "command again to resume it")
+                                 "command again to resume it") from None
         rows.append(row)
         durations.append(time.time() - start)
         log(f"{tag}: done in {format_duration(durations[-1])}: top-1 error {row['top1_error']:.4f}, "
@@ -229,21 +231,21 @@ def _in_own_process(config, ablation, preset, threshold):
         process.join()
     row = files.read_json(os.path.join(config.model_dir, RESULT))
     if process.exitcode != 0 or row is None:
-        what = ("was stopped" if process.exitcode in (STOPPED, -2, -15) else
+        what = ("was stopped" if process.exitcode in STOPPED else
                 f"failed (exit status {process.exitcode}; its error is above)")
         raise StudyError(f"run {ablation.name} seed {config.seed} {what}; run the same command "
                          "again to resume it")
     return row
 
 
-STOPPED = 3
+# A run's process stopped by SIGINT/SIGTERM: its exit status (train.Stopped), or the signal's.
+STOPPED = (128 + signal.SIGINT, 128 + signal.SIGTERM, -signal.SIGINT, -signal.SIGTERM)
 
 
 def _record(config, ablation, preset, threshold, log):
-    """Trains and evaluates one run and writes its RESULT; its row, or None if it was stopped."""
+    """Trains and evaluates one run and writes its RESULT; its row (`train.Stopped` if stopped)."""
     row = _train_and_evaluate(config, ablation, preset, threshold, log)
-    if row is not None:
-        files.atomic_write_json(os.path.join(config.model_dir, RESULT), row)
+    files.atomic_write_json(os.path.join(config.model_dir, RESULT), row)
     return row
 
 
@@ -254,22 +256,19 @@ def _child(config, ablation, preset, threshold):
     def log(line):
         print(line, flush=True)
     try:
-        row = _record(config, ablation, preset, threshold, log)
+        _record(config, ablation, preset, threshold, log)
     except errors.UserError as error:
         print(f"alexnet-study: error: {error}", file=sys.stderr, flush=True)
         sys.exit(1)
-    if row is None:
-        sys.exit(STOPPED)
+    except train.Stopped as stopped:
+        sys.exit(stopped.exit_status)
 
 
 def _train_and_evaluate(config, ablation, preset, threshold, log):
-    """The run's row, or None when its training was stopped (SIGINT/SIGTERM) before the end."""
+    """The run's row; `train.Stopped` when SIGINT/SIGTERM stopped its training."""
     final = train.train(config, log=lambda line: log(f"    {line}"))
     run_dir = rundir.RunDir(config.model_dir)
     run = run_dir.read()
-    latest = run_dir.latest_checkpoint()
-    if latest is None or int(latest.rsplit("-", 1)[-1]) < run.runtime["last_step"]:
-        return None
     # Evaluated in the precision it trained in; XLA as asked, or where inference is faster with it.
     inference = runtime.resolve_inference(config.mixed_precision, config.jit_compile)
     model, run, _ = restore_model(run_dir, "best", precision=inference["mixed_precision"])

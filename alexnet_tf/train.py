@@ -20,8 +20,8 @@ import signal
 
 import tensorflow as tf
 
-from alexnet_tf import (dataset_stats, errors, finetune, input_pipeline, metrics, ownership,
-                        runtime, sources, summaries)
+from alexnet_tf import (dataset_stats, errors, files, finetune, input_pipeline, metrics,
+                        ownership, runtime, sources, summaries)
 from alexnet_tf.config import frozen_layers
 from alexnet_tf.rundir import TRAIN_LOGS, Run, RunDir
 from alexnet_tf.state import RunState, build_state, restore_state
@@ -29,6 +29,21 @@ from alexnet_tf.state import RunState, build_state, restore_state
 
 class WorkerLost(RuntimeError):
     """Another worker of a multi-worker job stopped; the message is one line."""
+
+
+class Stopped(Exception):
+    """SIGINT or SIGTERM stopped the run after its checkpoint was saved.
+
+    `exit_status` is the shell's for a process ended by that signal (130, 143), so
+    `alexnet-train ... && alexnet-export ...` does not go on with a half-trained run.
+    """
+
+    def __init__(self, signum, checkpoint):
+        self.signal = signal.Signals(signum).name
+        self.exit_status = 128 + int(signum)
+        self.checkpoint = checkpoint
+        super().__init__(f"{self.signal}: saved {checkpoint}; run again with the same "
+                         "--model_dir to resume")
 
 
 class NonFiniteLoss(RuntimeError):
@@ -130,7 +145,7 @@ class _StopRequest:
 
     def _handle(self, signum, frame):
         del frame
-        self.signal = signal.Signals(signum).name
+        self.signal = signum
 
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
@@ -215,8 +230,13 @@ def train(config, strategy=None, log=print):
     """
     strategy = strategy or tf.distribute.get_strategy()
     chief, _ = runtime.task_of(strategy)
-    with ownership.hold(config.model_dir, log) if chief else contextlib.nullcontext():
-        return _train(config, strategy, log)
+    created = files.missing_folders(config.model_dir) if config.model_dir else []
+    try:
+        with ownership.hold(config.model_dir, log) if chief else contextlib.nullcontext():
+            return _train(config, strategy, log)
+    except BaseException:
+        files.remove_if_empty(created)     # a refused start leaves no folder it made
+        raise
 
 
 def _train(config, strategy, log):
@@ -255,9 +275,10 @@ def _train(config, strategy, log):
                     if stop.signal or s >= last_step:
                         break
                 if stop.signal:
-                    log(f"{stop.signal}: saved {state.save()}; run again with the same "
-                        "--model_dir to resume")
-                    return metrics_
+                    stopped = Stopped(stop.signal, state.save())
+                    log(str(stopped))
+                    writers.flush()
+                    raise stopped
                 done = int(state.step.numpy()) - e * steps_per_epoch
                 if done < steps_per_epoch and int(state.step.numpy()) == before:
                     raise sources.DataError(f"epoch {e + 1} of {source.name} gave no batch; "

@@ -28,3 +28,17 @@ def free_ports(n):
         for s in sockets:
             s.bind(("127.0.0.1", 0))
         return [s.getsockname()[1] for s in sockets]
+
+
+def train_tiny_run(model_dir, data_dir):
+    """`model_dir` trained for 4 steps on the tiny built-in dataset in float32 (two towers,
+    unplaced): the run the export tests export."""
+    from alexnet_tf import train
+    from alexnet_tf.config import ModelConfig, TrainConfig
+    config = TrainConfig(model_dir=model_dir, dataset="alexnet_shapes/tiny", data_dir=data_dir,
+                         batch_size=8, max_steps=4, checkpoint_steps=4, seed=3,
+                         input_scale="std", learning_rate=0.002,
+                         mixed_precision="float32", jit_compile="false",
+                         model=ModelConfig(devices="none", kernel_init="he", bias_init="zeros"))
+    train.train(config, log=lambda line: None)
+    return model_dir

@@ -21,6 +21,16 @@ class Mutation:
 
 
 CATALOGUE = (
+    Mutation("path_flags_unchecked", "a path flag of the wrong kind is one line (README)",
+             "alexnet_tf/cli/common.py", "        flags.register_validator(name, check)",
+             "        pass", ("tests/test_cli.py::test_every_path_flag_of_the_wrong_kind_is_one_line",)),
+    Mutation("unservable_version_served", "--saved_model=BASE skips versions without a "
+             "SavedModel (SERVING)", "alexnet_tf/export.py",
+             "    servable = [v for v in versions\n"
+             "                if tf.saved_model.contains_saved_model(os.path.join(path, str(v)))]",
+             "    servable = versions",
+             ("tests/test_export.py::test_a_serving_base_skips_versions_without_a_savedmodel_"
+              "and_says_how_to_move_them",)),
     Mutation("lrn_alpha_over_n", "LRN's alpha multiplies the plain sum (section 3.3)",
              "alexnet_tf/layers.py", "self.alpha = float(alpha)", "self.alpha = float(alpha) / n",
              ("tests/test_layers.py",)),

@@ -31,7 +31,7 @@ def test_train_resume_and_evaluate_end_to_end(tiny_data_dir, tmp_path):
     again = cli("train", *QUICK, f"--data_dir={tiny_data_dir}", f"--model_dir={model_dir}",
                 "--max_steps=5")
     assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stdout.splitlines()[0].startswith("Resuming from step 3 (epoch 0) of ")
+    assert again.stdout.splitlines()[0].startswith("Resuming from step 3 (epoch 1) of ")
     assert "epoch 1 step 5/5" in again.stdout
 
     out = str(tmp_path / "eval.json")
@@ -39,6 +39,9 @@ def test_train_resume_and_evaluate_end_to_end(tiny_data_dir, tmp_path):
                  "--ten_crop", f"--json={out}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "top-1 error" in result.stdout and "2 CNNs (mean softmax)" in result.stdout
+    # Each run's whole path (not cut from the left) and the checkpoint it scored.
+    scored = [line for line in result.stdout.splitlines() if line.startswith(str(model_dir))]
+    assert len(scored) == 2 and all(line.split()[1] == "ckpt-5" for line in scored), result.stdout
     rows = json.load(open(out))["results"]
     assert len(rows) == 3 and rows[0]["examples"] == 40
     assert rows[2]["top1_error"] == rows[0]["top1_error"]     # the same model twice: same errors
@@ -63,10 +66,12 @@ def test_train_resume_and_evaluate_end_to_end(tiny_data_dir, tmp_path):
     predicted = cli("predict", f"--model_dir={model_dir}", "--checkpoint=latest", good, text,
                     empty)
     assert predicted.returncode == 1
-    # First what the network computes in (the hardware's choice), then the good file's top-5.
-    first, second = predicted.stdout.splitlines()[:2]
+    # What the network computes in (the hardware's choice), the checkpoint it ran, then the
+    # good file's top-5.
+    first, second, third = predicted.stdout.splitlines()[:3]
     assert first.startswith("computing in ") and "(auto: " in first
-    assert second == good and "1. " in predicted.stdout
+    assert second.startswith("Predicting with ") and "ckpt-" in second and "(checkpoint, " in second
+    assert third == good and "1. " in predicted.stdout
     assert predicted.stderr.splitlines() == [
         f"alexnet-predict: error: {text}: not a JPEG, PNG, GIF or BMP image",
         f"alexnet-predict: error: {empty}: an empty file, not an image"]
@@ -124,7 +129,7 @@ def test_sigterm_saves_a_checkpoint_first(tiny_data_dir, tmp_path):
         output = process.communicate(timeout=120)[0]
     finally:
         process.kill()
-    assert process.returncode == 0
+    assert process.returncode == 143                 # 128 + SIGTERM, as a shell reports it
     assert "SIGTERM: saved " in output and "run again with the same --model_dir to resume" in output
     assert [f for f in os.listdir(tmp_path) if f.startswith("ckpt-") and f.endswith(".index")]
 
@@ -185,3 +190,66 @@ def test_tensorboard_serves_the_runs_scalars_and_hparams(tiny_data_dir, tmp_path
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+# Every path-shaped flag of every tool given something of the wrong kind. FILE is a file, DIR a
+# directory, MISSING does not exist, UNDER_FILE is a path below a file (it cannot be made).
+# (No permission cases: the suite may run as root, for whom every path is readable and writable.)
+PATH_CASES = [
+    ("train", ["--model_dir=FILE"], "--model_dir=FILE is a file, not a directory (give a directory)"),
+    ("train", ["--model_dir=UNDER_FILE"], "--model_dir=UNDER_FILE cannot be made: FILE is a file, "
+                                          "not a directory"),
+    ("train", ["--model_dir=DIR/run", "--data_dir=FILE"], "--data_dir=FILE is a file, not a "
+                                                          "directory (give a directory)"),
+    ("summary", ["--model_dir=FILE"], "--model_dir=FILE is a file, not a directory"),
+    ("evaluate", ["--model_dir=DIR,FILE"], "--model_dir=FILE is a file, not a directory"),
+    ("evaluate", ["--saved_model=MISSING"], "--saved_model=MISSING does not exist"),
+    ("evaluate", ["--model_dir=DIR", "--json=DIR"], "--json=DIR is a directory, not a file "
+                                                    "(give a file's path)"),
+    ("export", ["--model_dir=FILE"], "--model_dir=FILE is a file, not a directory"),
+    ("export", ["--model_dir=DIR", "--export_base=FILE"], "--export_base=FILE is a file, not a "
+                                                          "directory"),
+    ("predict", ["--saved_model=MISSING", "x.jpg"], "--saved_model=MISSING does not exist"),
+    ("predict", ["--model_dir=DIR", "--json=UNDER_FILE", "x.jpg"],
+     "--json=UNDER_FILE cannot be made: FILE is a file, not a directory"),
+    ("retrieve", ["--model_dir=DIR", "--index=DIR"], "--index=DIR is a directory, not a file"),
+    ("retrieve", ["--model_dir=DIR", "--index=DIR/i.npz", "--output=DIR"], "--output=DIR is a directory, not a file"),
+    ("figures", ["--model_dir=DIR", "--out_dir=FILE"], "--out_dir=FILE is a file, not a directory"),
+    ("import_caffe", ["--model_dir=DIR/new", "--caffemodel=DIR"], "--caffemodel=DIR is a "
+                                                                  "directory, not a file"),
+    ("import_caffe", ["--model_dir=FILE"], "--model_dir=FILE is a file, not a directory"),
+    ("study", ["--out_dir=FILE"], "--out_dir=FILE is a file, not a directory"),
+    ("benchmark", ["--json=DIR"], "--json=DIR is a directory, not a file"),
+    ("benchmark", ["--serving_model_dir=FILE"], "--serving_model_dir=FILE is a file, not a "
+                                                "directory"),
+    ("train", ["--flagfile=MISSING"], "--flagfile=MISSING cannot be opened (No such file or "
+                                      "directory)"),
+]
+
+
+@pytest.mark.parametrize("tool,args,message", PATH_CASES,
+                         ids=[f"{t}-{a[-1].split('=')[0] if '=' in a[-1] else a[-2]}-{i}"
+                              for i, (t, a, _) in enumerate(PATH_CASES)])
+def test_every_path_flag_of_the_wrong_kind_is_one_line(tool, args, message, tmp_path):
+    (tmp_path / "FILE").write_text("a file")
+    (tmp_path / "DIR").mkdir()
+    names = {"UNDER_FILE": "FILE/run", "FILE": "FILE", "DIR": "DIR", "MISSING": "MISSING"}
+
+    def place(text):
+        return re.sub(r"\b(UNDER_FILE|FILE|DIR|MISSING)\b",
+                      lambda m: str(tmp_path / names[m.group(1)]), text)
+    result = cli(tool, *[place(a) for a in args], timeout=120, cwd=str(tmp_path))
+    name = "import" if tool == "import_caffe" else "eval" if tool == "evaluate" else tool
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"alexnet-{name}: error: {place(message)}"), \
+        result.stderr
+    assert sorted(os.listdir(tmp_path)) == ["DIR", "FILE"] and not os.listdir(tmp_path / "DIR")
+
+
+def test_a_refused_start_leaves_no_folder_it_made(tmp_path):
+    """`alexnet-train --flagfile=flags/paper.cfg` without ImageNet once left an empty runs/paper/."""
+    result = cli("train", f"--model_dir={tmp_path / 'runs' / 'paper'}", "--dataset=no_such_data",
+                 timeout=120)
+    assert result.returncode == 1 and "unknown dataset 'no_such_data'" in result.stderr
+    assert os.listdir(tmp_path) == []

@@ -147,7 +147,7 @@ def test_two_workers_train_agree_and_resume(tiny_data_dir, tmp_path):
     texts = [(logs / f"worker{i}.log").read_text() for i in range(2)]
     assert codes == [0, 0], "\n\n".join(t[-3000:] for t in texts)
     for text in texts:
-        assert f"Resuming from step 2 (epoch 0) of {model_dir}/ckpt-2" in text
+        assert f"Resuming from step 2 (epoch 1) of {model_dir}/ckpt-2" in text
     assert tf.train.latest_checkpoint(str(model_dir)).endswith("ckpt-3")
 
 

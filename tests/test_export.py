@@ -12,11 +12,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_tf import evaluate, export, hardware, input_pipeline, paper, sources, train
-from alexnet_tf.config import ModelConfig, TrainConfig
+from alexnet_tf import deploy, evaluate, export, hardware, input_pipeline, paper, sources
 from alexnet_tf.restore import restore_model
 from alexnet_tf.rundir import RunDir
-from helpers import REPO, cli
+from helpers import REPO, cli, train_tiny_run
 
 TINY = "alexnet_shapes/tiny"
 # float32 probabilities both sides: the graphs are the same ops on the same inputs.
@@ -26,14 +25,7 @@ EVAL_TOLERANCE = hardware.tolerance("probability", "float32", "float32")
 @pytest.fixture(scope="module")
 def run_dir(tiny_data_dir, tmp_path_factory):
     """A model_dir trained for a few steps on the tiny built-in dataset (two towers, unplaced)."""
-    model_dir = str(tmp_path_factory.mktemp("run"))
-    config = TrainConfig(model_dir=model_dir, dataset=TINY, data_dir=tiny_data_dir,
-                         batch_size=8, max_steps=4, checkpoint_steps=4, seed=3,
-                         input_scale="std", learning_rate=0.002,
-                         mixed_precision="float32", jit_compile="false",
-                         model=ModelConfig(devices="none", kernel_init="he", bias_init="zeros"))
-    train.train(config, log=lambda line: None)
-    return model_dir
+    return train_tiny_run(str(tmp_path_factory.mktemp("run")), tiny_data_dir)
 
 
 @pytest.fixture(scope="module")
@@ -623,3 +615,77 @@ def test_a_bfloat16_export_computes_in_bfloat16_near_the_float32_one(run_dir, ex
     assert 0 < difference <= hardware.tolerance("probability", "float32", "bfloat16"), difference
     with pytest.raises(export.ExportError, match="--precision=bfloat16 is for the SavedModel"):
         export.export(run_dir, str(tmp_path / "b"), precision="bfloat16", formats=("onnx",))
+
+
+def test_a_serving_base_skips_versions_without_a_savedmodel_and_says_how_to_move_them(
+        exported, tmp_path):
+    """A base written by the earlier layout (a version of deployment files alone above the
+    SavedModel) still serves its newest SavedModel, with one line naming the version to move."""
+    base = str(tmp_path / "alexnet")
+    shutil.copytree(exported[1], os.path.join(base, "1"))
+    old = os.path.join(base, "2")
+    os.makedirs(old)
+    for name in ("alexnet_int8.tflite", "alexnet_int8.onnx", "labels.txt"):
+        open(os.path.join(old, name), "w").write("not read")
+    image = tmp_path / "a.png"
+    image.write_bytes(_png_bytes(40, 50)[0])
+    predicted = cli("predict", f"--saved_model={base}", str(image))
+    assert predicted.returncode == 0, predicted.stderr[-2000:]
+    assert predicted.stdout.splitlines()[:2] == [
+        f"Predicting with {base}/1 (SavedModel, float32)",     # outside the working directory
+        str(image)]
+    assert predicted.stderr.splitlines() == [
+        f"{base}: version 2 holds no SavedModel (deployment files alone, an earlier layout; TF "
+        f"Serving would fail to load it): using version 1. Move it out of the base: mkdir -p "
+        f"{base}-deploy && mv {old} {base}-deploy/2"]
+    # The old version folder holds two files: which one to run is the user's choice.
+    refused = cli("predict", f"--saved_model={old}", str(image))
+    assert refused.returncode == 1
+    assert refused.stderr == (f"alexnet-predict: error: {old} holds alexnet_int8.onnx, "
+                              "alexnet_int8.tflite: give one file's path\n")
+    # A base of such versions alone serves nothing: one line.
+    shutil.rmtree(os.path.join(base, "1"))
+    refused = cli("predict", f"--saved_model={base}", str(image))
+    assert refused.returncode == 1
+    assert refused.stderr == (f"alexnet-predict: error: no version in {base} holds a SavedModel "
+                              "(deployment files alone, an earlier layout): pass one "
+                              ".tflite/.onnx file's path, or export again\n")
+
+
+def test_an_export_short_of_memory_is_refused_before_it_starts(run_dir, tmp_path, monkeypatch):
+    """The weights are 228 MB here; with int8 files the export measured 3.73 GB at its peak for
+    244 MB (SERVING.md), so 2 GB available is refused in one line and nothing is written."""
+    monkeypatch.setattr(hardware, "available_memory_bytes", lambda: 2e9)
+    base = tmp_path / "alexnet"
+    with pytest.raises(export.ExportError) as refused:
+        export.export(run_dir, str(base), formats=("litert", "onnx"), quantize="int8")
+    assert re.fullmatch(r"this export needs about 3\.\d GB of memory at its peak \(228 MB of "
+                        r"weights\) and 2\.0 GB is available: free memory and export again; "
+                        r"the SavedModel alone needs 1\.1 GB", str(refused.value)), refused.value
+    assert not base.exists() or not os.listdir(base)
+    # The SavedModel alone fits.
+    assert export.export(run_dir, str(base)) == str(base / "1")
+
+
+def test_the_memory_estimate_covers_the_measured_peaks():
+    """SERVING.md's peaks for the 1000-class network (244 MB of weights), each export with its
+    children: the estimate is at least each and at most 20% above the largest it stands for."""
+    weights = 244e6
+    for formats, quantize, peak in [(["saved_model"], "none", 1.10e9),
+                                    (["saved_model", "litert"], "none", 3.04e9),
+                                    (["saved_model", "onnx"], "none", 2.70e9),
+                                    (["saved_model", "litert", "onnx"], "none", 3.23e9),
+                                    (["saved_model", "litert"], "float16", 2.92e9),
+                                    (["saved_model", "litert"], "dynamic", 2.84e9),
+                                    (["saved_model", "litert", "onnx"], "int8", 3.73e9)]:
+        estimate = deploy.export_memory_bytes(weights, formats, quantize)
+        assert peak <= estimate <= 1.2 * (1.10e9 if formats == ["saved_model"] else
+                                          3.73e9 if quantize == "int8" else 3.23e9), formats
+
+
+def test_available_memory_is_read_from_meminfo(tmp_path):
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       24000000 kB\nMemFree:  100 kB\n"
+                       "MemAvailable:   12345678 kB\n")
+    assert hardware.available_memory_bytes(str(meminfo)) == 12345678 * 1024
+    assert hardware.available_memory_bytes(str(tmp_path / "absent")) is None

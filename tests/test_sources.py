@@ -92,3 +92,15 @@ def test_unknown_split_names_the_splits(tiny):
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_the_built_in_datasets_first_preparation_is_one_line_of_ours(tmp_path, capfd):
+    """TFDS printed "Downloading and preparing dataset Unknown size ..." on stdout, although
+    nothing is downloaded; the first preparation now says one line of its own, on stderr."""
+    source = sources.open_source("alexnet_shapes/tiny", str(tmp_path))
+    assert source.num_examples("train") == 80
+    out, err = capfd.readouterr()
+    assert out == ""
+    assert err.splitlines()[0] == (f"Generating the built-in dataset alexnet_shapes in "
+                                   f"{tmp_path}/alexnet_shapes/tiny/3.0.0 (once, ~1 minute).")
+    assert "Downloading and preparing" not in out + err

@@ -171,7 +171,7 @@ def test_a_truncated_checkpoint_is_set_aside_and_the_run_resumes_from_the_one_be
     assert len(warnings) == 1 and warnings[0].startswith(f"warning: checkpoint {run}/ckpt-4 cannot "
                                                          "be read (")
     assert warnings[0].endswith(f"moved it to {run}/ckpt-4.corrupt and using the one before it")
-    assert any(line.startswith("Resuming from step 2 (epoch 0)") for line in lines)
+    assert any(line.startswith("Resuming from step 2 (epoch 1)") for line in lines)
     assert sorted(os.listdir(run / "ckpt-4.corrupt")) == ["ckpt-4.data-00000-of-00001",
                                                            "ckpt-4.index"]
     assert digests(run, 2) == kept and tf.train.latest_checkpoint(str(run)).endswith("ckpt-6")

@@ -240,7 +240,7 @@ def test_resume_equals_an_uninterrupted_run(tiny_data_dir, tmp_path):
     lines = []
     train.train(tiny_config(tmp_path / "resumed", tiny_data_dir, epochs=2, max_steps=12),
                 log=lines.append)
-    assert lines[0].startswith("Resuming from step 7 (epoch 0)")
+    assert lines[0].startswith("Resuming from step 7 (epoch 1)")
 
     def state(model_dir):
         reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(model_dir)))

@@ -31,6 +31,8 @@ flags.DEFINE_boolean("only_serving", False, "With --serving_model_dir: measure o
 flags.DEFINE_string("reference_json", None,
                     "JSON of docs/torch_reference/alexnet_torch.py run in the same session at the "
                     "same batch: adds its rate and the ratio to ours.")
+common.path_flags(data_dir=common.OUT_DIR, json=common.OUT_FILE, serving_model_dir=common.IN_DIR,
+                  reference_json=common.IN_FILE)
 
 
 def weights_load_results(quick):

@@ -36,6 +36,10 @@ def flag_error_line(tool, error):
         suggestions = re.search(r"Did you mean: (.*?)\s*\??$", text)
         hint = f"did you mean --{suggestions.group(1)}? " if suggestions else ""
         return f"unknown flag --{name} ({hint}alexnet-{tool} --helpshort lists its flags)"
+    if isinstance(error, flags.CantOpenFlagFileError):
+        opened = re.search(r"\[Errno \d+\] (.*?): '(.*)'$", text)
+        return (f"--flagfile={opened.group(2)} cannot be opened ({opened.group(1)})" if opened
+                else text.replace("ERROR:: ", ""))
     required = re.search(r"Flag --(\w+) must have a value other than None", text)
     if required:
         return f"--{required.group(1)} is required (give --{required.group(1)}=...)"
@@ -49,6 +53,54 @@ def flag_error_line(tool, error):
             reason = reason[len(name) + 3:]
         return f"--{name}={value}: {reason}"
     return text
+
+
+# What a path-shaped flag names (`path_flags`): a directory written into (made if missing), an
+# existing directory, a file written (its folder made if missing), an existing file, either.
+OUT_DIR, IN_DIR, OUT_FILE, IN_FILE, IN_PATH = "out_dir", "in_dir", "out_file", "in_file", "in_path"
+
+
+def path_problem(path, kind):
+    """Why `path` cannot be a `kind` path (a short phrase), or None."""
+    if kind in (OUT_FILE,) and path == "-":
+        return None
+    if os.path.exists(path):
+        if kind in (OUT_DIR, IN_DIR) and not os.path.isdir(path):
+            return "is a file, not a directory (give a directory)"
+        if kind in (OUT_FILE, IN_FILE) and os.path.isdir(path):
+            return "is a directory, not a file (give a file's path)"
+        if kind in (IN_DIR, IN_FILE, IN_PATH) and not os.access(path, os.R_OK):
+            return "cannot be read (no permission)"
+        if kind == OUT_DIR and not os.access(path, os.W_OK | os.X_OK):
+            return "cannot be written into (no permission)"
+        if kind == OUT_FILE and not os.access(path, os.W_OK):
+            return "cannot be written (no permission)"
+        return None
+    if kind in (IN_DIR, IN_FILE, IN_PATH):
+        return "does not exist"
+    # To be made: the nearest existing folder above it must be a writable directory.
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        return f"cannot be made: {parent} is a file, not a directory"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"cannot be made: no permission to write in {parent}"
+    return None
+
+
+def path_flags(**kinds):
+    """Checks each named path flag when the command line is parsed: given something of the wrong
+    kind (a file for a directory, a directory for a file, a missing one, no permission), the tool
+    refuses in one line (exit 2) before it starts. `kinds`: {flag name: OUT_DIR, IN_DIR, ...}."""
+    for name, kind in kinds.items():
+        def check(value, name=name, kind=kind):
+            for path in (value if isinstance(value, list) else [value] if value else []):
+                problem = path_problem(path, kind)
+                if problem:
+                    raise flags.ValidationError(f"--{name}={path} {problem}")
+            return True
+        flags.register_validator(name, check)
 
 
 def _show_tool_flags(module):

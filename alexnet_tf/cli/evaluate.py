@@ -23,6 +23,8 @@ common.define_inference_flags()
 flags.DEFINE_string("report", None, "Also write a per-class report into this folder: "
                     "per_class.csv/.json (top-1 error, precision, recall), confusion.png, "
                     "most_confused.csv (of the ensemble, with several model_dirs).")
+common.path_flags(model_dir=common.IN_DIR, saved_model=common.IN_PATH, data_dir=common.OUT_DIR,
+                  json=common.OUT_FILE)
 
 
 def main(argv):

@@ -22,10 +22,10 @@ flags.DEFINE_integer("top_k", export.TOP_K, "How many classes top_k_* outputs re
 common.define_max_megapixels("A request's image larger than this (read from its header) fails "
                              "that request alone, before decoding.")
 flags.DEFINE_list("format", [deploy.SAVED_MODEL], "What to write into the version folder: "
-                  "saved_model (TF Serving), litert (alexnet_<quantize>.tflite), onnx "
-                  "(alexnet.onnx, alexnet_int8.onnx); several at once, e.g. "
-                  "saved_model,litert,onnx. litert and onnx need the deploy extra "
-                  f"({deploy.EXTRA}).")
+                  "saved_model (TF Serving; every version holds it, so a serving base stays "
+                  "servable), and beside it litert (alexnet_<quantize>.tflite) and onnx "
+                  "(alexnet.onnx, alexnet_int8.onnx); several at once, e.g. litert,onnx. litert "
+                  f"and onnx need the deploy extra ({deploy.EXTRA}).")
 flags.DEFINE_enum("quantize", "none", list(deploy.QUANTIZATIONS), "none (float32); LiteRT: "
                   "float16 weights, dynamic (int8 weights), or int8 (full integer, calibrated on "
                   "--calibration_images training images; LRN stays float32); ONNX: int8 (ONNX "
@@ -39,6 +39,7 @@ flags.DEFINE_enum("precision", "float32", ["float32", "bfloat16"], "What the Sav
                   "computes in: float32 runs on any server; bfloat16 is for servers that compute "
                   "it natively (avx512_bf16/amx_bf16 CPUs, recent GPUs, TPUs); weights stay "
                   "float32.")
+common.path_flags(model_dir=common.IN_DIR, export_base=common.OUT_DIR)
 
 
 def main(argv):
@@ -56,11 +57,10 @@ def main(argv):
     except errors.UserError as error:
         print(f"alexnet-export: error: {error}", file=sys.stderr)
         sys.exit(1)
-    if deploy.SAVED_MODEL in FLAGS.format:
-        print(f"exported {path} ({FLAGS.precision}; signatures: {export.SIGNATURE_BYTES}, "
-              f"{export.SIGNATURE_TENSOR}, {export.SIGNATURE_FEATURES})")
-    else:
-        print(f"exported {path}")
+    print(f"exported {path}: the SavedModel ({FLAGS.precision}; signatures: "
+          f"{export.SIGNATURE_BYTES}, {export.SIGNATURE_TENSOR}, {export.SIGNATURE_FEATURES})" +
+          "".join(f", {deploy.file_name(f, FLAGS.quantize)}"
+                  for f in dict.fromkeys(FLAGS.format) if f != deploy.SAVED_MODEL))
 
 
 def run():

@@ -23,6 +23,7 @@ flags.DEFINE_string("data_dir", None, "Default: the data_dir the model was train
 common.define_inference_flags(jit=False)
 
 KERNELS_PNG, PREDICTIONS_PNG = "conv1_kernels.png", "predictions.png"
+common.path_flags(model_dir=common.IN_DIR, out_dir=common.OUT_DIR, data_dir=common.OUT_DIR)
 
 
 def prediction_panels(module, source, split, count):

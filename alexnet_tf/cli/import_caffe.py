@@ -27,6 +27,7 @@ flags.DEFINE_string("mean", None, "Caffe's mean image (imagenet_mean.binaryproto
                     f"{', '.join(map(str, caffe.CAFFE_BGR_MEAN))}.")
 flags.DEFINE_string("model_dir", None, "The run directory to write (new, or an empty folder).",
                     required=True)
+common.path_flags(caffemodel=common.IN_FILE, model_dir=common.OUT_DIR)
 
 
 def main(argv):

@@ -6,19 +6,20 @@ import sys
 import tensorflow as tf
 from absl import app, flags
 
-from alexnet_tf import deploy, errors, export, files, imagenet, preprocessing
+from alexnet_tf import deploy, errors, export, files, imagenet, preprocessing, sources
 from alexnet_tf.cli import common
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("saved_model", None, "An export (<export_base>/<version>), an export base "
-                    "(its newest version), or a LiteRT/ONNX file (.tflite, .onnx) or a version "
-                    "folder holding only such files, run by its own runtime.")
+                    "(its newest version holding a SavedModel), or a LiteRT/ONNX file (.tflite, "
+                    ".onnx), run by its own runtime.")
 flags.DEFINE_string("model_dir", None, "Instead of --saved_model: a training run's checkpoint.")
 flags.DEFINE_string("checkpoint", "best", "With --model_dir: best, latest, or DIR/ckpt-N.")
 common.define_max_megapixels()
 common.define_inference_flags(jit=False)      # with --model_dir: what its graph computes in
 flags.DEFINE_string("json", None, "Also write the results as one JSON document to this file; "
                     "--json=- prints it instead of the table.")
+common.path_flags(saved_model=common.IN_PATH, model_dir=common.IN_DIR, json=common.OUT_FILE)
 
 
 def predict_file(serve, path):
@@ -65,13 +66,19 @@ def main(argv):
         if artifact:                       # a LiteRT / ONNX file, run by its own runtime
             signatures = {export.SIGNATURE_BYTES: deploy.classify_bytes(
                 artifact, max_megapixels=FLAGS.max_megapixels)}
+            source = f"{artifact} ({deploy.runtime_name(artifact)})"
         else:
             precision = common.checkpoint_precision("predict", show=FLAGS.json != "-")
-            signatures, _ = export.load_signatures(FLAGS.saved_model, FLAGS.model_dir,
-                                                   FLAGS.checkpoint, precision)
+            signatures, info = export.load_signatures(FLAGS.saved_model, FLAGS.model_dir,
+                                                      FLAGS.checkpoint, precision, sources.notice)
+            source = (f"{files.shown_path(info['source'])} "
+                      f"({'SavedModel' if FLAGS.saved_model else 'checkpoint'}, "
+                      f"{info['precision']})")
     except errors.UserError as error:
         print(f"alexnet-predict: error: {error}", file=sys.stderr)
         sys.exit(1)
+    if FLAGS.json != "-":
+        print(f"Predicting with {source}")
     results = []
     for path in images:
         result = predict_file(signatures[export.SIGNATURE_BYTES], path)

@@ -27,6 +27,8 @@ flags.DEFINE_string("output", None, "The PNG grid: a row per query, then neighbo
                     "retrieval.png, or the first free retrieval-N.png (an earlier grid is kept). "
                     "A name given here is overwritten.")
 DEFAULT_OUTPUT = "retrieval.png"
+common.path_flags(saved_model=common.IN_PATH, model_dir=common.IN_DIR, data_dir=common.OUT_DIR,
+                  index=common.OUT_FILE, output=common.OUT_FILE)
 
 
 def read_queries(paths, source):
@@ -52,7 +54,7 @@ def main(argv):
     try:
         precision = common.checkpoint_precision("retrieve")
         signatures, weights = export.load_signatures(FLAGS.saved_model, FLAGS.model_dir,
-                                                     FLAGS.checkpoint, precision)
+                                                     FLAGS.checkpoint, precision, sources.notice)
         source = sources.open_source(FLAGS.dataset, FLAGS.data_dir)
         features_fn = signatures[export.SIGNATURE_FEATURES]
         meta = {**weights, "dataset": source.name, "split": FLAGS.split,

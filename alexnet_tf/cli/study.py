@@ -27,6 +27,7 @@ flags.DEFINE_string("data_dir", None, "TFDS data_dir (default: $TFDS_DATA_DIR or
                     "~/tensorflow_datasets).")
 flags.DEFINE_float("threshold", None, "Figure 1's training error (default: the preset's: 0.25 "
                    "for paper, as the paper; 0.5 for cpu, which trains 2-4 epochs).")
+common.path_flags(out_dir=common.OUT_DIR, data_dir=common.OUT_DIR)
 
 
 def main(argv):

@@ -23,6 +23,7 @@ FLAGS = flags.FLAGS
 config.define_flags(config.TrainConfig, require_model_dir=False)
 flags.DEFINE_integer("num_classes", None, "Classes of the output layer (default: the run's; "
                      "without a run, 10 for the built-in dataset, else 1000).")
+common.path_flags(model_dir=common.IN_DIR)
 
 
 def _shape(shape):

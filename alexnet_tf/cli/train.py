@@ -9,7 +9,7 @@ from absl import app, flags
 
 from alexnet_tf import config, errors, hardware
 from alexnet_tf.cli import common, model_flags  # noqa: F401  (defines the model's flags)
-from alexnet_tf.train import NonFiniteLoss, WorkerLost, train
+from alexnet_tf.train import NonFiniteLoss, Stopped, WorkerLost, train
 
 FLAGS = flags.FLAGS
 config.define_flags(config.TrainConfig)      # one flag per TrainConfig setting (config.py)
@@ -21,6 +21,7 @@ flags.DEFINE_list("devices", [], "mirrored: the replicas' devices, e.g. /GPU:0,/
 flags.DEFINE_integer("worker_timeout", 600, "multi_worker: seconds a collective waits for the "
                      "other workers before this worker stops with an error.")
 flags.register_validator("worker_timeout", lambda v: v >= 1, "--worker_timeout must be >= 1.")
+common.path_flags(model_dir=common.OUT_DIR, data_dir=common.OUT_DIR)
 
 
 def make_strategy():
@@ -56,6 +57,8 @@ def main(argv):
     except (errors.UserError, NonFiniteLoss, WorkerLost) as error:
         print(f"alexnet-train: error: {error}", file=sys.stderr)
         sys.exit(1)
+    except Stopped as stopped:           # the checkpoint is saved and the line printed
+        sys.exit(stopped.exit_status)
 
 
 def run():

@@ -1,0 +1,43 @@
+"""`alexnet-export` of every deployment format with each of its quantizations, each alone in a
+process of its own, as a user runs it (a file apart from test_export so that its six exports
+run beside the other files)."""
+
+import json
+import os
+
+import pytest
+import tensorflow as tf
+
+from helpers import cli, train_tiny_run
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_data_dir, tmp_path_factory):
+    return train_tiny_run(str(tmp_path_factory.mktemp("run")), tiny_data_dir)
+
+
+# Every deployment format with each of its quantizations, and the file each one writes.
+ALONE = [("litert", "none", "alexnet_float32.tflite"), ("litert", "float16", "alexnet_float16.tflite"),
+         ("litert", "dynamic", "alexnet_dynamic.tflite"), ("litert", "int8", "alexnet_int8.tflite"),
+         ("onnx", "none", "alexnet.onnx"), ("onnx", "int8", "alexnet_int8.onnx")]
+SAVED_MODEL_FILES = {"saved_model.pb", "fingerprint.pb", "variables", "assets", "assets.extra"}
+
+
+@pytest.mark.parametrize("fmt,quantize,name", ALONE, ids=[f"{f}-{q}" for f, q, _ in ALONE])
+def test_each_format_exports_alone_in_a_fresh_process_beside_a_servable_savedmodel(
+        fmt, quantize, name, run_dir, tmp_path):
+    """`alexnet-export --format=F --quantize=Q` by itself (`--format=onnx` alone once ended in
+    "The model provided has never called"; `--format=litert,onnx --quantize=int8` wrote a version
+    without a SavedModel, which TF Serving and `--saved_model=BASE` then could not load)."""
+    base = str(tmp_path / "alexnet")
+    done = cli("export", f"--model_dir={run_dir}", f"--export_base={base}", f"--format={fmt}",
+               f"--quantize={quantize}", "--check_images=8", "--calibration_images=8",
+               timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert os.listdir(base) == ["1"]
+    folder = os.path.join(base, "1")
+    assert set(os.listdir(folder)) == SAVED_MODEL_FILES | {name, "labels.txt", "export_report.json"}
+    assert tf.saved_model.contains_saved_model(folder)
+    report = json.load(open(os.path.join(folder, "export_report.json")))
+    assert [(a["format"], a["quantize"], a["file"]) for a in report["artifacts"]] == [
+        (fmt, quantize, name)]
