@@ -5,11 +5,11 @@ may be, and the network and preprocessing each brings:
 
 | weights                      | network                                   | input | preprocessing                        |
 |------------------------------|-------------------------------------------|-------|--------------------------------------|
-| None                         | the paper's (LRN k=2 within towers)       | 224   | yours (no statistics)                |
+| None                         | the paper's (LRN k=2 within towers)       | 224   | none: the pixels as they are (no statistics) |
 | "bvlc_alexnet"               | Caffe-exact (LRN k=1 across towers, ceil) | 227   | squash to 256, minus Caffe's channel means |
 | a `.caffemodel`              | Caffe-exact, its LRN/pooling as read      | 227   | as bvlc_alexnet                      |
 | a `.weights.h5`              | Caffe-exact (one saved from such a model) | 227   | as bvlc_alexnet                      |
-| a run directory / checkpoint | the run's options                         | the run's | the run's statistics and resize  |
+| a run directory / checkpoint | the run's options and classes             | the run's | the run's statistics and resize  |
 
 Preprocessing belongs to the weights, so `preprocess_input` and `load_image`
 take the same `weights=` argument: the mistake of ported weights fed another
@@ -20,6 +20,13 @@ Example:
     model = AlexNet(weights="bvlc_alexnet")
     image = load_image("elephant.jpg")                 # float32 [227, 227, 3], RGB 0-255
     print(decode_predictions(model.predict(preprocess_input(image[None])))[0])
+
+Offline, with a run of alexnet-train (its network, classes, statistics and resize):
+
+    model = AlexNet(weights="runs/quickstart")
+    x = preprocess_input(load_image("a.png", weights="runs/quickstart")[None],
+                         weights="runs/quickstart")
+    print(decode_predictions(model.predict(x), weights=model)[0])
 """
 
 import os
@@ -76,11 +83,10 @@ def _caffe_normalization():
 
 
 def _normalization(weights):
+    """The weights' input statistics; None for weights=None (an untrained network has none)."""
     kind = _kind(weights)
     if kind == _PAPER:
-        raise ValueError("weights=None is an untrained network: its input statistics are those "
-                         "of the data you train it on; pass the weights whose preprocessing you "
-                         f"want ({BVLC_ALEXNET!r}, a .caffemodel, or a run directory)")
+        return None
     if kind == _RUN:
         return _run(weights).run_dir.normalization()
     return _caffe_normalization()
@@ -181,7 +187,7 @@ def _check_input(input_shape, input_tensor, size):
 
 
 def AlexNet(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
-            classes=1000, classifier_activation="softmax", name="alexnet"):
+            classes=None, classifier_activation="softmax", name="alexnet"):
     """Instantiates AlexNet (Krizhevsky, Sutskever & Hinton, 2012), two towers, as Keras does.
 
     Args:
@@ -198,15 +204,18 @@ def AlexNet(include_top=True, weights=None, input_tensor=None, input_shape=None,
       input_shape: Optional; must be the weights' (224, 224, 3) or (227, 227, 3).
       pooling: With include_top=False: None (pool5's 4-D maps), "avg" or
         "max" (global pooling to `[batch, 256]`).
-      classes: fc8's outputs. When they differ from the weights' class count,
-        fc8 is new (the paper's initialisation) and a warning says so.
+      classes: fc8's outputs. Default: the weights' own (1000 for None and
+        Caffe's weights, a run's classes for a run). When they differ from the
+        weights' class count, fc8 is new (the paper's initialisation) and a
+        warning says so.
       classifier_activation: "softmax" (float32 probabilities), None (logits),
         or, with weights=None, any Keras activation.
       name: The model's name.
 
     Returns:
       A Keras functional `Model`. Its inputs are RGB images after
-      `preprocess_input(x, weights)`.
+      `preprocess_input(x, weights)`. A run's model has its class names in
+      `model.class_names` (`decode_predictions(preds, weights=model)` uses them).
 
     Example:
 
@@ -219,10 +228,11 @@ def AlexNet(include_top=True, weights=None, input_tensor=None, input_shape=None,
     if classifier_activation not in (None, "softmax") and weights is not None and include_top:
         raise ValueError("with pretrained weights classifier_activation must be None or "
                          f"'softmax'; got {classifier_activation!r}")
-    if include_top and (not isinstance(classes, int) or classes < 1):
+    if include_top and classes is not None and (not isinstance(classes, int) or classes < 1):
         raise ValueError(f"classes must be a positive integer; got {classes!r}")
     _check_input(input_shape, input_tensor, _resize_and_size(weights)[1])
-    model, options, description, found = _source_model(weights, classes)
+    model, options, description, found = _source_model(weights, classes or paper.NUM_CLASSES)
+    classes = classes or found
     if include_top and classes != found:
         model = _with_classes(model, options, classes, description)
     if include_top:
@@ -234,10 +244,12 @@ def AlexNet(include_top=True, weights=None, input_tensor=None, input_shape=None,
         elif pooling == "max":
             outputs = keras.layers.GlobalMaxPooling2D(name="max_pool")(outputs)
     network = keras.Model(model.input, outputs, name=name)
-    if input_tensor is None:
-        return network
-    return keras.Model(keras.utils.get_source_inputs(input_tensor), network(input_tensor),
-                       name=name)
+    if input_tensor is not None:
+        network = keras.Model(keras.utils.get_source_inputs(input_tensor), network(input_tensor),
+                              name=name)
+    if include_top and _kind(weights) == _RUN and classes == found:
+        network.class_names = tuple(_run(weights).run_dir.read().class_names)
+    return network
 
 
 def preprocess_input(x, weights=BVLC_ALEXNET):
@@ -248,13 +260,17 @@ def preprocess_input(x, weights=BVLC_ALEXNET):
         input size (`load_image` gives them), or at 256x256 before the crop.
         A numpy array (or list) gives numpy; a tensor gives a tensor.
       weights: As for `AlexNet`: "bvlc_alexnet" (the default), a .caffemodel
-        or .weights.h5 (Caffe's per-channel means, in RGB order), or a run
-        directory (its own mean image or channel mean, and scale).
+        or .weights.h5 (Caffe's per-channel means, in RGB order), a run
+        directory (its own mean image or channel mean, and scale), or None
+        (an untrained network: no statistics, the pixels as they are).
 
     Returns:
       float32, the same shape: `(x - mean) / scale`.
     """
     normalization = _normalization(weights)
+    if normalization is None:
+        return (np.asarray(x, np.float32) if isinstance(x, (np.ndarray, list, tuple))
+                else tf.cast(x, tf.float32))
     stats = normalization.stats
     mean = stats.mean(normalization.mean_mode)
     scale = stats.scale(normalization.input_scale)
@@ -304,28 +320,42 @@ def _short_name(name):
     return name.split(",")[0].strip().replace(" ", "_")
 
 
-def decode_predictions(preds, top=5):
-    """The top ILSVRC-2012 classes of each prediction, in Keras' format.
+def _class_names(weights):
+    """(class ids, short names) of the classes `weights` scores: ILSVRC-2012's unless a run's."""
+    names = getattr(weights, "class_names", None)
+    if names is None and weights is not None and not isinstance(weights, keras.Model) and \
+            _kind(weights) == _RUN:
+        names = _run(weights).run_dir.read().class_names
+    if names is None:
+        return imagenet.synsets(), [_short_name(n) for n in imagenet.names()]
+    return list(names), [_short_name(imagenet.describe(n)) for n in names]
+
+
+def decode_predictions(preds, top=5, weights=None):
+    """The top classes of each prediction, in Keras' format: ILSVRC-2012's, or a run's own.
 
     Args:
-      preds: `[batch, 1000]` scores (probabilities or logits) in ILSVRC-2012's
-        class order (sorted synset ids: TFDS' and Caffe's).
+      preds: `[batch, classes]` scores (probabilities or logits) in the classes'
+        order: ILSVRC-2012's (sorted synset ids: TFDS' and Caffe's), or a run's.
       top: How many classes per image.
+      weights: None (ILSVRC-2012), or a run's model (`AlexNet(weights=RUN)`) or
+        its run directory / checkpoint: that run's class names.
 
     Returns:
-      One list per image of `(synset_id, name, score)` tuples, best first,
-      e.g. `("n02123045", "tabby", 0.62)`.
+      One list per image of `(class_id, name, score)` tuples, best first,
+      e.g. `("n02123045", "tabby", 0.62)`, or `("circle", "circle", 0.9)` for a run.
     """
+    ids, names = _class_names(weights)
     preds = np.asarray(preds)
-    if preds.ndim != 2 or preds.shape[1] != imagenet.NUM_CLASSES:
-        raise ValueError("decode_predictions expects a batch of predictions (a 2D array of shape "
-                         f"(samples, {imagenet.NUM_CLASSES})); got an array of shape "
-                         f"{preds.shape}")
-    synsets, names = imagenet.synsets(), imagenet.names()
+    if preds.ndim != 2 or preds.shape[1] != len(ids):
+        raise ValueError(f"decode_predictions expects a batch of predictions (a 2D array of shape "
+                         f"(samples, {len(ids)})); got an array of shape {preds.shape}" +
+                         ("; for a run's own classes pass weights=its model or run directory"
+                          if weights is None else ""))
     results = []
     for row in preds:
         best = np.argsort(-row, kind="stable")[:top]
-        results.append([(synsets[i], _short_name(names[i]), float(row[i])) for i in best])
+        results.append([(ids[i], names[i], float(row[i])) for i in best])
     return results
 
 

@@ -5,6 +5,7 @@ written by `caffe_reference` (nothing shared with the reader); downloads come
 from an HTTP server on 127.0.0.1 only.
 """
 
+import ast
 import functools
 import hashlib
 import http.server
@@ -14,6 +15,7 @@ import socket
 import subprocess
 import sys
 import threading
+import warnings
 
 import keras
 import numpy as np
@@ -21,11 +23,11 @@ import pytest
 import tensorflow as tf
 
 import alexnet_tf
-from alexnet_tf import caffe, hardware, imagenet, paper
+from alexnet_tf import caffe, hardware, imagenet, paper, sources
 from alexnet_tf import weights as published
 from alexnet_tf.import_caffe import import_caffemodel
 from caffe_reference import assert_close, caffe_layers, caffemodel_bytes, random_alexnet
-from helpers import REPO, free_ports
+from helpers import REPO, free_ports, train_tiny_run
 
 # Caffe's published per-channel means, B, G, R (its ilsvrc_2012_mean.npy averaged), typed here.
 CAFFE_MEAN_RGB = np.array([122.679, 116.669, 104.007], np.float32)
@@ -88,8 +90,9 @@ def test_preprocess_input_subtracts_caffes_channel_means_in_rgb(files):
     as_tensor = alexnet_tf.preprocess_input(tf.constant(image))
     assert isinstance(as_tensor, tf.Tensor)
     np.testing.assert_allclose(as_tensor.numpy(), expected, atol=1e-4)
-    with pytest.raises(ValueError, match="untrained"):
-        alexnet_tf.preprocess_input(image, weights=None)
+    # weights=None: an untrained network has no statistics; the pixels as they are.
+    np.testing.assert_array_equal(alexnet_tf.preprocess_input(image, weights=None),
+                                  image.astype(np.float32))
 
 
 def test_a_run_directory_brings_its_network_and_mean_image(files, model, tmp_path):
@@ -372,10 +375,10 @@ def test_import_cli_without_a_caffemodel_fetches_and_refuses_a_wrong_file(files,
 # --- The README's example ---------------------------------------------------------------------
 
 
-def readme_example():
+def readme_example(marker="python-api"):
     text = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
-    found = re.search(r"<!-- python-api -->\s*```python\n(.*?)```", text, re.S)
-    assert found, "README.md has no ```python block after <!-- python-api -->"
+    found = re.search(rf"<!-- {marker} -->\s*```python\n(.*?)```", text, re.S)
+    assert found, f"README.md has no ```python block after <!-- {marker} -->"
     return found.group(1)
 
 
@@ -396,6 +399,48 @@ def test_readme_python_example_runs(files, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert re.search(r"\('n\d{8}', '[^']+', ", result.stdout), result.stdout
     assert "(2, 4096)" in result.stdout
+
+
+def test_readmes_offline_example_runs_as_written_on_a_run(tiny_data_dir, tmp_path):
+    """The README's second example, exactly as written, where runs/quickstart is a run of the
+    built-in dataset and shape.png one of its validation images; no network (none is asked)."""
+    train_tiny_run(str(tmp_path / "runs" / "quickstart"), tiny_data_dir)
+    source = sources.open_source("alexnet_shapes/tiny", tiny_data_dir)
+    encoded, _ = next(source.encoded("validation").as_numpy_iterator())
+    (tmp_path / "shape.png").write_bytes(encoded)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_HOME=str(tmp_path / "home"),
+               **{published.URL_VARIABLE: "http://127.0.0.1:9/unreachable"})
+    result = subprocess.run([sys.executable, "-c", readme_example("python-api-offline")],
+                            cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    top = ast.literal_eval(result.stdout.strip().splitlines()[-1])
+    assert len(top) == 3 and [s for _, _, s in top] == sorted((s for _, _, s in top), reverse=True)
+    assert all(class_id == name and name in source.class_names for class_id, name, _ in top), top
+    assert not (tmp_path / "home" / "models").exists()      # nothing fetched, nothing cached
+
+
+def test_a_runs_defaults_follow_its_weights(tiny_data_dir, tmp_path):
+    """AlexNet(weights=RUN) has the run's classes without a warning; decode_predictions names
+    them given the model or the run; weights=None gives the paper's 224 input, as it is."""
+    run = train_tiny_run(str(tmp_path / "run"), tiny_data_dir)
+    names = sources.open_source("alexnet_shapes/tiny", tiny_data_dir).class_names
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                       # no "fc8 is new" warning
+        model = alexnet_tf.AlexNet(weights=run)
+    assert model.output_shape == (None, len(names)) and list(model.class_names) == names
+    preds = np.eye(len(names), dtype=np.float32)[[3, 0]]
+    for weights in (model, run):
+        decoded = alexnet_tf.decode_predictions(preds, top=1, weights=weights)
+        assert decoded == [[(names[3], names[3], 1.0)], [(names[0], names[0], 1.0)]]
+    with pytest.raises(ValueError, match=r"\(samples, 1000\).*pass weights=its model"):
+        alexnet_tf.decode_predictions(preds)
+    image = np.arange(256 * 256 * 3, dtype=np.uint8).reshape(256, 256, 3)
+    path = str(tmp_path / "a.png")
+    tf.io.write_file(path, tf.io.encode_png(image))
+    loaded = alexnet_tf.load_image(path, weights=None)
+    assert loaded.shape == (224, 224, 3)
+    np.testing.assert_array_equal(alexnet_tf.preprocess_input(loaded[None], weights=None)[0],
+                                  image[16:240, 16:240].astype(np.float32))
 
 
 if __name__ == "__main__":
