@@ -93,7 +93,8 @@ if _TRACE_DIR:
 # waiting for the other's last long file; test_harness.py (two pytest workers of its own) first
 # of all, while the workers are small (a worker keeps memory from every file it ran,
 # docs/TESTING.md).
-SLOW_FIRST = ("test_harness.py", "test_study.py", "test_train.py", "test_export.py",
+SLOW_FIRST = ("test_harness.py", "test_export_formats.py", "test_study.py", "test_train.py",
+              "test_export.py",
               "test_storage_faults.py", "test_benchmark.py", "test_ownership.py", "test_cli.py", "test_distribute.py",
               "test_applications.py", "test_finetune.py", "test_fuzz.py", "test_caffe.py")
 
