@@ -117,30 +117,33 @@ def conv_passes(model, batch_size):
     return found
 
 
-def conv_bound_rate(batch_size, jit_compile=True, repeats=3, num_classes=10):
+def conv_bound_rate(batch_size, jit_compile=True, repeats=3, num_classes=10,
+                    precision="float32"):
     """What the train step's convolutions alone allow: (images/s, their GFLOP/s).
 
     Times each convolution of the two-tower model by itself (its passes of
-    `conv_passes`, float32, compiled like the step) on random data, and adds the
-    times: the step's rate if everything else (pooling, LRN, the fully connected
+    `conv_passes`, in `precision`, compiled like the step) on random data, and adds
+    the times: the step's rate if everything else (pooling, LRN, the fully connected
     layers, the update) took no time. It tells how much of the gap to the matmul
     limit lies in the convolution kernels TensorFlow brings, not in the step.
     """
     if jit_compile:
         hardware.configure_xla_cpu()
     model = build_alexnet(num_classes, devices=None, seed=0)
+    dtype = tf.as_dtype(precision)
     seconds, total_gflop = 0.0, 0.0
     for layer, shape, passes, gflop in conv_passes(model, batch_size):
-        x = tf.random.normal(shape)
-        dy = tf.random.normal((batch_size,) + tuple(layer.output.shape[1:]))
+        x = tf.cast(tf.random.normal(shape), dtype)
+        dy = tf.cast(tf.random.normal((batch_size,) + tuple(layer.output.shape[1:])), dtype)
+        kernel = tf.Variable(tf.cast(layer.kernel.value, dtype))
 
         @tf.function(jit_compile=jit_compile)
-        def run(x, dy, layer=layer, wrt_input=passes == 3):
+        def run(x, dy, layer=layer, kernel=kernel, wrt_input=passes == 3):
             with tf.GradientTape() as tape:
                 tape.watch(x)
-                y = layer.convolution_op(x, layer.kernel)      # the op the layer itself runs
-                loss = tf.reduce_sum(y * dy)
-            return [loss] + tape.gradient(loss, [layer.kernel, x] if wrt_input else [layer.kernel])
+                y = layer.convolution_op(x, kernel)      # the op the layer itself runs
+                loss = tf.reduce_sum(tf.cast(y * dy, tf.float32))
+            return [loss] + tape.gradient(loss, [kernel, x] if wrt_input else [kernel])
 
         seconds += 1 / median_rate(lambda: [t.numpy() for t in run(x, dy)], 1, repeats=repeats)
         total_gflop += gflop

@@ -23,7 +23,8 @@ class Mutation:
 CATALOGUE = (
     Mutation("path_flags_unchecked", "a path flag of the wrong kind is one line (README)",
              "alexnet_tf/cli/common.py", "        flags.register_validator(name, check)",
-             "        pass", ("tests/test_cli.py::test_every_path_flag_of_the_wrong_kind_is_one_line",)),
+             "        pass",
+             ("tests/test_cli.py::test_every_path_flag_of_the_wrong_kind_is_one_line",)),
     Mutation("unservable_version_served", "--saved_model=BASE skips versions without a "
              "SavedModel (SERVING)", "alexnet_tf/export.py",
              "    servable = [v for v in versions\n"

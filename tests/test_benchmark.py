@@ -26,7 +26,22 @@ def test_quick_benchmark_writes_every_key(tiny_data_dir, tmp_path):
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "pipeline_img_s" in result.stdout                  # the printed table
+    assert "retracing" not in result.stdout + result.stderr  # TF's warnings stay out
     payload = json.loads(out.read_text())
+    # The headline in words: each rate against what it is measured against (4.14 GFLOP an image).
+    fp32 = payload["train_fp32_auto_img_s"]
+    assert (f"fp32 training: {fp32:.1f} images/s = "
+            f"{fp32 * 4.14 / payload['matmul_fp32_gflops']:.2f}x the matmul estimate" in
+            result.stdout), result.stdout
+    assert (f"{fp32 / payload['train_fp32_conv_bound_img_s']:.2f} of the convolutions' bound"
+            in result.stdout)
+    if payload["native_bfloat16"]:      # a bfloat16 convolution bound beside the float32 one
+        bf16 = payload["train_bf16_synthetic_img_s"]
+        assert payload["conv_bf16_gflops"] > 0
+        assert payload["train_bf16_over_conv_bound"] == pytest.approx(
+            bf16 / payload["train_bf16_conv_bound_img_s"])
+    else:
+        assert "train_bf16_conv_bound_img_s" not in payload
     for key in KEYS:
         assert isinstance(payload[key], (int, float)), key
         assert payload[key] >= 0, key

@@ -196,7 +196,8 @@ if __name__ == "__main__":
 # directory, MISSING does not exist, UNDER_FILE is a path below a file (it cannot be made).
 # (No permission cases: the suite may run as root, for whom every path is readable and writable.)
 PATH_CASES = [
-    ("train", ["--model_dir=FILE"], "--model_dir=FILE is a file, not a directory (give a directory)"),
+    ("train", ["--model_dir=FILE"],
+     "--model_dir=FILE is a file, not a directory (give a directory)"),
     ("train", ["--model_dir=UNDER_FILE"], "--model_dir=UNDER_FILE cannot be made: FILE is a file, "
                                           "not a directory"),
     ("train", ["--model_dir=DIR/run", "--data_dir=FILE"], "--data_dir=FILE is a file, not a "
@@ -213,7 +214,8 @@ PATH_CASES = [
     ("predict", ["--model_dir=DIR", "--json=UNDER_FILE", "x.jpg"],
      "--json=UNDER_FILE cannot be made: FILE is a file, not a directory"),
     ("retrieve", ["--model_dir=DIR", "--index=DIR"], "--index=DIR is a directory, not a file"),
-    ("retrieve", ["--model_dir=DIR", "--index=DIR/i.npz", "--output=DIR"], "--output=DIR is a directory, not a file"),
+    ("retrieve", ["--model_dir=DIR", "--index=DIR/i.npz", "--output=DIR"],
+     "--output=DIR is a directory, not a file"),
     ("figures", ["--model_dir=DIR", "--out_dir=FILE"], "--out_dir=FILE is a file, not a directory"),
     ("import_caffe", ["--model_dir=DIR/new", "--caffemodel=DIR"], "--caffemodel=DIR is a "
                                                                   "directory, not a file"),

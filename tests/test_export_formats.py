@@ -17,7 +17,8 @@ def run_dir(tiny_data_dir, tmp_path_factory):
 
 
 # Every deployment format with each of its quantizations, and the file each one writes.
-ALONE = [("litert", "none", "alexnet_float32.tflite"), ("litert", "float16", "alexnet_float16.tflite"),
+ALONE = [("litert", "none", "alexnet_float32.tflite"),
+         ("litert", "float16", "alexnet_float16.tflite"),
          ("litert", "dynamic", "alexnet_dynamic.tflite"), ("litert", "int8", "alexnet_int8.tflite"),
          ("onnx", "none", "alexnet.onnx"), ("onnx", "int8", "alexnet_int8.onnx")]
 SAVED_MODEL_FILES = {"saved_model.pb", "fingerprint.pb", "variables", "assets", "assets.extra"}

@@ -152,17 +152,21 @@ def run_tool(tool, main):
 
 
 def quiet_libraries():
-    """INFO chatter from TFDS and TF off, and TFDS' warnings about its own folders (on a first
-    generation: "Variant folder ... has no dataset_info.json"), unless the user asked for
-    --verbosity."""
+    """INFO chatter from TFDS and TF off, TFDS' warnings about its own folders (on a first
+    generation: "Variant folder ... has no dataset_info.json") and TF's "triggered tf.function
+    retracing" (the tools trace a function per model or layer on purpose), unless the user asked
+    for --verbosity."""
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
-        logging.get_absl_handler().addFilter(_drop_tfds_warnings)
+        logging.get_absl_handler().addFilter(_drop_library_warnings)
+        std_logging.getLogger("tensorflow").addFilter(_drop_library_warnings)
 
 
-def _drop_tfds_warnings(record):
-    return record.levelno >= std_logging.ERROR or \
-        f"{os.sep}tensorflow_datasets{os.sep}" not in record.pathname
+def _drop_library_warnings(record):
+    if record.levelno >= std_logging.ERROR:
+        return True
+    return (f"{os.sep}tensorflow_datasets{os.sep}" not in record.pathname and
+            "triggered tf.function retracing" not in record.getMessage())
 
 
 def define_max_megapixels(help_text="Image files larger than this many megapixels (read from "
