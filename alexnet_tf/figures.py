@@ -53,13 +53,24 @@ QUERY_FRAME = (220, 40, 40)  # the frame around a retrieval query
 
 
 def caption_strip(width, texts, height=CAPTION):
-    """uint8 [height, width, 3] white, each (left, text) of `texts` written in black at left."""
+    """uint8 [height, width, 3] white, each (left, text) of `texts` written in black at left;
+    a text's lines ("\n") one under the other, CAPTION pixels apart."""
     from PIL import Image, ImageDraw    # here, so that training does not import Pillow
     strip = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(strip)
     for left, text in texts:
-        draw.text((left + 1, 1), text, fill=(0, 0, 0))
+        for i, line in enumerate(text.split("\n")):
+            draw.text((left + 1, 1 + i * CAPTION), line, fill=(0, 0, 0))
     return np.asarray(strip, np.uint8)
+
+
+def fit_line(text, chars):
+    """`text` in at most `chars` characters: a longer one keeps its start and its end (a file's
+    extension) around "..", so no caption is cut off mid-word at its end."""
+    if len(text) <= chars:
+        return text
+    tail = max(1, (chars - 2) // 2)
+    return text[:chars - 2 - tail] + ".." + text[-tail:]
 
 
 def kernel_figure(tower_kernels, columns=16, zoom=3):
@@ -164,7 +175,8 @@ def retrieval_figure(rows, captions, gap=GAP, query_gap=QUERY_GAP):
 
     Args:
       rows: As for `retrieval_grid`.
-      captions: One list of strings per row, one per tile (cut to the tile's width).
+      captions: One list of strings per row, one per tile, each of up to two lines ("\n");
+        a line longer than the tile is shortened in its middle (`fit_line`).
     """
     size = rows[0][0].shape[0]
     step, chars = size + gap, max(1, (size + gap) // 6)      # PIL's default font: 6 px a glyph
@@ -174,8 +186,8 @@ def retrieval_figure(rows, captions, gap=GAP, query_gap=QUERY_GAP):
         grid[:2, :size] = grid[size - 2:size, :size] = QUERY_FRAME
         grid[:size, :2] = grid[:size, size - 2:size] = QUERY_FRAME
         lefts = [c * step + (query_gap if c > 0 else 0) for c in range(len(row))]
-        parts += [grid, caption_strip(grid.shape[1], [(left, text[:chars]) for left, text
-                                                      in zip(lefts, texts)]),
+        texts = ["\n".join(fit_line(line, chars) for line in t.split("\n")[:2]) for t in texts]
+        parts += [grid, caption_strip(grid.shape[1], list(zip(lefts, texts)), 2 * CAPTION),
                   np.full((gap + 3, grid.shape[1], 3), 255, np.uint8)]
     return np.concatenate(parts[:-1], axis=0)
 

@@ -391,7 +391,7 @@ def test_retrieve_finds_an_images_duplicate_first_and_reuses_its_index(
     with np.load(index) as data:
         assert data["features"].shape == (len(train_images), 4096)
     png = tf.io.decode_png(open(grid, "rb").read()).numpy()
-    tile, gap, caption = 96, 1, 14                  # figures.THUMBNAIL, GAP, CAPTION
+    tile, gap, caption = 96, 1, 2 * 14              # figures.THUMBNAIL, GAP, two CAPTION lines
     # Two rows of tiles with their captions, 4 pixels apart; the query column 8 pixels apart.
     assert png.shape == (2 * (tile + caption) + gap + 3, 5 * (tile + gap) - gap + 8, 3)
     # The query (inside its 2-pixel frame) and its first neighbour (the same image) match.

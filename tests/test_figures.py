@@ -55,9 +55,10 @@ def test_kernel_figure_labels_each_towers_block_above_it():
 
 def test_retrieval_figure_frames_the_query_and_captions_every_tile():
     tiles = [[np.full((96, 96, 3), 100 + r * 4 + c, np.uint8) for c in range(3)] for r in range(2)]
-    captions = [["query: a.jpg", "circle 1.5", "ring 2.0"], ["query: b.jpg", "star 0.5", "x 9"]]
+    captions = [["query\na.jpg", "circle\nfc7 dist 1.5", "ring\nfc7 dist 2.0"],
+                ["query\nb.jpg", "star\nfc7 dist 0.5", "x\nfc7 dist 9"]]
     figure = figures.retrieval_figure(tiles, captions, gap=1, query_gap=8)
-    row = 96 + figures.CAPTION + 1 + 3               # a tile, its captions, the gap between rows
+    row = 96 + 2 * figures.CAPTION + 1 + 3           # a tile, two caption lines, the rows' gap
     assert figure.shape == (2 * row - 4, 3 * 97 - 1 + 8, 3)
     for r in range(2):
         top = r * row
@@ -67,8 +68,10 @@ def test_retrieval_figure_frames_the_query_and_captions_every_tile():
         for c in (1, 2):
             left = c * 97 + 8
             assert (figure[top:top + 96, left:left + 96] == 100 + r * 4 + c).all()
-            text = figure[top + 96:top + 96 + figures.CAPTION, left:left + 96]
-            assert (text < 128).any(), f"tile ({r}, {c}) has no caption"
+            for line in range(2):                  # the class, then the distance
+                text = figure[top + 96 + line * figures.CAPTION:
+                              top + 96 + (line + 1) * figures.CAPTION, left:left + 96]
+                assert (text < 128).any(), f"tile ({r}, {c}) has no caption line {line}"
 
 
 def test_prediction_panel_bars_are_as_long_as_the_probabilities():
@@ -89,3 +92,13 @@ def test_panel_grid_wraps_rows():
     grid = figures.panel_grid(panels, columns=2, gap=3)
     assert grid.shape == (3 * 5 + 2 * 3, 2 * 7 + 3, 3)
     assert (grid[16:21, 0:7] == 4).all() and (grid[16:21, 10:17] == 255).all()
+
+
+def test_captions_keep_a_long_names_start_and_extension():
+    """retrieval.png cut "query: circle.jpg" to "query: circle.jp"; a line longer than its tile
+    now keeps its start and its end around "..", and the query's name has a line of its own."""
+    assert figures.fit_line("circle.jpg", 16) == "circle.jpg"
+    assert figures.fit_line("a_very_long_file_name.jpeg", 16) == "a_very_..me.jpeg"   # 7 + 2 + 7
+    assert len(figures.fit_line("x" * 40, 16)) == 16
+    strip = figures.caption_strip(40, [(0, "ab\ncd")], 2 * figures.CAPTION)
+    assert (strip[:figures.CAPTION] < 128).any() and (strip[figures.CAPTION:] < 128).any()

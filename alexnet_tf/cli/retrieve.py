@@ -88,9 +88,10 @@ def main(argv):
                   f"distance {d:.2f}")
         neighbours = retrieval.encoded_at(source, FLAGS.split, positions[0])
         rows.append([figures.thumbnail(x, figures.THUMBNAIL) for x in [encoded, *neighbours]])
-        captions.append([f"query: {os.path.basename(name)}"] + [
-            f"{source.class_names[labels[p]]} {d:.1f}" for p, d in zip(positions[0],
-                                                                      distances[0])])
+        # Under each tile: the query's file name; each neighbour's class and its fc7 distance.
+        captions.append([f"query\n{os.path.basename(name)}"] + [
+            f"{source.class_names[labels[p]]}\nfc7 dist {d:.1f}" for p, d in zip(positions[0],
+                                                                              distances[0])])
     if rows:
         output = FLAGS.output or files.unused_path(DEFAULT_OUTPUT)
         figures.write_png(output, figures.retrieval_figure(rows, captions))
