@@ -24,6 +24,10 @@ def pytest_configure(config):
     replacement waited forever once (2026-12-03); without one the run ends naming the test."""
     if getattr(config.option, "maxworkerrestart", "") is None:
         config.option.maxworkerrestart = "0"
+    # xdist hands out the files with the most tests first unless told not to; SLOW_FIRST's
+    # order (below) is the one that lets both workers end together.
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
 
 
 # Seconds a test may go on past the time limit's signal (stuck where no Python signal handler
@@ -93,10 +97,12 @@ if _TRACE_DIR:
 # waiting for the other's last long file; test_harness.py (two pytest workers of its own) first
 # of all, while the workers are small (a worker keeps memory from every file it ran,
 # docs/TESTING.md).
-SLOW_FIRST = ("test_harness.py", "test_export_formats.py", "test_study.py", "test_train.py",
-              "test_export.py",
-              "test_storage_faults.py", "test_benchmark.py", "test_ownership.py", "test_cli.py", "test_distribute.py",
-              "test_applications.py", "test_finetune.py", "test_fuzz.py", "test_caffe.py")
+# By worker time (the AMX run at 382eebc); test_harness.py first, while the workers are small
+# (its inner pytest starts two workers of its own).
+SLOW_FIRST = ("test_harness.py", "test_export_formats.py", "test_export.py", "test_train.py",
+              "test_study.py", "test_cli.py", "test_storage_faults.py", "test_distribute.py",
+              "test_benchmark.py", "test_ownership.py", "test_applications.py", "test_finetune.py",
+              "test_caffe.py", "test_fuzz.py", "test_deploy.py")
 
 
 def pytest_addoption(parser):
