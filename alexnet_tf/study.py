@@ -225,10 +225,12 @@ def _in_own_process(config, ablation, preset, threshold):
         target=_child, args=(config, ablation, preset, threshold))
     with quiet.terminal_stderr():         # the child's own errors reach the terminal
         process.start()
-    try:
-        process.join()
-    except KeyboardInterrupt:      # Ctrl-C reached the child too: let it save its checkpoint
-        process.join()
+    while True:                    # Ctrl-C (once or more) reached the child too:
+        try:                       # let it save its checkpoint and end
+            process.join()
+            break
+        except KeyboardInterrupt:
+            continue
     row = files.read_json(os.path.join(config.model_dir, RESULT))
     if process.exitcode != 0 or row is None:
         what = ("was stopped" if process.exitcode in STOPPED else
