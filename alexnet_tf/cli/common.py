@@ -62,7 +62,7 @@ OUT_DIR, IN_DIR, OUT_FILE, IN_FILE, IN_PATH = "out_dir", "in_dir", "out_file", "
 
 def path_problem(path, kind):
     """Why `path` cannot be a `kind` path (a short phrase), or None."""
-    if kind in (OUT_FILE,) and path == "-":
+    if kind == OUT_FILE and path == "-":
         return None
     if os.path.exists(path):
         if kind in (OUT_DIR, IN_DIR) and not os.path.isdir(path):
