@@ -1,6 +1,11 @@
 """alexnet_tf: the AlexNet paper as a TensorFlow/Keras training, evaluation and serving tool."""
 
+import re
+
 from setuptools import find_packages, setup
+
+# The version is alexnet_tf/version.py's, read as text (the package needs TensorFlow to import).
+VERSION = re.search(r'__version__ = "([^"]+)"', open("alexnet_tf/version.py").read()).group(1)
 
 # Versions tested together (2026-11). Users with NVIDIA GPUs: pip install -e '.[gpu]'.
 TENSORFLOW = "tensorflow==2.21.0"
@@ -8,10 +13,10 @@ DEPLOY = ["ai-edge-litert==2.3.0", "onnxruntime==1.32.0", "tf2onnx==1.17.0", "on
 
 setup(
     name="alexnet_tf",
-    version="0.1.0",
+    version=VERSION,
     description="AlexNet (Krizhevsky, Sutskever & Hinton, 2012) in TensorFlow/Keras",
     packages=find_packages(include=["alexnet_tf", "alexnet_tf.*"]),
-    package_data={"alexnet_tf": ["data/*.txt"]},
+    package_data={"alexnet_tf.data": ["*.txt"]},   # the synset list, beside imagenet.py
     python_requires=">=3.10",
     install_requires=[
         TENSORFLOW,

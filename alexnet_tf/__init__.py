@@ -19,17 +19,19 @@ from alexnet_tf import quiet
 if quiet.wanted():
     quiet.silence_native_stderr()
 
-from alexnet_tf.layers import LocalResponseNormalization  # noqa: E402,F401  (registers the layers)
-from alexnet_tf.optimizer import PaperSGD  # noqa: E402,F401  (registers the optimiser)
-
-__version__ = "0.1.0"
+# Registers the layers, the deployment models' preprocessing and the optimiser with Keras (so
+# `keras.saving.load_model` reads a saved AlexNet).
+from alexnet_tf.model.layers import LocalResponseNormalization  # noqa: E402,F401
+from alexnet_tf.serving.deploy import DeployPreprocessing  # noqa: E402,F401
+from alexnet_tf.training.optimizer import PaperSGD  # noqa: E402,F401
+from alexnet_tf.version import __version__  # noqa: E402,F401
 _LAZY = {
     "AlexNet": "alexnet_tf.applications",
     "preprocess_input": "alexnet_tf.applications",
     "load_image": "alexnet_tf.applications",
     "decode_predictions": "alexnet_tf.applications",
     "fc7_model": "alexnet_tf.applications",
-    "build_alexnet": "alexnet_tf.models",
+    "build_alexnet": "alexnet_tf.model.network",
 }
 __all__ = ["AlexNet", "preprocess_input", "load_image", "decode_predictions", "fc7_model",
            "PaperSGD", "LocalResponseNormalization", "build_alexnet"]

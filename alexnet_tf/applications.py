@@ -36,15 +36,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import caffe, errors, imagenet, paper, preprocessing
-from alexnet_tf import weights as published
+from alexnet_tf import errors, paper
 from alexnet_tf.config import ModelConfig
-from alexnet_tf.dataset_stats import Normalization
-from alexnet_tf.export import feature_extractor
-from alexnet_tf.finetune import Source, copy_matching
-from alexnet_tf.import_caffe import imported_model, imported_stats
-from alexnet_tf.models import build_alexnet
-from alexnet_tf.restore import restore_model
+from alexnet_tf.data import imagenet, preprocessing
+from alexnet_tf.data.dataset_stats import Normalization
+from alexnet_tf.model import caffe, weights as published
+from alexnet_tf.model.network import build_alexnet
+from alexnet_tf.serving.export import feature_extractor
+from alexnet_tf.training.finetune import copy_matching, Source
+from alexnet_tf.training.import_caffe import imported_model, imported_stats
+from alexnet_tf.training.restore import restore_model
 
 BVLC_ALEXNET = "bvlc_alexnet"
 POOLINGS = (None, "avg", "max")

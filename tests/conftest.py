@@ -169,7 +169,7 @@ def tiny_data_dir(tmp_path_factory):
     """A TFDS data_dir with the built-in dataset's `tiny` config prepared (80 + 40 images)."""
     import tensorflow_datasets as tfds
 
-    import alexnet_tf.shapes_dataset  # noqa: F401  (registers the builder)
+    import alexnet_tf.data.shapes_dataset  # noqa: F401  (registers the builder)
 
     data_dir = str(tmp_path_factory.mktemp("tfds"))
     tfds.builder("alexnet_shapes/tiny", data_dir=data_dir).download_and_prepare()

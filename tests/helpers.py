@@ -33,7 +33,7 @@ def free_ports(n):
 def train_tiny_run(model_dir, data_dir):
     """`model_dir` trained for 4 steps on the tiny built-in dataset in float32 (two towers,
     unplaced): the run the export tests export."""
-    from alexnet_tf import train
+    from alexnet_tf.training import train
     from alexnet_tf.config import ModelConfig, TrainConfig
     config = TrainConfig(model_dir=model_dir, dataset="alexnet_shapes/tiny", data_dir=data_dir,
                          batch_size=8, max_steps=4, checkpoint_steps=4, seed=3,

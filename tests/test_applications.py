@@ -23,9 +23,10 @@ import pytest
 import tensorflow as tf
 
 import alexnet_tf
-from alexnet_tf import caffe, hardware, imagenet, paper, sources
-from alexnet_tf import weights as published
-from alexnet_tf.import_caffe import import_caffemodel
+from alexnet_tf import hardware, paper
+from alexnet_tf.data import imagenet, sources
+from alexnet_tf.model import caffe, weights as published
+from alexnet_tf.training.import_caffe import import_caffemodel
 from caffe_reference import assert_close, caffe_layers, caffemodel_bytes, random_alexnet
 from helpers import REPO, free_ports, train_tiny_run
 

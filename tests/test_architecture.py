@@ -13,20 +13,22 @@ import pytest
 
 from helpers import REPO
 
-# Bottom to top. A module may import from its own layer (without a cycle) or a lower one.
-LAYERS = [
-    ("constants", {"paper", "errors", "imagenet", "quiet"}),
-    ("configuration", {"config"}),
-    ("foundations", {"files", "hardware", "caffe", "metrics", "preprocessing", "optimizer",
-                     "schedule", "weights", "shapes_dataset"}),
-    ("network", {"layers", "models"}),
-    ("data", {"sources", "dataset_stats", "input_pipeline", "retrieval"}),
-    ("runs", {"rundir", "state", "restore", "runtime", "summaries", "figures", "report",
-              "ownership", "deploy"}),
-    ("jobs", {"train", "finetune", "evaluate", "export", "import_caffe"}),
-    ("applications", {"applications", "study", "benchmark", "__init__"}),
-    ("cli", {"cli"}),
-]
+# The layers (docs/ARCHITECTURE.md), bottom to top: each may import the ones it names, the
+# foundation and itself (without a cycle). `data` and `model` stand side by side on the foundation.
+FOUNDATION = {"paper", "config", "errors", "files", "hardware", "metrics", "quiet", "version",
+              "figures"}
+API = {"applications", "__init__"}
+MAY_IMPORT = {
+    "foundation": set(),
+    "data": set(),
+    "model": set(),
+    "training": {"data", "model"},
+    "serving": {"data", "model", "training"},
+    "analysis": {"data", "model", "training", "serving"},
+    "api": {"data", "model", "training", "serving", "analysis"},
+    "cli": {"data", "model", "training", "serving", "analysis", "api"},
+}
+FOLDERS = ("data", "model", "training", "serving", "analysis", "cli")
 PACKAGE = os.path.join(REPO, "alexnet_tf")
 
 
@@ -42,10 +44,14 @@ def module_names():
 
 def layer_of(module):
     top = module.split(".")[0]
-    for index, (_, members) in enumerate(LAYERS):
-        if top in members or module in members:
-            return index
-    raise AssertionError(f"alexnet_tf/{module}.py is in no layer of LAYERS (docs/ARCHITECTURE.md)")
+    if top in FOLDERS:
+        return top
+    if module in FOUNDATION:
+        return "foundation"
+    if module in API:
+        return "api"
+    raise AssertionError(f"alexnet_tf/{module}.py is in no layer (FOUNDATION, API or a folder; "
+                         "docs/ARCHITECTURE.md)")
 
 
 def imports_of(module):
@@ -66,14 +72,24 @@ def imports_of(module):
     return {name for name in found if name and name != module}
 
 
-def test_every_module_has_a_layer_and_imports_point_down():
+def test_every_module_has_a_layer_and_imports_only_the_layers_below_it():
     wrong = []
     for module in module_names():
+        layer = layer_of(module)
         for imported in imports_of(module):
-            if layer_of(imported) > layer_of(module):
-                wrong.append(f"{module} ({LAYERS[layer_of(module)][0]}) imports {imported} "
-                             f"({LAYERS[layer_of(imported)][0]})")
-    assert not wrong, "imports that point up:\n" + "\n".join(wrong)
+            other = layer_of(imported)
+            if other not in {layer, "foundation"} | MAY_IMPORT[layer]:
+                wrong.append(f"{module} ({layer}) imports {imported} ({other})")
+    assert not wrong, "imports across the layers' rule:\n" + "\n".join(wrong)
+
+
+def test_the_package_root_holds_the_foundation_the_api_and_the_folders():
+    entries = {name for name in os.listdir(PACKAGE) if name != "__pycache__"}
+    assert entries == {f"{m}.py" for m in FOUNDATION | API} | set(FOLDERS)
+    for folder in FOLDERS:
+        init = os.path.join(PACKAGE, folder, "__init__.py")
+        assert ast.get_docstring(ast.parse(open(init, encoding="utf-8").read())), init
+        assert not imports_of(f"{folder}.__init__"), f"{init} imports (it only says what it owns)"
 
 
 def test_configuration_imports_only_paper_and_errors():
@@ -97,6 +113,50 @@ def test_no_import_cycle():
 
     for module in sorted(graph):
         visit(module)
+
+
+BEFORE = os.path.join(REPO, "tests", "data", "before_layout")
+
+
+def test_files_written_before_the_layout_load_and_resume(tmp_path):
+    """A `.keras` file and a run checkpoint written by the code before the layered layout
+    (tests/data/before_layout/README.md) load with today's: the same serialization names,
+    the same outputs, and every checkpoint value back in its object under its name."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    import alexnet_tf
+    from alexnet_tf.training import state
+    from alexnet_tf.training.schedule import LearningRateSchedule
+
+    expected = np.load(os.path.join(BEFORE, "expected.npz"))
+    images = (np.arange(4 * 256 * 256 * 3).reshape(4, 256, 256, 3) * 7919 % 251).astype("uint8")
+    model = keras.saving.load_model(os.path.join(BEFORE, "small.keras"))
+    np.testing.assert_allclose(model.predict(images, verbose=0), expected["logits"],
+                               rtol=1e-5, atol=1e-6)
+    assert type(model.optimizer) is alexnet_tf.PaperSGD
+    assert (model.optimizer.momentum, model.optimizer.coupled_weight_decay) == (0.9, 5e-4)
+
+    # The checkpoint restored into a fresh copy (new weights), as a resumed run restores it.
+    fresh = keras.Model.from_config(model.get_config())
+    optimizer = alexnet_tf.PaperSGD(0.5, 0.9, 5e-4)
+    optimizer.build(fresh.trainable_variables)
+    step, epoch = state.counters()
+    schedule = LearningRateSchedule(0.01, "cosine", total_steps=10, warmup_steps=2)
+    schedule.drive(optimizer)
+    checkpoint = state.checkpoint_of(fresh, step, epoch, optimizer, schedule)
+    checkpoint.restore(tf.train.latest_checkpoint(BEFORE)).assert_existing_objects_matched()
+    assert (int(step), int(epoch)) == (1, 1)
+    for kept, loaded in zip(fresh.weights, model.weights):
+        np.testing.assert_array_equal(kept.numpy(), loaded.numpy())
+    written = tf.train.CheckpointManager(checkpoint, str(tmp_path), 1).save(checkpoint_number=2)
+    values = {f"ckpt:{name}": tf.train.load_variable(written, name)
+              for name, _ in tf.train.list_variables(written)
+              if not name.startswith(("_CHECKPOINTABLE", "save_counter"))}   # (saves counted)
+    assert set(values) == {k for k in expected if k.startswith("ckpt:") and "save_counter" not in k}
+    for name, value in values.items():
+        np.testing.assert_array_equal(value, expected[name], err_msg=name)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from alexnet_tf import dataset_stats, files
+from alexnet_tf import files
+from alexnet_tf.data import dataset_stats
 from helpers import REPO
 
 PRELUDE = """
@@ -72,7 +73,7 @@ CASES = {
 def test_interrupted_writes_keep_the_previous_files(tmp_path):
     """Run files, statistics and JSON: each write stopped partway by the file-size limit."""
     from alexnet_tf.config import TrainConfig
-    from alexnet_tf.rundir import Run, RunDir
+    from alexnet_tf.training.rundir import Run, RunDir
     folders, before = {}, {}
     for name in CASES:
         folder = tmp_path / name.replace(" ", "_")
@@ -98,9 +99,10 @@ def test_interrupted_writes_keep_the_previous_files(tmp_path):
     result = run_limited(textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {os.path.join(REPO, 'tests')!r})
-        from alexnet_tf import dataset_stats, files
+        from alexnet_tf import files
+        from alexnet_tf.data import dataset_stats
         from alexnet_tf.config import TrainConfig
-        from alexnet_tf.rundir import Run, RunDir
+        from alexnet_tf.training.rundir import Run, RunDir
         from test_atomic_writes import small_stats
         """) + textwrap.dedent(cases), 10**12, tmp_path)
     for name in CASES:
@@ -113,7 +115,7 @@ def test_an_interrupted_scan_cache_keeps_the_previous_one(tmp_path):
     """An image folder's scan cache (manifest) is rewritten when the folder changes."""
     import tensorflow as tf
 
-    from alexnet_tf import sources
+    from alexnet_tf.data import sources
     root = tmp_path / "photos"
     for split in ("train", "validation"):
         for index, name in enumerate(("cat", "dog")):
@@ -130,7 +132,7 @@ def test_an_interrupted_scan_cache_keeps_the_previous_one(tmp_path):
     tf.io.write_file(str(root / "train" / "cat" / "1.png"),              # the listing changes
                      tf.io.encode_png(np.zeros((8, 8, 3), np.uint8)))
     result = run_limited(f"""
-        from alexnet_tf import sources
+        from alexnet_tf.data import sources
         source = sources.open_source("image_folder:{root}")
         LIMIT()
         source.num_examples("train")
@@ -159,7 +161,7 @@ def test_nothing_partial_is_left_by_an_interrupted_staged_directory(tmp_path):
 
 def test_the_temporary_name_is_what_a_crash_leaves_and_what_runs_clean_up(tmp_path):
     """A write killed before its rename leaves only a `.tmp-` file, which `RunDir` removes."""
-    from alexnet_tf.rundir import RunDir
+    from alexnet_tf.training.rundir import RunDir
     path = tmp_path / "run_config.json"
     path.write_text("{}")
     result = run_limited(f"""

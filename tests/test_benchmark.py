@@ -80,7 +80,7 @@ def test_quick_benchmark_writes_every_key(tiny_data_dir, tmp_path):
 
 def test_the_flop_constants_are_figure_2_counted_by_hand():
     """Multiply-accumulates per 224 image, layer by layer (output size x kernel volume)."""
-    from alexnet_tf import benchmark
+    from alexnet_tf.analysis import benchmark
     macs = {"conv1": 55 * 55 * 96 * (11 * 11 * 3), "conv2": 27 * 27 * 256 * (5 * 5 * 48),
             "conv3": 13 * 13 * 384 * (3 * 3 * 256), "conv4": 13 * 13 * 384 * (3 * 3 * 192),
             "conv5": 13 * 13 * 256 * (3 * 3 * 192), "fc6": 9216 * 4096, "fc7": 4096 * 4096,
@@ -94,8 +94,8 @@ def test_the_flop_constants_are_figure_2_counted_by_hand():
 
 
 def test_conv_passes_count_the_papers_convolutions_and_their_gradients():
-    from alexnet_tf import benchmark
-    from alexnet_tf.models import build_alexnet
+    from alexnet_tf.analysis import benchmark
+    from alexnet_tf.model.network import build_alexnet
     found = benchmark.conv_passes(build_alexnet(10, devices=None), batch_size=2)
     # Per image and tower, multiply-accumulates: output size^2 * kernel^2 * in * out maps (fig. 2).
     macs = {"conv1": 55 * 55 * 11 * 11 * 3 * 48, "conv2": 27 * 27 * 5 * 5 * 48 * 128,

@@ -13,10 +13,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_tf import caffe, export, imagenet, preprocessing
-from alexnet_tf.import_caffe import import_caffemodel
-from alexnet_tf.restore import restore_model
-from alexnet_tf.rundir import RunDir
+from alexnet_tf.data import imagenet, preprocessing
+from alexnet_tf.model import caffe
+from alexnet_tf.serving import export
+from alexnet_tf.training.import_caffe import import_caffemodel
+from alexnet_tf.training.restore import restore_model
+from alexnet_tf.training.rundir import RunDir
 from caffe_reference import (POOL_PARAMS, assert_close, caffe_forward, caffemodel_bytes,
                              conv_params, float32, layer, mean_bytes, number, random_alexnet,
                              text)

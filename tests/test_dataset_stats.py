@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from alexnet_tf import dataset_stats, preprocessing, sources
+from alexnet_tf.data import dataset_stats, preprocessing, sources
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pytest
 
-from alexnet_tf import deploy
+from alexnet_tf.serving import deploy
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("ai_edge_litert")
@@ -21,7 +21,7 @@ SIDE = deploy.INPUT_SIDE
 def small_model(seed=0):
     """uint8 [B, 256, 256, 3] -> probabilities over 5 classes: the deployment's preprocessing,
     two convolutions with an LRN (the band-matrix form, as deploy_model makes it) between."""
-    from alexnet_tf.layers import LocalResponseNormalization
+    from alexnet_tf.model.layers import LocalResponseNormalization
     keras.utils.set_random_seed(seed)
     images = keras.Input((SIDE, SIDE, 3), dtype="uint8", name="images")
     x = deploy.DeployPreprocessing(np.full(3, 120, np.float32), np.full(3, 60, np.float32), 224,
@@ -138,7 +138,7 @@ def test_litert_int8_computes_in_int8_and_runs_close_to_keras(converted):
 
 
 def test_a_quantization_a_format_lacks_is_one_line(tmp_path):
-    from alexnet_tf import export
+    from alexnet_tf.serving import export
     with pytest.raises(export.ExportError, match=r"^--quantize=float16 is for --format=litert "
                        r"\(not onnx: export it separately\)$"):
         export.export(str(tmp_path / "no_run"), str(tmp_path / "base"),
@@ -152,9 +152,9 @@ def test_a_quantization_a_format_lacks_is_one_line(tmp_path):
 def test_deploy_model_leaves_the_classifier_as_it_was():
     """The deployment model uses the band-matrix LRN on a copy; the caller's model, which
     goes on serving or training, keeps its own LRN form and its weights."""
-    from alexnet_tf import dataset_stats
-    from alexnet_tf.layers import LocalResponseNormalization
-    from alexnet_tf.models import build_alexnet
+    from alexnet_tf.data import dataset_stats
+    from alexnet_tf.model.layers import LocalResponseNormalization
+    from alexnet_tf.model.network import build_alexnet
     classifier = build_alexnet(3, devices=None, seed=0, towers=1, half_width=True)
     lrn = [layer for layer in classifier.layers if isinstance(layer, LocalResponseNormalization)]
     for layer in lrn:

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_tf import dataset_stats, input_pipeline, sources, train
 from alexnet_tf.config import ModelConfig, TrainConfig
-from alexnet_tf.models import build_alexnet
-from alexnet_tf.optimizer import PaperSGD
+from alexnet_tf.data import dataset_stats, input_pipeline, sources
+from alexnet_tf.model.network import build_alexnet
+from alexnet_tf.training import train
+from alexnet_tf.training.optimizer import PaperSGD
 from helpers import REPO, free_ports
 
 TINY = "alexnet_shapes/tiny"

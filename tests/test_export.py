@@ -12,9 +12,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_tf import deploy, evaluate, export, hardware, input_pipeline, paper, sources
-from alexnet_tf.restore import restore_model
-from alexnet_tf.rundir import RunDir
+from alexnet_tf import hardware, paper
+from alexnet_tf.analysis import evaluate
+from alexnet_tf.data import input_pipeline, sources
+from alexnet_tf.serving import deploy, export
+from alexnet_tf.training.restore import restore_model
+from alexnet_tf.training.rundir import RunDir
 from helpers import REPO, cli, train_tiny_run
 
 TINY = "alexnet_shapes/tiny"
@@ -555,7 +558,7 @@ def test_litert_and_onnx_exports_equal_the_savedmodel_in_their_own_runtimes(
     assert "holds a SavedModel beside alexnet.onnx, alexnet_float32.tflite" in refused.stderr
 
     # The serving table serves each form in its own process, against the SavedModel's output.
-    from alexnet_tf import benchmark
+    from alexnet_tf.analysis import benchmark
     forms = [("SavedModel", "float32", folder),
              ("LiteRT", "float32", f"{folder}/alexnet_float32.tflite"),
              ("ONNX", "float32", f"{folder}/alexnet.onnx")]
@@ -574,7 +577,7 @@ def test_litert_and_onnx_exports_equal_the_savedmodel_in_their_own_runtimes(
 
 def test_a_missing_deploy_extra_or_a_bad_format_is_one_line(run_dir, tmp_path, monkeypatch):
     import importlib.util
-    from alexnet_tf import deploy
+    from alexnet_tf.serving import deploy
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "onnxruntime" else real(name, *a))

@@ -7,10 +7,12 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from alexnet_tf import export, finetune, paper, state, train
-from alexnet_tf.config import ModelConfig, TrainConfig, frozen_layers
-from alexnet_tf.restore import restore_model
-from alexnet_tf.rundir import RunDir
+from alexnet_tf import paper
+from alexnet_tf.config import frozen_layers, ModelConfig, TrainConfig
+from alexnet_tf.serving import export
+from alexnet_tf.training import finetune, state, train
+from alexnet_tf.training.restore import restore_model
+from alexnet_tf.training.rundir import RunDir
 
 COLOURS = {"blue": (40, 60, 200), "green": (40, 180, 60), "red": (200, 40, 40)}
 
@@ -103,7 +105,7 @@ def test_train_layers_and_freeze_name_what_does_not_train():
     assert frozen_layers(("fc8",), ()) == ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6",
                                           "fc7")
     assert frozen_layers((), ("conv1", "conv2")) == ("conv1", "conv2")
-    from alexnet_tf.models import build_alexnet, freeze
+    from alexnet_tf.model.network import build_alexnet, freeze
     model = build_alexnet(5, devices=None)
     freeze(model, frozen_layers((), ("conv1", "fc6")))
     frozen = sorted({v.path.split("/")[0] for v in model.non_trainable_weights})

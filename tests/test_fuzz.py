@@ -25,10 +25,13 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from alexnet_tf import applications, caffe, dataset_stats, errors, sources, state
+from alexnet_tf import applications, errors
 from alexnet_tf.config import ModelConfig, TrainConfig
-from alexnet_tf.restore import build_model
-from alexnet_tf.rundir import RUN_CONFIG, Run, RunDir
+from alexnet_tf.data import dataset_stats, sources
+from alexnet_tf.model import caffe
+from alexnet_tf.training import state
+from alexnet_tf.training.restore import build_model
+from alexnet_tf.training.rundir import Run, RUN_CONFIG, RunDir
 
 sys.path.insert(0, os.path.dirname(__file__))
 from caffe_reference import caffemodel_bytes, mean_bytes, random_alexnet  # noqa: E402

@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import pytest
 
-from alexnet_tf import dataset_stats, input_pipeline, sources
+from alexnet_tf.data import dataset_stats, input_pipeline, sources
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def test_train_images_are_a_training_image_minus_the_mean_flipped_or_not_plus_on
     """Section 4.1 by hand, at crop size 256 (the crop is the whole image): each training input
     is a decoded training image minus the mean image, maybe reflected, plus one RGB offset
     for the whole image (the PCA colour), which is zero with pca=False."""
-    from alexnet_tf import preprocessing
+    from alexnet_tf.data import preprocessing
     stats = dataset_stats.stats_for(tiny)
     normalization = dataset_stats.Normalization(stats)
     originals = np.stack([preprocessing.decode_256(x).numpy() - stats.mean_image
@@ -75,7 +75,7 @@ def test_eval_batches_centre_and_ten_crops(tiny):
 def test_eval_images_are_the_centre_crop_minus_the_mean_over_the_scale(tiny):
     """Section 2 by hand: the decoded 256x256 image, minus the mean image, divided by the
     per-channel std, then the centre 224 (starting at 16)."""
-    from alexnet_tf import preprocessing
+    from alexnet_tf.data import preprocessing
     stats = dataset_stats.stats_for(tiny)
     normalization = dataset_stats.Normalization(stats, "image", "std")
     centre, _ = _first_batch(input_pipeline.eval_dataset(tiny, normalization, 2))

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from alexnet_tf import LocalResponseNormalization
-from alexnet_tf.layers import PlacedMaxPooling2D, max_pool_slices, window_matrix
+from alexnet_tf.model.layers import max_pool_slices, PlacedMaxPooling2D, window_matrix
 
 # TF's LRN kernels, and band-matrix window sums with a hand-written gradient: the same formula.
 IMPLEMENTATIONS = ["kernel", "matmul"]

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_tf import evaluate, metrics, preprocessing
+from alexnet_tf import metrics
+from alexnet_tf.analysis import evaluate
+from alexnet_tf.data import preprocessing
 
 
 def numpy_ten_crops(image, size):

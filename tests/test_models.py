@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from alexnet_tf import LocalResponseNormalization, build_alexnet, paper
+from alexnet_tf import build_alexnet, LocalResponseNormalization, paper
 
 TOWER_LAYERS = ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7"]
 

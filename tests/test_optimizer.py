@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_tf.optimizer import PaperSGD
-from alexnet_tf.schedule import LearningRateSchedule
+from alexnet_tf.training.optimizer import PaperSGD
+from alexnet_tf.training.schedule import LearningRateSchedule
 
 
 def paper_update(w, v, g, lr, momentum=0.9, decay=0.0005, decayed=True):
@@ -128,9 +128,9 @@ if __name__ == "__main__":
 TRACES_SCRIPT = """
 import gc, sys
 import keras, tensorflow as tf
-from alexnet_tf import train
-from alexnet_tf.models import build_alexnet
-from alexnet_tf.optimizer import PaperSGD
+from alexnet_tf.training import train
+from alexnet_tf.model.network import build_alexnet
+from alexnet_tf.training.optimizer import PaperSGD
 def resident_gb():
     return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**30
 for i in range(4):

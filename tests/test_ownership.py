@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from alexnet_tf import ownership, train
 from alexnet_tf.config import ModelConfig, TrainConfig
+from alexnet_tf.training import ownership, train
 from helpers import REPO
 
 TINY = "alexnet_shapes/tiny"

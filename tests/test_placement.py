@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from alexnet_tf import build_alexnet
-from alexnet_tf.models import resolve_tower_devices
+from alexnet_tf.model.network import resolve_tower_devices
 
 LAYER_SCOPE = re.compile(r"/([a-z]+\d)_([ab])(?:_\d+)?/")
 COMPUTE_OPS = {"Conv2D", "MatMul", "_FusedConv2D", "_FusedMatMul", "LRN", "MaxPool", "Square",

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_tf import preprocessing
+from alexnet_tf.data import preprocessing
 
 
 def position_image(height, width):

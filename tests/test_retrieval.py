@@ -3,7 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import retrieval
+from alexnet_tf.analysis import retrieval
 
 
 def test_nearest_matches_brute_force_euclidean_distance():

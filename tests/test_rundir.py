@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_tf import dataset_stats
 from alexnet_tf.config import ModelConfig, TrainConfig
-from alexnet_tf.rundir import Run, RunDir, RunDirError
+from alexnet_tf.data import dataset_stats
+from alexnet_tf.training.rundir import Run, RunDir, RunDirError
 
 
 def _stats():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from alexnet_tf import shapes_dataset
+from alexnet_tf.data import shapes_dataset
 
 
 def test_generation_is_deterministic_and_sized():

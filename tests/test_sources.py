@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alexnet_tf import dataset_stats, input_pipeline, sources
+from alexnet_tf.data import dataset_stats, input_pipeline, sources
 
 
 @pytest.fixture(scope="module")

@@ -18,9 +18,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_tf import dataset_stats, errors, export, files, preprocessing, sources, train
+from alexnet_tf import errors, files
 from alexnet_tf.config import ModelConfig, TrainConfig
-from alexnet_tf.models import build_alexnet
+from alexnet_tf.data import dataset_stats, preprocessing, sources
+from alexnet_tf.model.network import build_alexnet
+from alexnet_tf.serving import export
+from alexnet_tf.training import train
 from helpers import cli
 
 TINY = "alexnet_shapes/tiny"

@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_tf import evaluate, figures, input_pipeline, metrics, report, sources, study
-from alexnet_tf.restore import restore_model
-from alexnet_tf.rundir import RunDir
-from alexnet_tf.models import build_alexnet
+from alexnet_tf import figures, metrics
+from alexnet_tf.analysis import evaluate, report, study
+from alexnet_tf.data import input_pipeline, sources
+from alexnet_tf.model.network import build_alexnet
+from alexnet_tf.training.restore import restore_model
+from alexnet_tf.training.rundir import RunDir
 from helpers import cli
 
 # The smoke study's fixture trains the rows whose numbers the tests below check (7 of 11, 14 s

@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_tf import config as config_lib, hardware, input_pipeline, metrics, sources, train
+from alexnet_tf import config as config_lib, hardware, metrics
 from alexnet_tf.config import ModelConfig, TrainConfig
-from alexnet_tf.models import build_alexnet
-from alexnet_tf.optimizer import PaperSGD
-from alexnet_tf.restore import restore_model
-from alexnet_tf.rundir import RunDir
+from alexnet_tf.data import input_pipeline, sources
+from alexnet_tf.model.network import build_alexnet
+from alexnet_tf.training import train
+from alexnet_tf.training.optimizer import PaperSGD
+from alexnet_tf.training.restore import restore_model
+from alexnet_tf.training.rundir import RunDir
 
 TINY = "alexnet_shapes/tiny"
 

@@ -14,9 +14,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import dataset_stats, export, hardware, input_pipeline, paper, runtime, train
-from alexnet_tf.models import base_name, build_alexnet
-from alexnet_tf.optimizer import PaperSGD
+from alexnet_tf import hardware, paper
+from alexnet_tf.data import dataset_stats, input_pipeline
+from alexnet_tf.model.network import base_name, build_alexnet
+from alexnet_tf.serving import export
+from alexnet_tf.training import runtime, train
+from alexnet_tf.training.optimizer import PaperSGD
 
 # FLOPs of the two-tower net per 224x224 image (docs/BENCHMARKS.md shows the arithmetic):
 # forward = 2 * multiply-accumulates; training = forward + backward (2x forward).
@@ -253,12 +256,12 @@ def weights_load(repeats=3):
     import subprocess
     import sys
 
-    from alexnet_tf.applications import _build
-    from alexnet_tf.import_caffe import imported_model
-    from alexnet_tf.weights import CACHE_SUBDIR, WEIGHTS_H5
+    from alexnet_tf.model.network import build_alexnet
+    from alexnet_tf.model.weights import CACHE_SUBDIR, WEIGHTS_H5
+    from alexnet_tf.training.import_caffe import imported_model
     with tempfile.TemporaryDirectory() as home:
         os.makedirs(os.path.join(home, CACHE_SUBDIR))
-        _build(imported_model(), paper.NUM_CLASSES).save_weights(
+        build_alexnet(paper.NUM_CLASSES, imported_model(), devices=None).save_weights(
             os.path.join(home, CACHE_SUBDIR, WEIGHTS_H5))
         env = dict(os.environ, KERAS_HOME=home, TF_CPP_MIN_LOG_LEVEL="3")
         runs = []
@@ -361,8 +364,8 @@ def serving_files(model_dir, folder, precisions, quantizations, calibration_imag
     float32 and int8. The int8 files are calibrated as `alexnet-export` does.
     """
     import os
-    from alexnet_tf import deploy
-    from alexnet_tf.rundir import RunDir
+    from alexnet_tf.serving import deploy
+    from alexnet_tf.training.rundir import RunDir
     forms, modules = [], {}
     for precision in precisions:
         modules[precision], _ = export.serving_module(model_dir, precision=precision)

@@ -9,10 +9,13 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import (deploy, input_pipeline, metrics, ownership, preprocessing, report,
-                        sources)
-from alexnet_tf.restore import restore_model
-from alexnet_tf.rundir import RunDir, RunDirError
+from alexnet_tf import metrics
+from alexnet_tf.analysis import report
+from alexnet_tf.data import input_pipeline, preprocessing, sources
+from alexnet_tf.serving import deploy
+from alexnet_tf.training import ownership
+from alexnet_tf.training.restore import restore_model
+from alexnet_tf.training.rundir import RunDir, RunDirError
 
 
 def probabilities(model, dataset, ten_crop=False, jit_compile=False):

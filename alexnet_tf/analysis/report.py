@@ -44,7 +44,7 @@ def per_class(matrix, class_names):
 
 def write_report(folder, matrix, class_names):
     """Writes the report files into `folder` (each atomically); returns the top pairs."""
-    from alexnet_tf import figures          # Pillow, only when a report is asked for
+    from alexnet_tf import figures  # Pillow, only when a report is asked for
     rows = per_class(matrix, class_names)
     pairs = most_confused(matrix, class_names)
     files.atomic_write_json(os.path.join(folder, "per_class.json"), {

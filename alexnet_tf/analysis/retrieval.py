@@ -14,7 +14,8 @@ import zipfile
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import files, hardware, sources
+from alexnet_tf import files, hardware
+from alexnet_tf.data import sources
 
 NEIGHBOURS = 6   # figure 4 (right) shows the six nearest training images per query
 # An index computed in another precision is reused when these first images of its split agree.

@@ -26,11 +26,13 @@ import time
 
 import tensorflow as tf
 
-from alexnet_tf import (errors, evaluate, figures, files, hardware, metrics, paper, quiet,
-                        rundir, runtime, sources, train)
+from alexnet_tf import errors, figures, files, hardware, metrics, paper, quiet
+from alexnet_tf.analysis import evaluate
 from alexnet_tf.config import ModelConfig, TrainConfig
-from alexnet_tf.restore import restore_model
-from alexnet_tf.summaries import format_duration
+from alexnet_tf.data import sources
+from alexnet_tf.training import rundir, runtime, train
+from alexnet_tf.training.restore import restore_model
+from alexnet_tf.training.summaries import format_duration
 
 
 @dataclasses.dataclass(frozen=True)

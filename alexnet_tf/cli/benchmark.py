@@ -7,9 +7,11 @@ import platform
 import tensorflow as tf
 from absl import app, flags
 
-from alexnet_tf import (benchmark, dataset_stats, files, hardware, input_pipeline, runtime,
-                        sources)
+from alexnet_tf import files, hardware
+from alexnet_tf.analysis import benchmark
 from alexnet_tf.cli import common
+from alexnet_tf.data import dataset_stats, input_pipeline, sources
+from alexnet_tf.training import runtime
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "alexnet_shapes", "Dataset for the pipeline measurements.")
@@ -44,8 +46,8 @@ def serving_results(quick):
     """The serving table's rows (benchmark.serving_table) of --serving_model_dir."""
     import tempfile
 
-    from alexnet_tf import deploy, export
-    from alexnet_tf.rundir import RunDir
+    from alexnet_tf.serving import deploy, export
+    from alexnet_tf.training.rundir import RunDir
     for fmt in (deploy.LITERT, deploy.ONNX):
         deploy.require(fmt)
     native = hardware.native_bfloat16(hardware.detected())

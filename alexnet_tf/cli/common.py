@@ -8,8 +8,10 @@ import warnings
 
 from absl import app, flags, logging
 
-from alexnet_tf import errors, preprocessing, quiet, runtime
+from alexnet_tf import errors, quiet
 from alexnet_tf.config import MIXED_PRECISIONS
+from alexnet_tf.data import preprocessing
+from alexnet_tf.training import runtime
 
 USAGE_ERROR, FAILURE = 2, 1          # exit statuses: the command line is wrong; the job failed
 HELP_FLAGS = ("--help", "--helpshort", "--helpfull", "-?", "-help", "-helpshort", "-helpfull")

@@ -4,7 +4,8 @@ import sys
 
 from absl import app, flags
 
-from alexnet_tf import errors, evaluate, files
+from alexnet_tf import errors, files
+from alexnet_tf.analysis import evaluate
 from alexnet_tf.cli import common
 
 FLAGS = flags.FLAGS

@@ -5,8 +5,9 @@ import sys
 
 from absl import app, flags
 
-from alexnet_tf import deploy, errors, export
+from alexnet_tf import errors
 from alexnet_tf.cli import common
+from alexnet_tf.serving import deploy, export
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "The training run to export.", required=True)

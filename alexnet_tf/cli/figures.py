@@ -6,9 +6,11 @@ import sys
 import tensorflow as tf
 from absl import app, flags
 
-from alexnet_tf import errors, export, figures, files, imagenet, sources
-from alexnet_tf.rundir import RunDir
+from alexnet_tf import errors, figures, files
 from alexnet_tf.cli import common
+from alexnet_tf.data import imagenet, preprocessing, sources
+from alexnet_tf.serving import export
+from alexnet_tf.training.rundir import RunDir
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "The training run.", required=True)
@@ -34,7 +36,7 @@ def prediction_panels(module, source, split, count):
         names = [imagenet.describe(n.decode()).split(",")[0]
                  for n in out["top_k_names"][0].numpy()]
         panels.append(figures.prediction_panel(
-            figures.thumbnail(encoded, figures.PANEL_IMAGE), names,
+            preprocessing.thumbnail(encoded, figures.PANEL_IMAGE), names,
             out["top_k_probabilities"][0].numpy(), source.class_names[int(label)]))
     return panels
 

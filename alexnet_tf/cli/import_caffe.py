@@ -14,8 +14,9 @@ import sys
 
 from absl import app, flags
 
-from alexnet_tf import caffe, errors, files, weights
+from alexnet_tf import errors, files
 from alexnet_tf.cli import common
+from alexnet_tf.model import caffe, weights
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("caffemodel", None, "The caffemodel: bvlc_alexnet.caffemodel (published at "
@@ -38,7 +39,7 @@ def main(argv):
         files.require_new_directory(FLAGS.model_dir)
         caffemodel = FLAGS.caffemodel or weights.fetch_caffemodel()
         loaded = caffe.load(caffemodel, FLAGS.mean)
-        from alexnet_tf.import_caffe import write_run
+        from alexnet_tf.training.import_caffe import write_run
         common.quiet_libraries()
         run = write_run(loaded, FLAGS.model_dir)
     except errors.UserError as error:

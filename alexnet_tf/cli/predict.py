@@ -6,8 +6,10 @@ import sys
 import tensorflow as tf
 from absl import app, flags
 
-from alexnet_tf import deploy, errors, export, files, imagenet, preprocessing, sources
+from alexnet_tf import errors, files
 from alexnet_tf.cli import common
+from alexnet_tf.data import imagenet, preprocessing, sources
+from alexnet_tf.serving import deploy, export
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("saved_model", None, "An export (<export_base>/<version>), an export base "

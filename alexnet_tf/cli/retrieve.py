@@ -6,8 +6,11 @@ import sys
 import tensorflow as tf
 from absl import flags
 
-from alexnet_tf import errors, export, figures, files, preprocessing, retrieval, sources
+from alexnet_tf import errors, figures, files
+from alexnet_tf.analysis import retrieval
 from alexnet_tf.cli import common
+from alexnet_tf.data import preprocessing, sources
+from alexnet_tf.serving import export
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("saved_model", None, "An export, or an export base (its newest version).")
@@ -87,7 +90,7 @@ def main(argv):
             print(f"  {rank}. {FLAGS.split} #{p:<7} {source.class_names[labels[p]]:<20} "
                   f"distance {d:.2f}")
         neighbours = retrieval.encoded_at(source, FLAGS.split, positions[0])
-        rows.append([figures.thumbnail(x, figures.THUMBNAIL) for x in [encoded, *neighbours]])
+        rows.append([preprocessing.thumbnail(x, figures.THUMBNAIL) for x in [encoded, *neighbours]])
         # Under each tile: the query's file name; each neighbour's class and its fc7 distance.
         captions.append([f"query\n{os.path.basename(name)}"] + [
             f"{source.class_names[labels[p]]}\nfc7 dist {d:.1f}" for p, d in zip(positions[0],

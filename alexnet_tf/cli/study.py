@@ -11,7 +11,8 @@ import sys
 
 from absl import app, flags
 
-from alexnet_tf import errors, study
+from alexnet_tf import errors
+from alexnet_tf.analysis import study
 from alexnet_tf.cli import common
 
 FLAGS = flags.FLAGS

@@ -12,11 +12,12 @@ import os
 
 from absl import app, flags
 
-from alexnet_tf import config, shapes_dataset
+from alexnet_tf import config
 from alexnet_tf.cli import common, model_flags
-from alexnet_tf.models import build_alexnet
-from alexnet_tf.restore import build_model
-from alexnet_tf.rundir import RUN_CONFIG, RunDir
+from alexnet_tf.data import shapes_dataset
+from alexnet_tf.model.network import build_alexnet
+from alexnet_tf.training.restore import build_model
+from alexnet_tf.training.rundir import RUN_CONFIG, RunDir
 
 FLAGS = flags.FLAGS
 # alexnet-train's flags, so that its flagfiles parse here; the model's come from model_flags.

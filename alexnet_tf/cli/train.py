@@ -9,7 +9,7 @@ from absl import app, flags
 
 from alexnet_tf import config, errors, hardware
 from alexnet_tf.cli import common, model_flags  # noqa: F401  (defines the model's flags)
-from alexnet_tf.train import NonFiniteLoss, Stopped, WorkerLost, train
+from alexnet_tf.training.train import NonFiniteLoss, Stopped, WorkerLost, train
 
 FLAGS = flags.FLAGS
 config.define_flags(config.TrainConfig)      # one flag per TrainConfig setting (config.py)

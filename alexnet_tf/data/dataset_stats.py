@@ -17,8 +17,9 @@ import tokenize
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import errors, files, paper, preprocessing, sources
+from alexnet_tf import errors, files, paper
 from alexnet_tf.config import INPUT_SCALES, MEAN_MODES
+from alexnet_tf.data import preprocessing, sources
 STATS_FILE = "alexnet_tf_stats.json"
 MEAN_IMAGE_FILE = "alexnet_tf_mean_image.npy"
 PIXEL_SCALE = 255.0  # PCA is computed on RGB in [0, 1]; offsets are applied in [0, 255].

@@ -12,7 +12,7 @@ gist yrevar/942d3a0ac09ec9e5eb3a).
 import functools
 import os
 
-SYNSET_WORDS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data",
+SYNSET_WORDS = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                             "ilsvrc2012_synset_words.txt")
 NUM_CLASSES = 1000
 

@@ -7,7 +7,8 @@ yield float32 batches the network takes.
 
 import tensorflow as tf
 
-from alexnet_tf import paper, preprocessing
+from alexnet_tf import paper
+from alexnet_tf.data import preprocessing
 
 
 def _options():

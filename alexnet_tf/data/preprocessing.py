@@ -204,3 +204,9 @@ def ten_crops(image, size=paper.IMAGE_SIZE):
     crops = tf.concat([patches, tf.reverse(patches, axis=[-2])], axis=-4)
     assert crops.shape[-4] == paper.NUM_TEST_CROPS
     return crops
+
+
+def thumbnail(encoded, size):
+    """JPEG/PNG/... bytes -> uint8 [size, size, 3]: the central square (as evaluation sees it)."""
+    image = tf.image.resize(decode_256(encoded), [size, size], method="area")
+    return to_uint8(image).numpy()

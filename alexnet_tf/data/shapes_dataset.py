@@ -12,7 +12,7 @@ brightness statistic tells the classes apart (tests/test_shapes_dataset.py shows
 tests and demos; its images are the first of `standard`'s).
 
     import tensorflow_datasets as tfds
-    import alexnet_tf.shapes_dataset  # registers the builder
+    import alexnet_tf.data.shapes_dataset  # registers the builder
     ds = tfds.load("alexnet_shapes", split="train", data_dir="~/tensorflow_datasets")
 """
 

@@ -13,10 +13,10 @@ import keras
 import tensorflow as tf
 
 from alexnet_tf import errors, paper
-from alexnet_tf.config import (ACTIVATIONS, BIAS_INITS, IMAGE_SIZES, KERNEL_INITS,
-                               POOL_ROUNDINGS, REMOVABLE, ModelConfig)
-from alexnet_tf.layers import (LocalResponseNormalization, PlacedConcatenate, PlacedConv2D,
-                               PlacedDense, PlacedDropout, PlacedFlatten, PlacedMaxPooling2D)
+from alexnet_tf.config import (ACTIVATIONS, BIAS_INITS, IMAGE_SIZES, KERNEL_INITS, ModelConfig,
+                               POOL_ROUNDINGS, REMOVABLE)
+from alexnet_tf.model.layers import (LocalResponseNormalization, PlacedConcatenate, PlacedConv2D,
+                                     PlacedDense, PlacedDropout, PlacedFlatten, PlacedMaxPooling2D)
 
 
 

@@ -19,7 +19,8 @@ Example:
 import hashlib
 import os
 
-from alexnet_tf import caffe, errors, files
+from alexnet_tf import errors, files
+from alexnet_tf.model import caffe
 
 URL_VARIABLE = "ALEXNET_TF_WEIGHTS_URL"      # a mirror of bvlc_alexnet.caffemodel
 CACHE_SUBDIR = "models"

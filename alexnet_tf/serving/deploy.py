@@ -23,8 +23,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import errors, files, hardware, paper, preprocessing
-from alexnet_tf.layers import LocalResponseNormalization
+from alexnet_tf import errors, files, hardware, paper
+from alexnet_tf.data import preprocessing
+from alexnet_tf.model.layers import LocalResponseNormalization
 
 LITERT, ONNX, SAVED_MODEL = "litert", "onnx", "saved_model"
 FORMATS = (SAVED_MODEL, LITERT, ONNX)
@@ -184,7 +185,7 @@ def convert(model, fmt, path, quantize="none", calibration=None):
 # copies of the graph share the weights' bytes (its C form copied them at every optimizer pass:
 # 14 GB resident for the 1000-class network's ONNX file, 2.3 GB this way, docs/SERVING.md).
 CHILD_ENV = {"PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python", "TF_CPP_MIN_LOG_LEVEL": "2"}
-_CHILD_ERROR = "alexnet_tf.deploy: error: "
+_CHILD_ERROR = "alexnet_tf.serving.deploy: error: "
 
 
 def save_for_conversion(classifier, normalization, folder):

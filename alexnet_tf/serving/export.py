@@ -33,11 +33,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import (deploy, errors, files, hardware, metrics, ownership, paper,
-                        preprocessing)
+from alexnet_tf import errors, files, hardware, metrics, paper
 from alexnet_tf.config import FLOAT32, PRECISIONS
-from alexnet_tf.restore import restore_model
-from alexnet_tf.rundir import RunDir, variables_bytes, weights_fingerprint
+from alexnet_tf.data import preprocessing
+from alexnet_tf.serving import deploy
+from alexnet_tf.training import ownership
+from alexnet_tf.training.restore import restore_model
+from alexnet_tf.training.rundir import RunDir, variables_bytes, weights_fingerprint
 
 DEFAULT_EXPORT_BASE = os.path.join("savedmodel", "alexnet")
 TOP_K = 5                      # the paper reports top-5 (section 6)
@@ -286,7 +288,7 @@ def require_memory(weights_bytes, formats, quantize, available=None):
 def client_images(run_dir, run, split, count):
     """(uint8 [N, 256, 256, 3], labels [N]): a split's first `count` images after the run's
     resize to 256, as a deployment's client sends them (`input_pipeline.client_dataset`)."""
-    from alexnet_tf import input_pipeline, sources
+    from alexnet_tf.data import input_pipeline, sources
     source = sources.open_source(run.config.dataset, run.config.data_dir,
                                  run.config.max_megapixels)
     batches = list(input_pipeline.client_dataset(source, run.config.resize, 64,

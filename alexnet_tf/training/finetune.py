@@ -25,9 +25,9 @@ import os
 
 from alexnet_tf import errors
 from alexnet_tf.config import WEIGHTED_LAYERS
-from alexnet_tf.models import base_name
-from alexnet_tf.restore import restore_model
-from alexnet_tf.rundir import RUN_CONFIG, RunDir
+from alexnet_tf.model.network import base_name
+from alexnet_tf.training.restore import restore_model
+from alexnet_tf.training.rundir import RUN_CONFIG, RunDir
 
 # Network options that are the training recipe's, not the weights': they stay the new run's.
 RECIPE_MODEL_OPTIONS = ("dropout_rate", "devices")

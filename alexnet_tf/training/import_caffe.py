@@ -17,10 +17,13 @@ import os
 
 import numpy as np
 
-from alexnet_tf import caffe, dataset_stats, files, imagenet, preprocessing, state
+from alexnet_tf import files
 from alexnet_tf.config import ModelConfig, TrainConfig
-from alexnet_tf.restore import build_model
-from alexnet_tf.rundir import Run, RunDir, variables_bytes
+from alexnet_tf.data import dataset_stats, imagenet, preprocessing
+from alexnet_tf.model import caffe
+from alexnet_tf.training import state
+from alexnet_tf.training.restore import build_model
+from alexnet_tf.training.rundir import Run, RunDir, variables_bytes
 
 # ImageNet's RGB covariance (pixels in [0, 1]): the eigenvalues and eigenvectors (columns)
 # published with fb.resnet.torch (datasets/imagenet.lua), for PCA colour augmentation when an

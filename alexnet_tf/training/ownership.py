@@ -30,7 +30,8 @@ import threading
 import time
 
 from alexnet_tf import config as config_lib, errors, files
-from alexnet_tf.rundir import RUN_CONFIG
+from alexnet_tf.training.rundir import RUN_CONFIG
+from alexnet_tf.version import __version__
 
 LOCK = ".lock"
 HISTORY = "history.jsonl"
@@ -189,7 +190,6 @@ def _commit():
 
 def record_start(run_dir, recipe, step, accepted):
     """Appends this start's line to DIR/history.jsonl (one write of one line)."""
-    from alexnet_tf import __version__
     line = {"time": _now(), "host": socket.gethostname(), "pid": os.getpid(),
             "command": sys.argv, "version": __version__, "commit": _commit(),
             "step": int(step), "accepted_changes": list(accepted), "recipe": recipe.to_dict()}

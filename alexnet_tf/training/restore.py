@@ -9,9 +9,9 @@ Example:
     model, run, path = restore_model("runs/quickstart", "best")
 """
 
-from alexnet_tf import runtime, state
-from alexnet_tf.models import build_alexnet
-from alexnet_tf.rundir import RunDir
+from alexnet_tf.model.network import build_alexnet
+from alexnet_tf.training import runtime, state
+from alexnet_tf.training.rundir import RunDir
 
 
 def _run_dir(run_dir):

@@ -38,8 +38,9 @@ import sys
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import dataset_stats, errors, files
+from alexnet_tf import errors, files
 from alexnet_tf.config import TrainConfig
+from alexnet_tf.data import dataset_stats
 
 RUN_CONFIG = "run_config.json"
 CHECKPOINT_NAME = "ckpt"

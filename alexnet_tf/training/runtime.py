@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from alexnet_tf import errors, hardware
 from alexnet_tf.config import PER_PRECISION
-from alexnet_tf.models import resolve_tower_devices
+from alexnet_tf.model.network import resolve_tower_devices
 
 LOCAL_TASK = "local"   # a single-process run (default or mirrored strategy)
 

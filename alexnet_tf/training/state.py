@@ -15,10 +15,10 @@ import tensorflow as tf
 
 from alexnet_tf import errors
 from alexnet_tf.config import FLOAT16, frozen_layers
-from alexnet_tf.models import build_alexnet, freeze
-from alexnet_tf.optimizer import PaperSGD
-from alexnet_tf.rundir import RunDir, RunDirError, variables_bytes
-from alexnet_tf.schedule import LearningRateSchedule
+from alexnet_tf.model.network import build_alexnet, freeze
+from alexnet_tf.training.optimizer import PaperSGD
+from alexnet_tf.training.rundir import RunDir, RunDirError, variables_bytes
+from alexnet_tf.training.schedule import LearningRateSchedule
 
 
 def dropout_states(model):

@@ -12,7 +12,7 @@ import time
 import tensorflow as tf
 
 from alexnet_tf import figures
-from alexnet_tf.rundir import TRAIN_LOGS, VALIDATION_LOGS
+from alexnet_tf.training.rundir import TRAIN_LOGS, VALIDATION_LOGS
 
 
 # What TensorBoard's HParams dashboard compares: (group = the run's log folder, tag).

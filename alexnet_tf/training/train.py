@@ -20,11 +20,12 @@ import signal
 
 import tensorflow as tf
 
-from alexnet_tf import (dataset_stats, errors, files, finetune, input_pipeline, metrics,
-                        ownership, runtime, sources, summaries)
+from alexnet_tf import errors, files, metrics
 from alexnet_tf.config import frozen_layers
-from alexnet_tf.rundir import TRAIN_LOGS, Run, RunDir
-from alexnet_tf.state import RunState, build_state, restore_state
+from alexnet_tf.data import dataset_stats, input_pipeline, sources
+from alexnet_tf.training import finetune, ownership, runtime, summaries
+from alexnet_tf.training.rundir import Run, RunDir, TRAIN_LOGS
+from alexnet_tf.training.state import build_state, restore_state, RunState
 
 
 class WorkerLost(RuntimeError):

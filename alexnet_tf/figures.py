@@ -2,7 +2,7 @@
 
 import numpy as np
 import tensorflow as tf
-from alexnet_tf import files, metrics, preprocessing
+from alexnet_tf import files, metrics
 
 GAP = 1          # pixels between kernels
 TOWER_GAP = 4    # extra pixels between the towers' row blocks
@@ -107,13 +107,6 @@ PANEL_IMAGE = 160       # prediction panel: the image, pixels a side
 BAR_ROW = 14            # prediction panel: height of one class's bar row
 PANEL_GAP = 8           # pixels between prediction panels
 TRUE_COLOUR, OTHER_COLOUR = (235, 120, 120), (140, 175, 230)   # the paper's red bar for the label
-
-
-def thumbnail(encoded, size):
-    """JPEG/PNG/... bytes -> uint8 [size, size, 3]: the central square (as evaluation sees it)."""
-    image = preprocessing.decode_256(encoded)
-    image = tf.image.resize(image, [size, size], method="area")
-    return preprocessing.to_uint8(image).numpy()
 
 
 def retrieval_grid(rows, gap=GAP, query_gap=QUERY_GAP):
