@@ -22,12 +22,31 @@ import pytest  # noqa: E402
 def pytest_configure(config):
     """A worker that dies (killed, out of memory, past the timeout) is not replaced: xdist's
     replacement waited forever once (2026-12-03); without one the run ends naming the test."""
+    _session_temporary_folder(config)
     if getattr(config.option, "maxworkerrestart", "") is None:
         config.option.maxworkerrestart = "0"
     # xdist hands out the files with the most tests first unless told not to; SLOW_FIRST's
     # order (below) is the one that lets both workers end together.
     if hasattr(config.option, "loadscopereorder"):
         config.option.loadscopereorder = False
+
+
+def _session_temporary_folder(config):
+    """The session's processes (workers, the tools they start) write their temporary files in one
+    folder that the session removes at its end: TensorFlow's autograph leaves a
+    `__autograph_generated_file*.py` for every converted function of a process that is killed,
+    and TFDS an empty `tmp*tfds` folder per dataset it opens. pytest's own temporary folders
+    (kept for failed tests) stay in the system's."""
+    import shutil
+    import tempfile
+    if hasattr(config, "workerinput") or os.environ.get("ALEXNET_TF_TEST_TMPDIR"):
+        return                                  # a worker, or a pytest inside the suite's
+    system = tempfile.gettempdir()
+    folder = tempfile.mkdtemp(prefix="alexnet_tf-tests-", dir=system)
+    os.environ.update(ALEXNET_TF_TEST_TMPDIR=folder, TMPDIR=folder)
+    os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", system)
+    tempfile.tempdir = None
+    config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))
 
 
 # Seconds a test may go on past the time limit's signal (stuck where no Python signal handler
