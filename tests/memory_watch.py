@@ -100,21 +100,27 @@ def current_tests(trace_dir):
 def watch(command, interval):
     """Runs `command`; returns (exit status, peak machine bytes, peak bytes of the command's
     process tree, {file: peaks}, seconds)."""
-    per_file = collections.defaultdict(lambda: {"tree_rss": 0, "machine": 0})
+    per_file = collections.defaultdict(lambda: {"tree_rss": 0, "machine": 0, "seconds": 0.0})
     peak = tree_peak = 0
-    start = time.time()
+    start = last = time.time()
     with tempfile.TemporaryDirectory(prefix="memory_watch_") as trace_dir:
         child = subprocess.Popen(command, env={**os.environ, TRACE_ENV: trace_dir})
         while child.poll() is None:
             used, table = machine_used(), processes()
-            peak = max(peak, used)
+            now, running = time.time(), current_tests(trace_dir)
+            if used > peak:
+                peak, peak_files = used, sorted(test_file for _, test_file in running)
             tree_peak = max(tree_peak, tree_rss(child.pid, table))
-            for pid, test_file in current_tests(trace_dir):
+            for pid, test_file in running:
                 entry = per_file[test_file]
                 entry["tree_rss"] = max(entry["tree_rss"], tree_rss(pid, table))
                 entry["machine"] = max(entry["machine"], used)
+                entry["seconds"] += now - last       # a worker's time in the file, sampled
+            last = now
             time.sleep(interval)
-    return child.returncode, peak, tree_peak, dict(per_file), time.time() - start
+    per_file = dict(per_file)
+    per_file["(at the machine's peak)"] = {"files": peak_files} if peak else {}
+    return child.returncode, peak, tree_peak, per_file, time.time() - start
 
 
 def main(argv=None):
@@ -127,19 +133,23 @@ def main(argv=None):
     if not command:
         parser.error("no command given (put it after --)")
     status, peak, tree_peak, per_file, seconds = watch(command, args.interval)
+    at_peak = per_file.pop("(at the machine's peak)").get("files", [])
     rows = sorted(per_file.items(), key=lambda item: -item[1]["tree_rss"])
-    print(f"\n{'test file':<36} {'worker+children GB':>19} {'machine in use GB':>18}")
+    print(f"\n{'test file':<36} {'worker+children GB':>19} {'machine in use GB':>18} "
+          f"{'worker s':>9}")
     for name, entry in rows:
-        print(f"{name:<36} {entry['tree_rss'] / GB:>19.2f} {entry['machine'] / GB:>18.2f}")
+        print(f"{name:<36} {entry['tree_rss'] / GB:>19.2f} {entry['machine'] / GB:>18.2f} "
+              f"{entry['seconds']:>9.0f}")
     print(f"the command's processes together: {tree_peak / GB:.2f} GB at their peak")
     print(f"machine's peak memory in use: {peak / GB:.2f} GB in {seconds:.0f} s "
-          f"(sampled every {args.interval:g} s); exit status {status}")
+          f"(sampled every {args.interval:g} s), running {', '.join(at_peak) or 'no test'}; "
+          f"exit status {status}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"command": command, "exit_status": status, "seconds": round(seconds, 1),
                        "interval": args.interval, "peak_machine_bytes": peak,
                        "peak_command_tree_bytes": tree_peak,
-                       "files": per_file}, f, indent=1)
+                       "files_at_peak": at_peak, "files": per_file}, f, indent=1)
     return status
 
 
