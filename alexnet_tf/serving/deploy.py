@@ -214,7 +214,8 @@ def convert_apart(saved, fmt, path, quantize="none", calibration=None):
             np.save(images, calibration)
         gc.collect()
         hardware.give_back_freed_memory()       # what this process freed, before the child's peak
-        code = "import sys; from alexnet_tf import deploy; deploy._convert_main(sys.argv[1:])"
+        code = ("import sys; from alexnet_tf.serving import deploy; "
+                "deploy._convert_main(sys.argv[1:])")
         done = subprocess.run([sys.executable, "-c", code, saved, fmt, path, quantize, images],
                               env={**os.environ, **CHILD_ENV}, capture_output=True, text=True)
     finally:
