@@ -32,9 +32,10 @@ _LAZY = {
     "decode_predictions": "alexnet_tf.applications",
     "fc7_model": "alexnet_tf.applications",
     "build_alexnet": "alexnet_tf.model.network",
+    "grad_cam": "alexnet_tf.analysis.grad_cam",
 }
 __all__ = ["AlexNet", "preprocess_input", "load_image", "decode_predictions", "fc7_model",
-           "PaperSGD", "LocalResponseNormalization", "build_alexnet"]
+           "PaperSGD", "LocalResponseNormalization", "build_alexnet", "grad_cam"]
 
 
 def __getattr__(name):

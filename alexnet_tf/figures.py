@@ -185,6 +185,59 @@ def retrieval_figure(rows, captions, gap=GAP, query_gap=QUERY_GAP):
     return np.concatenate(parts[:-1], axis=0)
 
 
+# --- Grad-CAM overlays (alexnet-figures --gradcam, alexnet-predict --gradcam) ---------------
+
+HEAT_ALPHA = 0.5       # the map's share of an overlay pixel where the map is 1
+COLOUR_BAR = 12        # pixels: the colour bar's width
+
+
+def heat_colours(heat):
+    """[h, w] in [0, 1] -> uint8 [h, w, 3], a jet-like scale: 0 dark blue, 0.5 green, 1 dark red."""
+    x = np.clip(np.asarray(heat, np.float64), 0.0, 1.0)[..., None]
+    rgb = np.clip(1.5 - np.abs(4.0 * x - np.array([3.0, 2.0, 1.0])), 0.0, 1.0)
+    return np.round(rgb * 255).astype(np.uint8)
+
+
+def heat_overlay(image, heat, alpha=HEAT_ALPHA):
+    """uint8 `image` [h, w, 3] under `heat` [h, w] in [0, 1]: each pixel mixes in the map's colour
+    by alpha * heat, so that where the map is 0 the image shows as it is."""
+    weight = alpha * np.clip(np.asarray(heat, np.float64), 0.0, 1.0)[..., None]
+    mixed = (1.0 - weight) * image + weight * heat_colours(heat)
+    return np.round(mixed).astype(np.uint8)
+
+
+def colour_bar(height, width=COLOUR_BAR):
+    """The scale of `heat_colours`, 1 at the top and 0 at the bottom: uint8 [height, width, 3]."""
+    return heat_colours(np.repeat(np.linspace(1.0, 0.0, height)[:, None], width, axis=1))
+
+
+def grad_cam_panel(image, heat, lines, size=PANEL_IMAGE):
+    """The image, the same image under its Grad-CAM map, a colour bar marked 1 and 0, and caption
+    `lines` (e.g. the predicted and the true class) under them.
+
+    Returns:
+      uint8 [size + 2 * CAPTION, 2 * size + gap + bar + marks, 3].
+    """
+    from PIL import Image    # here, so that training does not import Pillow
+    image = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+    heat = np.asarray(Image.fromarray(np.asarray(heat, np.float32), "F").resize(
+        (size, size), Image.BILINEAR))
+    gap, marks = 4, 10
+    width = 2 * size + 2 * gap + COLOUR_BAR + marks
+    top = np.full((size, width, 3), 255, np.uint8)
+    top[:, :size] = image
+    top[:, size + gap:2 * size + gap] = heat_overlay(image, heat)
+    left = 2 * size + 2 * gap
+    top[:, left:left + COLOUR_BAR] = colour_bar(size)
+    ticks = caption_strip(marks, [(0, "1")])[:CAPTION], caption_strip(marks, [(0, "0")])
+    top[:CAPTION, left + COLOUR_BAR:] = ticks[0]
+    top[size - CAPTION:, left + COLOUR_BAR:] = ticks[1]
+    chars = max(1, width // 6)                       # PIL's default font: 6 px a glyph
+    caption = caption_strip(width, [(0, "\n".join(fit_line(l, chars) for l in lines[:2]))],
+                            2 * CAPTION)
+    return np.concatenate([top, caption], axis=0)
+
+
 def write_png(path, image):
     """Writes uint8 [h, w, 3] as a PNG, atomically."""
     files.atomic_write(path, tf.io.encode_png(image).numpy())

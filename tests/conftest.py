@@ -125,6 +125,9 @@ SLOW_FIRST = ("test_harness.py", "test_export_formats.py", "test_export.py", "te
 
 
 def pytest_addoption(parser):
+    parser.addoption("--walkthrough", action="store_true",
+                     help="also run the README walkthrough (tests/test_readme.py, about ten "
+                          "minutes; .ci/run runs it after the suite)")
     parser.addoption("--group", default=None, metavar="K/N",
                      help="run the K-th of N groups of test files (the README runs 1/2, then "
                           "2/2: each group's workers start afresh, and a worker keeps memory "
@@ -137,6 +140,11 @@ def _rank(name):
 
 def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: _rank(item.path.name)[0])   # stable: a file's order is kept
+    if not config.getoption("--walkthrough"):
+        skip = pytest.mark.skip(reason="the README walkthrough runs with --walkthrough (.ci/run)")
+        for item in items:
+            if item.get_closest_marker("walkthrough"):
+                item.add_marker(skip)
     group = config.getoption("--group")
     if not group:
         return

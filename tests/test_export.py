@@ -333,8 +333,12 @@ def test_export_and_predict_clis(run_dir, validation, tmp_path):
 
     # The run's checkpoint computed in float32, as the export: the same top-5.
     as_json = cli("predict", f"--model_dir={run_dir}", "--mixed_precision=float32", "--json=-",
-                  str(jpeg), str(png))
+                  f"--gradcam={tmp_path / 'cams'}", str(jpeg), str(png))
     assert as_json.returncode == 0, as_json.stderr[-2000:]
+    assert sorted(os.listdir(tmp_path / "cams")) == ["a.jpg.gradcam.png", "b.png.gradcam.png"]
+    refused = cli("predict", f"--saved_model={base}", f"--gradcam={tmp_path}", str(jpeg))
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1
+    assert "--gradcam needs --model_dir" in refused.stderr
     results = json.loads(as_json.stdout)
     assert [r["image"] for r in results] == [str(jpeg), str(png)]
     served = tf.saved_model.load(f"{base}/1").signatures["serving_default"](
@@ -454,7 +458,8 @@ def test_retrieve_never_overwrites_its_default_output(run_dir, exported, tiny_da
 
 def test_figures_cli_writes_the_papers_figures(run_dir, tiny_data_dir, tmp_path):
     out = tmp_path / "figs"
-    done = cli("figures", f"--model_dir={run_dir}", f"--out_dir={out}", "--num_images=6")
+    done = cli("figures", f"--model_dir={run_dir}", f"--out_dir={out}", "--num_images=6",
+               "--gradcam")
     assert done.returncode == 0, done.stderr[-2000:]
     kernels = tf.io.decode_png((out / "conv1_kernels.png").read_bytes())
     # 48 kernels per tower, 16 a row: 3 rows of 11*3+1 pixels per tower under a 14-pixel caption
@@ -463,6 +468,15 @@ def test_figures_cli_writes_the_papers_figures(run_dir, tiny_data_dir, tmp_path)
     panels = tf.io.decode_png((out / "predictions.png").read_bytes())
     # 6 panels, 4 a row: 2 rows; a panel is 160 wide and 160 + 6 * 14 high, 8 pixels apart.
     assert panels.shape == (2 * (160 + 84) + 8, 4 * 160 + 3 * 8, 3)
+    # Grad-CAM: 6 panels, 2 a row: the image, its overlay and a 12-pixel colour bar with 10 pixels
+    # of marks (4 pixels apart), over two caption lines of 14 pixels; 8 pixels between panels.
+    cams = tf.io.decode_png((out / "gradcam.png").read_bytes()).numpy()
+    width = 2 * 160 + 2 * 4 + 12 + 10
+    assert cams.shape == (3 * (160 + 28) + 2 * 8, 2 * width + 8, 3)
+    assert "gradcam.png" in done.stdout
+    # The colour bar runs from dark red (1, at the top) to dark blue (0).
+    bar = cams[:160, 2 * 160 + 2 * 4 + 6]
+    assert bar[0].tolist() == [128, 0, 0] and bar[-1].tolist() == [0, 0, 128]
 
 
 # --- LiteRT and ONNX --------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""alexnet-figures: the paper's figure 3 (conv1 kernels) and figure 4 left (top-5 panels) as PNGs."""
+"""alexnet-figures: the paper's figure 3 (conv1 kernels) and figure 4 left (top-5 panels) as PNGs,
+and with --gradcam where the network looked (Grad-CAM)."""
 
 import os
 import sys
@@ -7,6 +8,7 @@ import tensorflow as tf
 from absl import app, flags
 
 from alexnet_tf import errors, figures, files
+from alexnet_tf.analysis import grad_cam
 from alexnet_tf.cli import common
 from alexnet_tf.data import imagenet, preprocessing, sources
 from alexnet_tf.serving import export
@@ -22,10 +24,18 @@ flags.DEFINE_integer("num_images", 8, "How many prediction panels.", lower_bound
 flags.DEFINE_string("dataset", None, "Images for the prediction panels from this dataset "
                     "(a TFDS name or image_folder:ROOT); default: the run's.")
 flags.DEFINE_string("data_dir", None, "Default: the data_dir the model was trained with.")
+flags.DEFINE_boolean("gradcam", False, "Also write gradcam.png: for each of the --num_images "
+                     "images, the image, its Grad-CAM map from conv5 (both towers) over it, the "
+                     "predicted and the true class.")
 common.define_inference_flags(jit=False)
 
-KERNELS_PNG, PREDICTIONS_PNG = "conv1_kernels.png", "predictions.png"
+KERNELS_PNG, PREDICTIONS_PNG, GRADCAM_PNG = "conv1_kernels.png", "predictions.png", "gradcam.png"
 common.path_flags(model_dir=common.IN_DIR, out_dir=common.OUT_DIR, data_dir=common.OUT_DIR)
+
+
+def shown_name(name):
+    """A class's name as the panels show it (an ILSVRC-2012 synset by its first WordNet name)."""
+    return imagenet.describe(name).split(",")[0]
 
 
 def prediction_panels(module, source, split, count):
@@ -33,11 +43,23 @@ def prediction_panels(module, source, split, count):
     panels = []
     for encoded, label in source.encoded(split).take(count).as_numpy_iterator():
         out = serve(image_bytes=tf.constant([encoded]))
-        names = [imagenet.describe(n.decode()).split(",")[0]
-                 for n in out["top_k_names"][0].numpy()]
+        names = [shown_name(n.decode()) for n in out["top_k_names"][0].numpy()]
         panels.append(figures.prediction_panel(
             preprocessing.thumbnail(encoded, figures.PANEL_IMAGE), names,
             out["top_k_probabilities"][0].numpy(), source.class_names[int(label)]))
+    return panels
+
+
+def grad_cam_panels(module, source, split, count):
+    """Per image: the crop the network saw, its Grad-CAM map of the top class, and the classes."""
+    panels = []
+    for encoded, label in source.encoded(split).take(count).as_numpy_iterator():
+        x, shown = module.network_input([encoded])
+        maps, classes, probabilities = grad_cam.maps_and_classes(module.classifier, x)
+        panels.append(figures.grad_cam_panel(shown[0], maps[0], [
+            f"predicted: {shown_name(module.class_names[classes[0]].numpy().decode())} "
+            f"{probabilities[0] * 100:.0f}%",
+            f"true: {source.class_names[int(label)]}"]))
     return panels
 
 
@@ -54,8 +76,9 @@ def main(argv):
         source = sources.open_source(
             FLAGS.dataset or config.dataset,
             FLAGS.data_dir if FLAGS.data_dir is not None else config.data_dir)
-        panels = prediction_panels(module, source, FLAGS.split or config.eval_split,
-                                   FLAGS.num_images)
+        split = FLAGS.split or config.eval_split
+        panels = prediction_panels(module, source, split, FLAGS.num_images)
+        cams = FLAGS.gradcam and grad_cam_panels(module, source, split, FLAGS.num_images)
     except errors.UserError as error:
         print(f"alexnet-figures: error: {error}", file=sys.stderr)
         sys.exit(1)
@@ -69,6 +92,10 @@ def main(argv):
     predictions = name(PREDICTIONS_PNG)
     figures.write_png(predictions, figures.panel_grid(panels))
     print(f"from {checkpoint}: wrote {kernels} (figure 3) and {predictions} (figure 4, left)")
+    if cams:
+        path = name(GRADCAM_PNG)
+        figures.write_png(path, figures.panel_grid(cams, columns=2))
+        print(f"wrote {path} (Grad-CAM of the top class from conv5, both towers)")
     shares = ", ".join(f"tower {'ab'[i]} {figures.chromatic_fraction(k):.3f}"
                        for i, k in enumerate(towers)) if len(towers) > 1 else \
         f"{figures.chromatic_fraction(towers[0]):.3f}"

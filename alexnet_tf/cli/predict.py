@@ -1,12 +1,15 @@
-"""alexnet-predict: the top-k classes of image files, from an export or a model_dir's checkpoint."""
+"""alexnet-predict: the top-k classes of image files, from an export or a model_dir's checkpoint;
+with --gradcam, where the network looked for each (Grad-CAM)."""
 
 import json
+import os
 import sys
 
 import tensorflow as tf
 from absl import app, flags
 
-from alexnet_tf import errors, files
+from alexnet_tf import errors, figures, files
+from alexnet_tf.analysis import grad_cam
 from alexnet_tf.cli import common
 from alexnet_tf.data import imagenet, preprocessing, sources
 from alexnet_tf.serving import deploy, export
@@ -21,7 +24,23 @@ common.define_max_megapixels()
 common.define_inference_flags(jit=False)      # with --model_dir: what its graph computes in
 flags.DEFINE_string("json", None, "Also write the results as one JSON document to this file; "
                     "--json=- prints it instead of the table.")
-common.path_flags(saved_model=common.IN_PATH, model_dir=common.IN_DIR, json=common.OUT_FILE)
+flags.DEFINE_string("gradcam", None, "With --model_dir: also write, for each image, its Grad-CAM "
+                    "overlay (the top class's map from conv5, both towers) to "
+                    "DIR/<image name>.gradcam.png.")
+common.path_flags(saved_model=common.IN_PATH, model_dir=common.IN_DIR, json=common.OUT_FILE,
+                  gradcam=common.OUT_DIR)
+
+
+def write_grad_cam(module, path, result, folder):
+    """DIR/<image name>.gradcam.png: the crop the network saw and its top class's map over it."""
+    x, shown = module.network_input([open(path, "rb").read()])
+    maps, classes, probabilities = grad_cam.maps_and_classes(module.classifier, x)
+    top = result["top_k"][0]
+    name = top["name"] + (f" ({top['description'].split(',')[0]})" if "description" in top else "")
+    out = os.path.join(folder, os.path.basename(path) + ".gradcam.png")
+    figures.write_png(out, figures.grad_cam_panel(shown[0], maps[0], [
+        f"{name} {probabilities[0] * 100:.1f}%", f"Grad-CAM of conv5 ({os.path.basename(path)})"]))
+    return out
 
 
 def predict_file(serve, path):
@@ -62,6 +81,9 @@ def main(argv):
     images = argv[1:]
     if not images:
         raise app.UsageError("give one or more image files: alexnet-predict --saved_model=DIR a.jpg")
+    if FLAGS.gradcam and not FLAGS.model_dir:
+        raise app.UsageError("--gradcam needs --model_dir (a run's checkpoint): an export has no "
+                             "gradients to read")
     common.quiet_libraries()
     try:
         artifact = FLAGS.saved_model and deploy.find_artifact(FLAGS.saved_model)
@@ -87,8 +109,14 @@ def main(argv):
         results.append(result)
         if "error" in result:
             print(f"alexnet-predict: error: {path}: {result['error']}", file=sys.stderr)
-        elif FLAGS.json != "-":
-            print(format_result(result))
+        else:
+            if FLAGS.json != "-":
+                print(format_result(result))
+            if FLAGS.gradcam:
+                os.makedirs(FLAGS.gradcam, exist_ok=True)
+                written = write_grad_cam(info["module"], path, result, FLAGS.gradcam)
+                if FLAGS.json != "-":
+                    print(f"  Grad-CAM: {written}")
     if FLAGS.json == "-":
         print(json.dumps(results, indent=2))
     elif FLAGS.json:

@@ -22,8 +22,8 @@ import tensorflow_datasets as tfds
 from absl import logging
 
 from alexnet_tf import errors, files
-from alexnet_tf.data import preprocessing
 from alexnet_tf.config import BUILT_IN
+from alexnet_tf.data import preprocessing
 from alexnet_tf.data import shapes_dataset  # noqa: F401  (registers alexnet_shapes with TFDS)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")

@@ -176,6 +176,14 @@ class ServingModule:
                                fn_output_signature=NORMALISED_256)
         return self._classify(normalised)
 
+    def network_input(self, image_bytes):
+        """Encoded images -> (float32 [B, S, S, 3]: the centre crops as the network takes them;
+        uint8 [B, S, S, 3]: the same crops as a person sees them). Eager (Grad-CAM's input)."""
+        images = tf.stack([self.normalization.image_256(
+            preprocessing.decode_rgb(b, self.max_megapixels)) for b in image_bytes])
+        return (preprocessing.centre_crop(self.normalization(images), self.image_size),
+                preprocessing.to_uint8(preprocessing.centre_crop(images, self.image_size)).numpy())
+
     def _features(self, image_bytes):
         crops = preprocessing.centre_crop(self._decode_batch(image_bytes), self.image_size)
         return {"features": tf.cast(self.extractor(crops, training=False), tf.float32)}
@@ -450,7 +458,8 @@ def move_hint(base, versions):
 
 def load_signatures(saved_model=None, model_dir=None, which="best", precision=FLOAT32,
                     notice=None):
-    """({signature name: callable}, {"source": path, "weights_sha1": ..., "precision": ...}).
+    """({signature name: callable}, {"source": path, "weights_sha1": ..., "precision": ...,
+    "module": the ServingModule of a checkpoint (None for an export)}).
 
     Each callable takes keyword inputs and returns a dict of tensors. From an
     exported SavedModel, or straight from a model_dir's checkpoint (the same
@@ -465,9 +474,9 @@ def load_signatures(saved_model=None, model_dir=None, which="best", precision=FL
         module, checkpoint = serving_module(model_dir, which, precision=precision)
         return module.signatures(), {"source": os.path.abspath(checkpoint),
                                      "weights_sha1": weights_fingerprint(checkpoint),
-                                     "precision": module.precision}
+                                     "precision": module.precision, "module": module}
     folder = resolve_saved_model(saved_model, notice)
     info = files.read_json(os.path.join(folder, EXPORT_INFO)) or {}
     return dict(tf.saved_model.load(folder).signatures), {
         "source": os.path.abspath(folder), "weights_sha1": info.get("weights_sha1"),
-        "precision": info.get("precision", FLOAT32)}
+        "precision": info.get("precision", FLOAT32), "module": None}
