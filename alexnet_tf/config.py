@@ -172,6 +172,34 @@ def frozen_layers(train_layers, freeze):
 
 
 PER_PRECISION = ("epochs", "batch_size", "learning_rate", "lr_warmup_epochs")
+CLASS_WEIGHTS = ("none", "balanced")        # metrics.balanced_class_weights
+
+
+def lr_multipliers_problem(entries):
+    """None, or what is wrong with --lr_multipliers entries ("conv1:0.1", ...)."""
+    try:
+        lr_multiplier_map(entries)
+    except ValueError as error:
+        return str(error)
+    return None
+
+
+def lr_multiplier_map(entries):
+    """{layer base name: factor} from --lr_multipliers entries such as ("conv1:0.1", "fc8:10")."""
+    found = {}
+    for entry in entries:
+        layer, _, factor = str(entry).partition(":")
+        if layer.strip() not in WEIGHTED_LAYERS:
+            raise ValueError(f"{entry!r}: {layer.strip()!r} is not a layer among "
+                             f"{','.join(WEIGHTED_LAYERS)}")
+        try:
+            value = float(factor)
+        except ValueError:
+            raise ValueError(f"{entry!r}: give LAYER:FACTOR, e.g. conv1:0.1") from None
+        if not value >= 0:
+            raise ValueError(f"{entry!r}: the factor must be >= 0")
+        found[layer.strip()] = value
+    return found
 
 
 @dataclasses.dataclass
@@ -251,6 +279,19 @@ class TrainConfig:
         (), "Freeze these layers (e.g. conv1,conv2,conv3); the others train. Not with "
         "--train_layers.", check=lambda v: set(v) <= set(WEIGHTED_LAYERS),
         message=f"must name layers among {','.join(WEIGHTED_LAYERS)}")
+    # Fine-tuning practice beyond the paper (docs/PRETRAINED.md); each off by default.
+    label_smoothing: float = setting(0.0, "Cross-entropy against (1 - e) x the label's one-hot "
+                                     "+ e / classes instead of the one-hot (not the paper).",
+                                     check=lambda v: 0.0 <= v < 1.0, message="must be in [0, 1)")
+    class_weights: str = setting("none", "none (the paper), or balanced: an image of class c "
+                                 "weighs N / (classes x N_c) in the loss, N_c counted in the "
+                                 "training split.", choices=CLASS_WEIGHTS)
+    lr_multipliers: typing.Tuple[str, ...] = setting(
+        (), "LAYER:FACTOR,... per-layer learning-rate factors, e.g. conv1:0.1,fc8:10 (a layer's "
+        "update is the paper's with the rate times its factor; 0 leaves it as it is).",
+        check=lambda v: lr_multipliers_problem(v) is None,
+        message="must be LAYER:FACTOR entries, e.g. conv1:0.1,fc8:10, with a layer among "
+        f"{','.join(WEIGHTED_LAYERS)} and a factor >= 0")
     seed: int = setting(0, "Seed of the initialisation, data order and augmentation.")
     deterministic: bool = setting(False, "Deterministic ops (slower; same seed, same run).")
     # How it runs.

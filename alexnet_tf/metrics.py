@@ -9,11 +9,32 @@ import numpy as np
 import tensorflow as tf
 
 
-def cross_entropy(labels, logits, global_batch_size):
-    """Softmax cross-entropy summed over the replica's batch, divided by the global batch."""
-    per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=labels, logits=tf.cast(logits, tf.float32))
+def cross_entropy(labels, logits, global_batch_size, label_smoothing=0.0, class_weights=None):
+    """Softmax cross-entropy summed over the replica's batch, divided by the global batch.
+
+    Args:
+      label_smoothing: e: the target is (1 - e) x the label's one-hot + e / classes.
+      class_weights: None, or float32 [classes]: each example's loss times its class's weight.
+    """
+    logits = tf.cast(logits, tf.float32)
+    if label_smoothing:
+        classes = logits.shape[-1]
+        targets = tf.one_hot(labels, classes) * (1.0 - label_smoothing) + label_smoothing / classes
+        per_example = tf.nn.softmax_cross_entropy_with_logits(labels=targets, logits=logits)
+    else:
+        per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+    if class_weights is not None:
+        per_example = per_example * tf.gather(tf.constant(class_weights, tf.float32), labels)
     return tf.reduce_sum(per_example) / global_batch_size
+
+
+def balanced_class_weights(counts):
+    """--class_weights=balanced: class c weighs N / (classes x N_c), so every class's images
+    together weigh the same (a class with no image weighs 0)."""
+    counts = np.asarray(counts, np.float64)
+    weights = np.divide(counts.sum(), len(counts) * counts, out=np.zeros_like(counts),
+                        where=counts > 0)
+    return weights.astype(np.float32)
 
 
 def top_k_errors(labels, scores):

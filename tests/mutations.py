@@ -267,4 +267,18 @@ CATALOGUE = (
              "alexnet_tf/data/sources.py", "from alexnet_tf.config import BUILT_IN\n",
              "from alexnet_tf.config import BUILT_IN\nfrom alexnet_tf.training import rundir\n",
              ("tests/test_architecture.py",)),
+    Mutation("label_smoothing_ignored", "--label_smoothing smooths the target (#38)",
+             "alexnet_tf/metrics.py", "    if label_smoothing:\n", "    if False:\n",
+             ("tests/test_metrics.py",)),
+    Mutation("class_weights_by_count", "--class_weights=balanced: N / (classes x N_c) (#38)",
+             "alexnet_tf/metrics.py", "    weights = np.divide(counts.sum(), len(counts) * counts,",
+             "    weights = np.divide(counts, counts.sum(),",
+             ("tests/test_metrics.py", "tests/test_train.py::test_fine_tuning_loss_and_rate_"
+              "options_reach_the_run")),
+    Mutation("lr_multiplier_ignored", "--lr_multipliers scales a layer's rate (#38)",
+             "alexnet_tf/training/optimizer.py",
+             "            learning_rate = learning_rate * self.factors[index]\n",
+             "            learning_rate = learning_rate\n",
+             ("tests/test_optimizer.py", "tests/test_train.py::test_fine_tuning_loss_and_rate_"
+              "options_reach_the_run")),
 )

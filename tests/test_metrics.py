@@ -67,5 +67,34 @@ def test_cross_entropy_is_the_mean_negative_log_softmax_over_the_global_batch():
     assert float(metrics.cross_entropy(labels, logits, 4)) == pytest.approx(expected, rel=1e-6)
 
 
+def test_label_smoothing_and_class_weights_change_the_loss_as_stated():
+    """e = 0.1 over 3 classes: the label's target 0.9 + 0.1 / 3, the others 0.1 / 3; a class's
+    weight multiplies its examples' losses; the sum is still divided by the global batch."""
+    logits = np.array([[2.0, 0.5, -1.0], [0.0, 3.0, 1.0]], np.float32)
+    labels = np.array([0, 2])
+    log_softmax = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    targets = np.full((2, 3), 0.1 / 3)
+    targets[0, 0] += 0.9
+    targets[1, 2] += 0.9
+    smoothed = -(targets * log_softmax).sum(1)
+    assert float(metrics.cross_entropy(labels, logits, 4, label_smoothing=0.1)) == \
+        pytest.approx(smoothed.sum() / 4, rel=1e-6)
+    weights = np.array([0.5, 7.0, 3.0], np.float32)
+    plain = -np.array([log_softmax[0, 0], log_softmax[1, 2]])
+    assert float(metrics.cross_entropy(labels, logits, 4, class_weights=weights)) == \
+        pytest.approx((0.5 * plain[0] + 3.0 * plain[1]) / 4, rel=1e-6)
+    assert float(metrics.cross_entropy(labels, logits, 4, 0.1, weights)) == \
+        pytest.approx((0.5 * smoothed[0] + 3.0 * smoothed[1]) / 4, rel=1e-6)
+
+
+def test_balanced_class_weights_from_counts_by_hand():
+    # 30 + 10 + 0 + 200 = 240 images, 4 classes: 240 / (4 x count).
+    np.testing.assert_allclose(metrics.balanced_class_weights([30, 10, 0, 200]),
+                               [2.0, 6.0, 0.0, 0.3], rtol=1e-6)
+    # Each class's images then weigh 60 together (the class with none, nothing).
+    np.testing.assert_allclose(metrics.balanced_class_weights([30, 10, 0, 200]) *
+                               np.array([30, 10, 0, 200]), [60, 60, 0, 60], rtol=1e-6)
+
+
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))

@@ -61,6 +61,37 @@ def test_zero_gradient_decays_kernels_through_the_momentum():
     np.testing.assert_allclose(kernel.numpy(), 0.76, rtol=1e-6)  # the learning rate is a float32 variable
 
 
+def test_a_layers_rate_multiplier_scales_its_update_and_zero_leaves_it_as_it_was():
+    """--lr_multipliers: conv1 (both towers) at 0 stays bit-identical, fc6 at 0.5 follows the
+    paper's rule at half the rate, fc8 (not named) at the full rate."""
+    import keras
+    rng = np.random.default_rng(0)
+    layers = {name: keras.layers.Dense(3, name=name) for name in ("conv1_a", "conv1_b", "fc6",
+                                                                    "fc8")}
+    for layer in layers.values():
+        layer.build((None, 4))
+    variables = [v for layer in layers.values() for v in layer.trainable_variables]
+    optimizer = PaperSGD(learning_rate=0.1, momentum=0.9, weight_decay=0.05,
+                         lr_multipliers={"conv1": 0.0, "fc6": 0.5})
+    before = [v.numpy().copy() for v in variables]
+    expected = [(v.numpy().astype(np.float64), np.zeros(v.shape)) for v in variables]
+    for _ in range(3):
+        grads = [rng.normal(size=v.shape).astype(np.float32) for v in variables]
+        optimizer.apply([tf.constant(g) for g in grads], variables)
+        for i, (v, g) in enumerate(zip(variables, grads)):
+            factor = {"conv1_a": 0.0, "conv1_b": 0.0, "fc6": 0.5}.get(v.path.split("/")[0], 1.0)
+            expected[i] = paper_update(*expected[i], g, 0.1 * factor, 0.9, 0.05,
+                                       decayed=len(v.shape) == 2)
+    for v, start, (w, _) in zip(variables, before, expected):
+        if v.path.startswith("conv1"):
+            np.testing.assert_array_equal(v.numpy(), start)
+        else:
+            assert not np.array_equal(v.numpy(), start)
+            np.testing.assert_allclose(v.numpy(), w, rtol=1e-5, atol=1e-6)
+    assert PaperSGD.from_config(optimizer.get_config()).lr_multipliers == {"conv1": 0.0,
+                                                                           "fc6": 0.5}
+
+
 def test_config_round_trip():
     optimizer = PaperSGD(learning_rate=0.02, momentum=0.8, weight_decay=0.001)
     clone = PaperSGD.from_config(optimizer.get_config())

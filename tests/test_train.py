@@ -171,6 +171,36 @@ def test_cosine_schedule_sets_every_steps_rate_also_after_a_restart(tiny_data_di
     assert steps_of(os.path.join(tmp_path, "validation"), "top1_error") == [4, 8]
 
 
+def test_fine_tuning_loss_and_rate_options_reach_the_run(tiny_data_dir, tmp_path):
+    """--class_weights=balanced weighs by the training split's counts (counted here through
+    TFDS), --lr_multipliers=conv1:0 keeps conv1 as initialised while the rest trains, and the
+    run records both with --label_smoothing."""
+    import tensorflow_datasets as tfds
+    options = dict(class_weights="balanced", label_smoothing=0.1,
+                   lr_multipliers=("conv1:0",), max_steps=3)
+    logged = []
+    prepared = train.prepare(tiny_config(tmp_path / "init", tiny_data_dir, **options),
+                             tf.distribute.get_strategy(), log=logged.append)
+    start = {w.path: w.numpy() for w in prepared.state.model.weights}
+    labels = [int(x["label"]) for x in tfds.as_numpy(
+        tfds.load("alexnet_shapes/tiny", split="train", data_dir=tiny_data_dir))]
+    counts = np.bincount(labels, minlength=len(prepared.source.class_names))
+    np.testing.assert_allclose(prepared.class_weights,
+                               len(labels) / (len(counts) * counts), rtol=1e-6)
+    assert any(line.startswith("Class weights (balanced") for line in logged), logged
+
+    train.train(tiny_config(tmp_path / "run", tiny_data_dir, **options), log=lambda line: None)
+    model, run, _ = restore_model(str(tmp_path / "run"), "latest")
+    for weight in model.weights:
+        if weight.path.startswith("conv1"):
+            np.testing.assert_array_equal(weight.numpy(), start[weight.path])
+        else:
+            assert not np.array_equal(weight.numpy(), start[weight.path]), weight.path
+    recorded = json.load(open(tmp_path / "run" / "run_config.json"))
+    assert {k: recorded["train_config"][k] for k in options if k != "max_steps"} == {
+        "class_weights": "balanced", "label_smoothing": 0.1, "lr_multipliers": ["conv1:0"]}
+
+
 def parse_epochs(text):
     return config_lib.parse_per_precision("epochs", text, int)
 

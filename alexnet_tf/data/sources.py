@@ -17,6 +17,7 @@ import io
 import os
 import sys
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import logging
@@ -239,3 +240,11 @@ def open_source(dataset, data_dir=None, max_megapixels=preprocessing.MAX_MEGAPIX
     if dataset.startswith(FOLDER_PREFIX):
         return FolderSource(dataset[len(FOLDER_PREFIX):], max_megapixels)
     return TfdsSource(dataset, data_dir)
+
+
+def class_counts(source, split):
+    """The number of images of each class in `split` (one pass over its records, not decoded)."""
+    counts = np.zeros(len(source.class_names), np.int64)
+    for _, label in source.encoded(split).as_numpy_iterator():
+        counts[int(label)] += 1
+    return counts

@@ -7,12 +7,16 @@ Weight decay is coupled (it enters the velocity, like an L2 term in the
 gradient), and applies to kernels only: every variable of rank 2 or more. Biases
 (rank 1) are not decayed. This differs from `keras.optimizers.SGD(weight_decay=)`,
 which decays after the momentum step (decoupled) and decays biases too.
+
+`lr_multipliers` (fine-tuning, not the paper) scales the rate of a layer's variables:
+v <- momentum * v - factor * lr * (weight_decay * w + dL/dw).
 """
 
 import keras
 import tensorflow as tf
 
 from alexnet_tf import paper
+from alexnet_tf.model.network import base_name
 
 
 def is_decayed(variable):
@@ -34,6 +38,8 @@ class PaperSGD(keras.optimizers.Optimizer):
         lives in a variable that a schedule can assign to.
       momentum: Momentum (0.9).
       weight_decay: Decay coefficient that enters the velocity (0.0005).
+      lr_multipliers: {layer: factor}: the rate of that layer's variables (both towers', by the
+        layer's name without `_a`/`_b`, e.g. "conv1") times the factor. None: all 1.
       name: Optimiser name.
       **kwargs: Other `keras.optimizers.Optimizer` arguments (not `weight_decay`
         of the base class, which would decouple the decay).
@@ -45,7 +51,8 @@ class PaperSGD(keras.optimizers.Optimizer):
     """
 
     def __init__(self, learning_rate=paper.LEARNING_RATE, momentum=paper.MOMENTUM,
-                 weight_decay=paper.WEIGHT_DECAY, name="paper_sgd", **kwargs):
+                 weight_decay=paper.WEIGHT_DECAY, lr_multipliers=None, name="paper_sgd",
+                 **kwargs):
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}.")
@@ -54,19 +61,28 @@ class PaperSGD(keras.optimizers.Optimizer):
         self.momentum = float(momentum)
         # Not `self.weight_decay`: the base class would apply that one decoupled.
         self.coupled_weight_decay = float(weight_decay)
+        self.lr_multipliers = {str(k): float(v) for k, v in (lr_multipliers or {}).items()}
+        if any(not v >= 0 for v in self.lr_multipliers.values()):
+            raise ValueError(f"lr_multipliers must be >= 0, got {self.lr_multipliers}.")
 
     def build(self, variables):
         if self.built:
             return
         super().build(variables)
         self.velocities = [self.add_variable_from_reference(v, name="velocity") for v in variables]
+        # Each variable's rate factor, by its layer ("conv1_a/kernel" -> conv1).
+        self.factors = [self.lr_multipliers.get(
+            base_name(getattr(v, "path", v.name).split("/")[0]), 1.0) for v in variables]
 
     def update_step(self, gradient, variable, learning_rate):
         # One fused TF kernel (ResourceApplyKerasMomentum) does both lines of the update:
         #   v <- momentum * v - lr * g';  w <- w + v,   with g' = g + weight_decay * w
         # for kernels (g' = g for biases), which is the paper's rule term by term; fused, it
         # reads and writes the parameters far fewer times than separate element-wise ops.
-        velocity = _tf_variable(self.velocities[self._get_variable_index(variable)])
+        index = self._get_variable_index(variable)
+        velocity = _tf_variable(self.velocities[index])
+        if self.factors[index] != 1.0:
+            learning_rate = learning_rate * self.factors[index]
         variable = _tf_variable(variable)
         dtype = variable.dtype
         gradient = tf.cast(gradient, dtype)
@@ -88,4 +104,5 @@ class PaperSGD(keras.optimizers.Optimizer):
 
     def get_config(self):
         return {**super().get_config(), "momentum": self.momentum,
-                "weight_decay": self.coupled_weight_decay}
+                "weight_decay": self.coupled_weight_decay,
+                "lr_multipliers": dict(self.lr_multipliers) or None}

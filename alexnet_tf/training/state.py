@@ -14,7 +14,7 @@ import keras
 import tensorflow as tf
 
 from alexnet_tf import errors
-from alexnet_tf.config import FLOAT16, frozen_layers
+from alexnet_tf.config import FLOAT16, frozen_layers, lr_multiplier_map
 from alexnet_tf.model.network import build_alexnet, freeze
 from alexnet_tf.training.optimizer import PaperSGD
 from alexnet_tf.training.rundir import RunDir, RunDirError, variables_bytes
@@ -73,7 +73,8 @@ def restore_weights(model, path):
 
 def make_optimizer(config, precision, schedule):
     """The paper's SGD, its rate set by `schedule` (`LearningRateSchedule.set_step`)."""
-    optimizer = PaperSGD(schedule.learning_rate_at(0), config.momentum, config.weight_decay)
+    optimizer = PaperSGD(schedule.learning_rate_at(0), config.momentum, config.weight_decay,
+                         lr_multipliers=lr_multiplier_map(config.lr_multipliers))
     if precision == FLOAT16:
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     schedule.drive(optimizer)

@@ -54,8 +54,11 @@ class NonFiniteLoss(RuntimeError):
 # --- The step -----------------------------------------------------------------
 
 
-def make_train_step(model, optimizer, global_batch_size, strategy, jit_compile=False):
+def make_train_step(model, optimizer, global_batch_size, strategy, jit_compile=False,
+                    label_smoothing=0.0, class_weights=None):
     """The tf.function train step over a distributed batch; returns (loss, top-1, top-5 misses).
+
+    `label_smoothing` and `class_weights` change the loss as `metrics.cross_entropy` says.
 
     Under the default strategy, gradients come from `tf.gradients`, which creates
     each gradient op with the device of its forward op, so tower b's backward
@@ -70,7 +73,8 @@ def make_train_step(model, optimizer, global_batch_size, strategy, jit_compile=F
     def replica_step(images, labels):
         with tf.GradientTape() as tape:
             logits = model(images, training=True)
-            loss = metrics.cross_entropy(labels, logits, global_batch_size)
+            loss = metrics.cross_entropy(labels, logits, global_batch_size, label_smoothing,
+                                         class_weights)
             scaled = optimizer.scale_loss(loss)
         if colocate:
             grads = tf.gradients(scaled, [v.value for v in variables])
@@ -167,6 +171,7 @@ class _Prepared:
     last_step: int
     run_dir: RunDir
     state: RunState
+    class_weights: object = None     # float32 [classes] with --class_weights=balanced
 
 
 def prepare(recipe, strategy, log=print):
@@ -220,8 +225,16 @@ def prepare(recipe, strategy, log=print):
     log(f"{source.name}: {images} training images, {len(source.class_names)} classes, "
         f"{steps_per_epoch} steps/epoch, {config.epochs} epochs{epochs_note}, training to step "
         f"{last_step}")
+    class_weights = None
+    if config.class_weights == "balanced":
+        counts = sources.class_counts(source, config.train_split)
+        class_weights = metrics.balanced_class_weights(counts)
+        shown = sorted(zip(class_weights, source.class_names, counts))
+        shown = shown if len(shown) <= 12 else [shown[0], shown[-1]]      # the extremes of many
+        log("Class weights (balanced, from the training split's counts): " + ", ".join(
+            f"{name} {weight:.3g} ({count} images)" for weight, name, count in shown))
     return _Prepared(config, resolved, source, dataset_stats.Normalization.of(config, stats),
-                     steps_per_epoch, last_step, run_dir, state)
+                     steps_per_epoch, last_step, run_dir, state, class_weights)
 
 
 def train(config, strategy=None, log=print):
@@ -245,7 +258,8 @@ def _train(config, strategy, log):
     config, state, source, normalization = run.config, run.state, run.source, run.normalization
     steps_per_epoch, last_step = run.steps_per_epoch, run.last_step
     train_step = make_train_step(state.model, state.optimizer, config.batch_size, strategy,
-                                 run.resolved.runtime["jit_compile"])
+                                 run.resolved.runtime["jit_compile"], config.label_smoothing,
+                                 run.class_weights)
     eval_step = make_eval_step(state.model)
     eval_data = input_pipeline.eval_dataset(source, normalization, config.batch_size,
                                             split=config.eval_split, image_size=config.image_size)
