@@ -176,6 +176,31 @@ def cpu_class(request, monkeypatch):
     hardware.detected.cache_clear()
 
 
+# A test that ran this long (s) is followed by a garbage collection and malloc_trim: its models
+# and tensors would otherwise stay in the worker's heap, and the next test's peak adds to them.
+LONG_TEST = 3.0
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    yield
+    report = getattr(item, "_alexnet_tf_call_seconds", 0.0)
+    if report >= LONG_TEST and nextitem is not None and nextitem.path == item.path:
+        import gc
+
+        from alexnet_tf import hardware
+        gc.collect()
+        hardware.give_back_freed_memory()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    import time
+    start = time.monotonic()
+    yield
+    item._alexnet_tf_call_seconds = time.monotonic() - start
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _free_memory_after_each_file():
     """A worker runs many files: after each, Keras' global state (graphs, the names of traced
