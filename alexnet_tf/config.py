@@ -286,6 +286,10 @@ class TrainConfig:
     class_weights: str = setting("none", "none (the paper), or balanced: an image of class c "
                                  "weighs N / (classes x N_c) in the loss, N_c counted in the "
                                  "training split.", choices=CLASS_WEIGHTS)
+    ema: float = setting(0.0, "Decay of an exponential moving average of the weights, e.g. "
+                         "0.999 (0: off). Validation, the best checkpoint, evaluation and exports "
+                         "use the averaged weights; training goes on with its own.",
+                         check=lambda v: 0.0 <= v < 1.0, message="must be in [0, 1)")
     lr_multipliers: typing.Tuple[str, ...] = setting(
         (), "LAYER:FACTOR,... per-layer learning-rate factors, e.g. conv1:0.1,fc8:10 (a layer's "
         "update is the paper's with the rate times its factor; 0 leaves it as it is).",

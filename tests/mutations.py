@@ -281,4 +281,9 @@ CATALOGUE = (
              "            learning_rate = learning_rate\n",
              ("tests/test_optimizer.py", "tests/test_train.py::test_fine_tuning_loss_and_rate_"
               "options_reach_the_run")),
+    Mutation("ema_not_restored", "the tools read an --ema run's averaged weights (#38)",
+             "alexnet_tf/training/restore.py",
+             "    state.load_averages(model, run.config, path)", "    pass",
+             ("tests/test_train.py::test_an_ema_run_validates_and_is_restored_with_its_averaged_"
+              "weights",)),
 )

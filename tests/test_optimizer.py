@@ -92,6 +92,31 @@ def test_a_layers_rate_multiplier_scales_its_update_and_zero_leaves_it_as_it_was
                                                                            "fc6": 0.5}
 
 
+def test_the_weights_moving_average_follows_the_numpy_rule():
+    """--ema=0.9: after the first update the average is the weights; after each next one,
+    a <- 0.9 a + 0.1 w (Keras' optimizer EMA), while the weights follow the paper's rule."""
+    import keras
+    rng = np.random.default_rng(3)
+    layer = keras.layers.Dense(3, name="fc8")
+    layer.build((None, 4))
+    variables = layer.trainable_variables
+    optimizer = PaperSGD(learning_rate=0.1, momentum=0.9, weight_decay=0.05, use_ema=True,
+                         ema_momentum=0.9)
+    states = [(v.numpy().astype(np.float64), np.zeros(v.shape)) for v in variables]
+    averages = None
+    for step in range(4):
+        grads = [rng.normal(size=v.shape).astype(np.float32) for v in variables]
+        optimizer.apply([tf.constant(g) for g in grads], variables)
+        states = [paper_update(w, v, g, 0.1, 0.9, 0.05, decayed=len(g.shape) == 2)
+                  for (w, v), g in zip(states, grads)]
+        averages = ([w for w, _ in states] if step == 0 else
+                    [0.9 * a + 0.1 * w for a, (w, _) in zip(averages, states)])
+    for kept, expected in zip(optimizer._model_variables_moving_average, averages):
+        np.testing.assert_allclose(kept.numpy(), expected, rtol=1e-5, atol=1e-6)
+    for variable, (w, _) in zip(variables, states):
+        np.testing.assert_allclose(variable.numpy(), w, rtol=1e-5, atol=1e-6)
+
+
 def test_config_round_trip():
     optimizer = PaperSGD(learning_rate=0.02, momentum=0.8, weight_decay=0.001)
     clone = PaperSGD.from_config(optimizer.get_config())

@@ -201,6 +201,29 @@ def test_fine_tuning_loss_and_rate_options_reach_the_run(tiny_data_dir, tmp_path
         "class_weights": "balanced", "label_smoothing": 0.1, "lr_multipliers": ["conv1:0"]}
 
 
+def test_an_ema_run_validates_and_is_restored_with_its_averaged_weights(tiny_data_dir, tmp_path):
+    """--ema: the checkpoint holds the averages beside the weights; the tools' restore gives the
+    averages, the run's own weights stay in the checkpoint for a resume, and validation says
+    which it scored (the averaging itself: test_optimizer.py, against numpy)."""
+    from alexnet_tf.training import state
+    logged = []
+    train.train(tiny_config(tmp_path, tiny_data_dir, ema=0.5, max_steps=3, log_steps=1),
+                log=logged.append)
+    assert any("the averaged weights)" in line for line in logged if "validation" in line)
+    path = RunDir(str(tmp_path)).checkpoint("latest")
+    names = [n for n, _ in tf.train.list_variables(path) if n.startswith("averages/")]
+    model, run, _ = restore_model(str(tmp_path), "latest")
+    assert len(names) == len(model.trainable_variables) == 30   # 15 layers, kernel and bias
+    for i, variable in enumerate(model.trainable_variables):
+        np.testing.assert_array_equal(
+            variable.numpy(),
+            tf.train.load_variable(path, f"averages/{i}/.ATTRIBUTES/VARIABLE_VALUE"))
+    raw = build_alexnet(run.num_classes, run.config.model, devices=None)
+    state.restore_weights(raw, path)
+    assert not all(np.array_equal(a.numpy(), b.numpy())
+                   for a, b in zip(raw.trainable_variables, model.trainable_variables))
+
+
 def parse_epochs(text):
     return config_lib.parse_per_precision("epochs", text, int)
 

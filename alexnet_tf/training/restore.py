@@ -35,10 +35,13 @@ def restore_model(run_dir, which="best", devices=None, precision=None):
       devices: Tower placement (None: unplaced).
       precision: What it computes in: float32, bfloat16 or float16 (variables stay float32);
         None: as the Keras dtype policy is set.
+
+    A run trained with --ema gives its moving averages of the weights, as its validation did.
     """
     run_dir = _run_dir(run_dir)
     run = run_dir.read()
     model = build_model(run_dir, run, devices, precision)
     path = run_dir.checkpoint(which)
     state.restore_weights(model, path)
+    state.load_averages(model, run.config, path)      # --ema: the averaged weights
     return model, run, path

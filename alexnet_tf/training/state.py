@@ -7,6 +7,7 @@ state. `checkpoint_of` says how they are saved; training (`build_state`,
 weights (`restore_weights`) go through it.
 """
 
+import contextlib
 import dataclasses
 import functools
 
@@ -27,6 +28,29 @@ def dropout_states(model):
             if isinstance(layer, keras.layers.Dropout) and hasattr(layer, "seed_generator")]
 
 
+def averages_of(optimizer):
+    """(the trained variables, their exponential moving averages) of an optimizer with --ema
+    (PaperSGD's `use_ema`), else ([], [])."""
+    inner = getattr(optimizer, "inner_optimizer", optimizer)      # under loss scaling
+    if optimizer is None or not inner.use_ema:
+        return [], []
+    return list(inner._trainable_variables), list(inner._model_variables_moving_average)
+
+
+@contextlib.contextmanager
+def averaged_weights(optimizer):
+    """Within: the trained variables hold their moving averages (--ema); after, their own."""
+    variables, averages = averages_of(optimizer)
+    saved = [v.numpy() for v in variables]
+    for variable, average in zip(variables, averages):
+        variable.assign(average)
+    try:
+        yield bool(averages)
+    finally:
+        for variable, value in zip(variables, saved):
+            variable.assign(value)
+
+
 def checkpoint_of(model, step, epoch, optimizer=None, schedule=None, legacy=False):
     """The `tf.train.Checkpoint` of a run: what every checkpoint of it holds.
 
@@ -40,6 +64,9 @@ def checkpoint_of(model, step, epoch, optimizer=None, schedule=None, legacy=Fals
     items = dict(model=model, step=step, epoch=epoch, rng=rng)
     if optimizer is not None:
         items.update(optimizer=optimizer, schedule=schedule)
+        averages = averages_of(optimizer)[1]
+        if averages:            # --ema: also by a path of their own, which `load_averages` reads
+            items.update(averages=averages)
     return tf.train.Checkpoint(**items)
 
 
@@ -71,10 +98,32 @@ def restore_weights(model, path):
                           f"({errors.first_line(error)}); pass another checkpoint") from None
 
 
+def load_averages(model, config, path):
+    """--ema: the model's trained variables set to checkpoint `path`'s moving averages (in the
+    order the run's optimizer had them: the layers that trained, as the run froze the others).
+    Returns whether it did (False for a run without --ema)."""
+    if not config.ema:
+        return False
+    freeze(model, frozen_layers(config.train_layers, config.freeze))
+    variables = model.trainable_variables
+    averages = [tf.Variable(tf.zeros(v.shape, v.dtype)) for v in variables]
+    try:
+        tf.train.Checkpoint(averages=averages).restore(path).expect_partial() \
+            .assert_existing_objects_matched()
+    except (AssertionError, ValueError, tf.errors.OpError) as error:
+        raise RunDirError(f"checkpoint {path} does not hold the weights' averages of --ema="
+                          f"{config.ema} ({errors.first_line(error)}); pass another checkpoint") \
+            from None
+    for variable, average in zip(variables, averages):
+        variable.assign(average)
+    return True
+
+
 def make_optimizer(config, precision, schedule):
     """The paper's SGD, its rate set by `schedule` (`LearningRateSchedule.set_step`)."""
+    ema = dict(use_ema=True, ema_momentum=config.ema) if config.ema else {}
     optimizer = PaperSGD(schedule.learning_rate_at(0), config.momentum, config.weight_decay,
-                         lr_multipliers=lr_multiplier_map(config.lr_multipliers))
+                         lr_multipliers=lr_multiplier_map(config.lr_multipliers), **ema)
     if precision == FLOAT16:
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     schedule.drive(optimizer)

@@ -25,7 +25,7 @@ from alexnet_tf.config import frozen_layers
 from alexnet_tf.data import dataset_stats, input_pipeline, sources
 from alexnet_tf.training import finetune, ownership, runtime, summaries
 from alexnet_tf.training.rundir import Run, RunDir, TRAIN_LOGS
-from alexnet_tf.training.state import build_state, restore_state, RunState
+from alexnet_tf.training.state import RunState, averaged_weights, build_state, restore_state
 
 
 class WorkerLost(RuntimeError):
@@ -266,8 +266,9 @@ def _train(config, strategy, log):
     writers = summaries.Writers(run.run_dir, run.resolved.chief)
 
     def validate():
-        return _validate(eval_step, eval_data, writers.validation, int(state.step.numpy()), log,
-                         source.class_names)
+        with averaged_weights(state.optimizer) as averaged:       # --ema: the averages
+            return _validate(eval_step, eval_data, writers.validation, int(state.step.numpy()),
+                             log, source.class_names, averaged)
 
     metrics_, validated_at = None, -1
     progress = summaries.Progress(config.batch_size, config.log_steps, last_step, writers.train,
@@ -346,10 +347,10 @@ def _end_of_epoch(state, validate, train_writer, config, log):
     return results
 
 
-def _validate(eval_step, eval_data, writer, step, log, class_names):
+def _validate(eval_step, eval_data, writer, step, log, class_names, averaged=False):
     results = metrics.dataset_metrics(eval_step, eval_data)
     summaries.validation_summaries(writer, step, results, class_names)
     log(f"validation at step {step}: loss {results['loss']:.4f} "
         f"top-1 error {results['top1_error']:.4f} top-5 error {results['top5_error']:.4f} "
-        f"({results['examples']} images)")
+        f"({results['examples']} images{', the averaged weights' if averaged else ''})")
     return results
