@@ -296,6 +296,9 @@ class TrainConfig:
         check=lambda v: lr_multipliers_problem(v) is None,
         message="must be LAYER:FACTOR entries, e.g. conv1:0.1,fc8:10, with a layer among "
         f"{','.join(WEIGHTED_LAYERS)} and a factor >= 0")
+    unfreeze_at: int = setting(0, "With --train_layers or --freeze: from this epoch on (counted "
+                               "from 1) every layer trains; before it, only those (0: never).",
+                               check=lambda v: v >= 0, message="must be an epoch >= 1, or 0")
     seed: int = setting(0, "Seed of the initialisation, data order and augmentation.")
     deterministic: bool = setting(False, "Deterministic ops (slower; same seed, same run).")
     # How it runs.
@@ -330,6 +333,9 @@ class TrainConfig:
         if self.train_layers and self.freeze:
             raise errors.ConfigError("give --train_layers (what trains) or --freeze (what does "
                                      "not), not both")
+        if self.unfreeze_at and not (self.train_layers or self.freeze):
+            raise errors.ConfigError(f"--unfreeze_at={self.unfreeze_at} unfreezes the layers "
+                                     "that --train_layers or --freeze leave out: give one of them")
 
     def for_precision(self, precision):
         """The settings of a run computing in `precision`: its `by_precision` entries applied."""

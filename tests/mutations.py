@@ -286,4 +286,10 @@ CATALOGUE = (
              "    state.load_averages(model, run.config, path)", "    pass",
              ("tests/test_train.py::test_an_ema_run_validates_and_is_restored_with_its_averaged_"
               "weights",)),
+    Mutation("unfreeze_optimizer_rebuilt", "--unfreeze_at resumes exactly across the switch "
+             "(#38)", "alexnet_tf/training/state.py",
+             "        if config.unfreeze_at:        # every layer's velocity from the start: one",
+             "        if False:        # every layer's velocity from the start: one",
+             ("tests/test_train.py::test_unfreezing_at_an_epoch_trains_every_layer_from_then_and_"
+              "resumes_exactly",)),
 )

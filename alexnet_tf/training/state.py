@@ -104,7 +104,8 @@ def load_averages(model, config, path):
     Returns whether it did (False for a run without --ema)."""
     if not config.ema:
         return False
-    freeze(model, frozen_layers(config.train_layers, config.freeze))
+    if not config.unfreeze_at:        # the optimizer had the trained layers only
+        freeze(model, frozen_layers(config.train_layers, config.freeze))
     variables = model.trainable_variables
     averages = [tf.Variable(tf.zeros(v.shape, v.dtype)) for v in variables]
     try:
@@ -117,6 +118,17 @@ def load_averages(model, config, path):
     for variable, average in zip(variables, averages):
         variable.assign(average)
     return True
+
+
+def unfreeze_if_due(model, config, epoch):
+    """--unfreeze_at: makes every layer trainable once `epoch` (completed epochs) reaches it;
+    returns whether it did so now."""
+    if not config.unfreeze_at or epoch + 1 < config.unfreeze_at:
+        return False
+    frozen = [layer for layer in model.layers if layer.weights and not layer.trainable]
+    for layer in frozen:
+        layer.trainable = True
+    return bool(frozen)
 
 
 def make_optimizer(config, precision, schedule):
@@ -172,9 +184,12 @@ def build_state(config, strategy, num_classes, devices, precision, total_steps,
                                     warmup_steps=round(config.lr_warmup_epochs * steps_per_epoch))
     with strategy.scope():
         model = build_alexnet(num_classes, config.model, devices=devices, seed=config.seed)
-        freeze(model, frozen_layers(config.train_layers, config.freeze))
         optimizer = make_optimizer(config, precision, schedule)
-        optimizer.build(model.trainable_variables)
+        if config.unfreeze_at:        # every layer's velocity from the start: one checkpoint
+            optimizer.build(model.trainable_variables)     # layout before and after the switch
+        freeze(model, frozen_layers(config.train_layers, config.freeze))
+        if not config.unfreeze_at:
+            optimizer.build(model.trainable_variables)
         step, epoch = counters()
     return RunState(model, optimizer, schedule, step, epoch)
 

@@ -25,7 +25,8 @@ from alexnet_tf.config import frozen_layers
 from alexnet_tf.data import dataset_stats, input_pipeline, sources
 from alexnet_tf.training import finetune, ownership, runtime, summaries
 from alexnet_tf.training.rundir import Run, RunDir, TRAIN_LOGS
-from alexnet_tf.training.state import RunState, averaged_weights, build_state, restore_state
+from alexnet_tf.training.state import (RunState, averaged_weights, build_state, restore_state,
+                                       unfreeze_if_due)
 
 
 class WorkerLost(RuntimeError):
@@ -215,7 +216,8 @@ def prepare(recipe, strategy, log=print):
         finetune.load_matching(state.model, init, log)
     frozen = frozen_layers(config.train_layers, config.freeze)
     if frozen:
-        log(f"Frozen (not trained): {', '.join(frozen)}")
+        until = f" until epoch {config.unfreeze_at}" if config.unfreeze_at else ""
+        log(f"Frozen (not trained{until}): {', '.join(frozen)}")
     if resolved.chief:
         for line in runtime.runtime_lines(resolved.runtime):
             log(line)
@@ -257,9 +259,12 @@ def _train(config, strategy, log):
     run = prepare(config, strategy, log)
     config, state, source, normalization = run.config, run.state, run.source, run.normalization
     steps_per_epoch, last_step = run.steps_per_epoch, run.last_step
-    train_step = make_train_step(state.model, state.optimizer, config.batch_size, strategy,
-                                 run.resolved.runtime["jit_compile"], config.label_smoothing,
-                                 run.class_weights)
+    def new_train_step():         # of the layers that train now
+        return make_train_step(state.model, state.optimizer, config.batch_size, strategy,
+                               run.resolved.runtime["jit_compile"], config.label_smoothing,
+                               run.class_weights)
+
+    train_step = new_train_step()
     eval_step = make_eval_step(state.model)
     eval_data = input_pipeline.eval_dataset(source, normalization, config.batch_size,
                                             split=config.eval_split, image_size=config.image_size)
@@ -278,6 +283,10 @@ def _train(config, strategy, log):
             while int(state.step.numpy()) < last_step:
                 # One epoch (or its rest, after a restart mid-epoch).
                 e, before = int(state.epoch.numpy()), int(state.step.numpy())
+                if unfreeze_if_due(state.model, config, e):
+                    log(f"epoch {e + 1}: every layer trains from now on (--unfreeze_at="
+                        f"{config.unfreeze_at})")
+                    train_step = new_train_step()
                 # Within [0, steps_per_epoch]: a resume with an allowed batch size change moves
                 # the epochs' boundaries (its position can no longer be exact, but it goes on).
                 done_in_epoch = min(max(before - e * steps_per_epoch, 0), steps_per_epoch)
