@@ -280,6 +280,13 @@ class TrainConfig:
         "--train_layers.", check=lambda v: set(v) <= set(WEIGHTED_LAYERS),
         message=f"must name layers among {','.join(WEIGHTED_LAYERS)}")
     # Fine-tuning practice beyond the paper (docs/PRETRAINED.md); each off by default.
+    mixup: float = setting(0.0, "MixUp's alpha (e.g. 0.2): each training batch mixed with itself "
+                           "reversed by lam ~ Beta(alpha, alpha), the loss mixed alike; 0: off.",
+                           check=lambda v: v >= 0, message="must be >= 0")
+    cutmix: float = setting(0.0, "CutMix's alpha (e.g. 1.0): a box of each training image "
+                            "replaced by its partner's, the loss mixed by area; with --mixup too, "
+                            "each batch takes one of the two; 0: off.",
+                            check=lambda v: v >= 0, message="must be >= 0")
     label_smoothing: float = setting(0.0, "Cross-entropy against (1 - e) x the label's one-hot "
                                      "+ e / classes instead of the one-hot (not the paper).",
                                      check=lambda v: 0.0 <= v < 1.0, message="must be in [0, 1)")

@@ -292,4 +292,10 @@ CATALOGUE = (
              "        if False:        # every layer's velocity from the start: one",
              ("tests/test_train.py::test_unfreezing_at_an_epoch_trains_every_layer_from_then_and_"
               "resumes_exactly",)),
+    Mutation("mixup_loss_unmixed", "a mixed batch's loss is mixed as its images (#38)",
+             "alexnet_tf/training/train.py",
+             "            if lam is not None:        # --mixup / --cutmix: the loss mixed as the "
+             "images\n", "            if False:\n",
+             ("tests/test_input_pipeline.py::test_mixup_batches_are_the_stated_mixture_with_the_"
+              "reversed_batch",)),
 )

@@ -61,6 +61,64 @@ def test_train_images_are_a_training_image_minus_the_mean_flipped_or_not_plus_on
                 np.testing.assert_allclose(offset, 0, atol=0.01)
 
 
+def test_mixup_batches_are_the_stated_mixture_with_the_reversed_batch(tiny):
+    """--mixup: each image is lam x itself + (1 - lam) x the image at the mirrored position, whose
+    label is the partner label; the two weights sum to 1; a resumed epoch mixes alike."""
+    import tensorflow as tf
+    stats = dataset_stats.Normalization(dataset_stats.stats_for(tiny))
+    plain = list(input_pipeline.train_dataset(tiny, stats, 8, seed=2).take(2))
+    mixed = list(input_pipeline.train_dataset(tiny, stats, 8, seed=2, mixup=0.4).take(2))
+    lams = []
+    for (images, labels), (out, same_labels, partner, lam) in zip(plain, mixed):
+        images, lam = images.numpy(), float(lam)
+        assert 0.0 < lam < 1.0 and lam + (1.0 - lam) == 1.0
+        np.testing.assert_allclose(out.numpy(), lam * images + (1 - lam) * images[::-1],
+                                   rtol=1e-5, atol=1e-4)
+        np.testing.assert_array_equal(same_labels.numpy(), labels.numpy())
+        np.testing.assert_array_equal(partner.numpy(), labels.numpy()[::-1])
+        lams.append(lam)
+    assert lams[0] != lams[1]                                 # a draw per batch
+    resumed = next(iter(input_pipeline.train_dataset(tiny, stats, 8, seed=2, mixup=0.4,
+                                                     skip_batches=1)))
+    assert float(resumed[3]) == lams[1]
+    np.testing.assert_array_equal(resumed[0].numpy(), mixed[1][0].numpy())
+    # The train step's loss on a mixed batch: the cross-entropy against the mixed one-hot target.
+    import keras
+    from alexnet_tf.training import train
+    from alexnet_tf.training.optimizer import PaperSGD
+    model = keras.Sequential([keras.Input((224, 224, 3)), keras.layers.GlobalAveragePooling2D(),
+                              keras.layers.Dense(10)])
+    step = train.make_train_step(model, PaperSGD(learning_rate=1e-12), 8,
+                                 tf.distribute.get_strategy())
+    logits = model(mixed[0][0]).numpy().astype(np.float64)
+    log_softmax = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    target = lams[0] * np.eye(10)[mixed[0][1].numpy()] + \
+        (1 - lams[0]) * np.eye(10)[mixed[0][2].numpy()]
+    assert np.allclose(target.sum(1), 1.0)
+    loss = float(step(tuple(mixed[0]))[0])
+    assert loss == pytest.approx(-(target * log_softmax).sum() / 8, rel=1e-5)
+
+
+def test_cutmix_takes_a_box_from_the_partner_and_weighs_by_its_area(tiny):
+    import tensorflow as tf
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(6, 40, 32, 3)).astype(np.float32)
+    labels = np.arange(6, dtype=np.int64)
+    for seed in range(5):
+        out, _, partner, lam = (t.numpy() for t in input_pipeline.mix_batch(
+            tf.constant(images), tf.constant(labels), tf.constant([seed, 1], tf.int64),
+            cutmix=1.0))
+        taken = np.all(out == images[::-1], axis=-1)[0]        # [40, 32]: the partner's pixels
+        kept = np.all(out == images, axis=-1)[0]
+        assert np.all(taken | kept) and (1.0 - taken.mean()) == pytest.approx(float(lam))
+        rows, cols = np.where(taken)
+        if rows.size:                                          # one rectangle
+            assert taken[rows.min():rows.max() + 1, cols.min():cols.max() + 1].all()
+        assert all(np.array_equal(np.all(out == images[::-1], axis=-1)[i], taken)
+                   for i in range(6))                          # the same box in every image
+        np.testing.assert_array_equal(partner, labels[::-1])
+
+
 def test_eval_batches_centre_and_ten_crops(tiny):
     channel = dataset_stats.Normalization(dataset_stats.stats_for(tiny), mean_mode="channel")
     centre, labels = _first_batch(input_pipeline.eval_dataset(tiny, channel, 8))

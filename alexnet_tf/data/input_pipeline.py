@@ -20,9 +20,60 @@ def _options():
     return options
 
 
+def _beta(seed, alpha):
+    """One draw of Beta(alpha, alpha) from a stateless seed."""
+    a, b = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    x = tf.random.stateless_gamma([], a, alpha)
+    y = tf.random.stateless_gamma([], b, alpha)
+    return x / (x + y)
+
+
+def mix_batch(images, labels, seed, mixup=0.0, cutmix=0.0):
+    """MixUp (Zhang et al., 2018) or CutMix (Yun et al., 2019) of a batch with itself reversed.
+
+    With `mixup` alpha > 0, lam ~ Beta(alpha, alpha) and each image becomes lam x itself +
+    (1 - lam) x its partner (the image at the mirrored position). With `cutmix` alpha > 0, a box of
+    area (1 - lam) at a uniform centre, clipped to the image, is taken from the partner, and lam
+    becomes the share of the image left. With both, each batch takes one of the two (even odds).
+
+    Returns:
+      (images, labels, partner labels, lam): the loss is lam x the labels' loss + (1 - lam) x the
+      partner labels'.
+    """
+    choose, draw, where = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+    partner_images, partner_labels = images[::-1], labels[::-1]
+
+    def mixup_pair():
+        lam = _beta(draw, mixup)
+        return lam * images + (1.0 - lam) * partner_images, lam
+
+    def cutmix_pair():
+        size = tf.shape(images)[1:3]
+        height, width = tf.cast(size[0], tf.float32), tf.cast(size[1], tf.float32)
+        cut = tf.sqrt(1.0 - _beta(draw, cutmix))                 # the box's side, a fraction
+        centre = tf.random.stateless_uniform([2], where) * tf.stack([height, width])
+        half = cut * tf.stack([height, width]) / 2.0
+        low = tf.cast(tf.clip_by_value(tf.round(centre - half), 0.0, [height, width]), tf.int32)
+        high = tf.cast(tf.clip_by_value(tf.round(centre + half), 0.0, [height, width]), tf.int32)
+        rows = tf.logical_and(tf.range(size[0]) >= low[0], tf.range(size[0]) < high[0])
+        cols = tf.logical_and(tf.range(size[1]) >= low[1], tf.range(size[1]) < high[1])
+        box = tf.cast(tf.logical_and(rows[:, None], cols[None, :]), images.dtype)[None, :, :, None]
+        lam = 1.0 - tf.reduce_mean(box)
+        return images * (1.0 - box) + partner_images * box, tf.cast(lam, images.dtype)
+
+    if cutmix > 0 and mixup > 0:
+        mixed, lam = tf.cond(tf.random.stateless_uniform([], choose) < 0.5, cutmix_pair,
+                             mixup_pair)
+    elif cutmix > 0:
+        mixed, lam = cutmix_pair()
+    else:
+        mixed, lam = mixup_pair()
+    return mixed, labels, partner_labels, lam
+
+
 def train_dataset(source, normalization, batch_size, *, split="train", seed=0, epoch=0, pca=True,
                   image_size=paper.IMAGE_SIZE, skip_batches=0, max_batches=None, shard=(1, 0),
-                  shuffle_buffer=10_000):
+                  shuffle_buffer=10_000, mixup=0.0, cutmix=0.0):
     """One epoch of training batches (float32 [B, S, S, 3], int64 [B]), drop_remainder.
 
     Args:
@@ -44,6 +95,8 @@ def train_dataset(source, normalization, batch_size, *, split="train", seed=0, e
         workers see disjoint images, each augmented exactly as a single
         pipeline would augment it.
       shuffle_buffer: Images in the shuffle buffer.
+      mixup, cutmix: Alphas of `mix_batch` (0: off); with either, batches are (images, labels,
+        partner labels, lam), each batch's draw following from (seed, epoch, its index).
     """
     num_shards, shard_index = shard
     epoch_seed = seed * 1_000_003 + epoch
@@ -66,6 +119,12 @@ def train_dataset(source, normalization, batch_size, *, split="train", seed=0, e
     ds = ds.batch(batch_size, drop_remainder=True)
     if max_batches is not None:
         ds = ds.take(max_batches)
+    if mixup > 0 or cutmix > 0:
+        def mix(index, batch):
+            batch_seed = tf.stack([tf.cast(epoch_seed, tf.int64) + 7_919,
+                                   index + skip_batches])
+            return mix_batch(*batch, batch_seed, float(mixup), float(cutmix))
+        ds = ds.enumerate().map(mix, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
 
 

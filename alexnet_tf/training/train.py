@@ -71,11 +71,15 @@ def make_train_step(model, optimizer, global_batch_size, strategy, jit_compile=F
     variables = model.trainable_variables
     colocate = runtime.is_default_strategy(strategy)
 
-    def replica_step(images, labels):
+    def replica_step(images, labels, partner_labels=None, lam=None):
         with tf.GradientTape() as tape:
             logits = model(images, training=True)
             loss = metrics.cross_entropy(labels, logits, global_batch_size, label_smoothing,
                                          class_weights)
+            if lam is not None:        # --mixup / --cutmix: the loss mixed as the images
+                loss = lam * loss + (1.0 - lam) * metrics.cross_entropy(
+                    partner_labels, logits, global_batch_size, label_smoothing, class_weights)
+                labels = tf.where(lam >= 0.5, labels, partner_labels)   # the larger share's
             scaled = optimizer.scale_loss(loss)
         if colocate:
             grads = tf.gradients(scaled, [v.value for v in variables])
@@ -113,7 +117,8 @@ def distributed_epoch(strategy, source, normalization, config, epoch, done_in_ep
             epoch=epoch, pca=config.pca, image_size=config.image_size,
             skip_batches=done_in_epoch * local_replicas,
             max_batches=(steps_per_epoch - done_in_epoch) * local_replicas,
-            shard=(context.num_input_pipelines, context.input_pipeline_id))
+            shard=(context.num_input_pipelines, context.input_pipeline_id),
+            mixup=config.mixup, cutmix=config.cutmix)
     return strategy.distribute_datasets_from_function(dataset_fn)
 
 
