@@ -173,6 +173,7 @@ def frozen_layers(train_layers, freeze):
 
 PER_PRECISION = ("epochs", "batch_size", "learning_rate", "lr_warmup_epochs")
 CLASS_WEIGHTS = ("none", "balanced")        # metrics.balanced_class_weights
+AUGMENTS = ("paper", "randaugment")          # input_pipeline.train_dataset
 
 
 def lr_multipliers_problem(entries):
@@ -280,6 +281,16 @@ class TrainConfig:
         "--train_layers.", check=lambda v: set(v) <= set(WEIGHTED_LAYERS),
         message=f"must name layers among {','.join(WEIGHTED_LAYERS)}")
     # Fine-tuning practice beyond the paper (docs/PRETRAINED.md); each off by default.
+    augment: str = setting("paper", "paper: section 4.1's crops, flips and PCA colour; "
+                           "randaugment: also RandAugment's operations on each image first "
+                           "(not the paper; --randaugment_ops, --randaugment_magnitude).",
+                           choices=AUGMENTS)
+    randaugment_ops: int = setting(2, "--augment=randaugment: operations an image.",
+                                   check=lambda v: v >= 1, message="must be >= 1")
+    randaugment_magnitude: float = setting(9.0, "--augment=randaugment: magnitude, 0-30 (the "
+                                           "RandAugment paper's scale).",
+                                           check=lambda v: 0 <= v <= 30,
+                                           message="must be in [0, 30]")
     mixup: float = setting(0.0, "MixUp's alpha (e.g. 0.2): each training batch mixed with itself "
                            "reversed by lam ~ Beta(alpha, alpha), the loss mixed alike; 0: off.",
                            check=lambda v: v >= 0, message="must be >= 0")

@@ -298,4 +298,12 @@ CATALOGUE = (
              "images\n", "            if False:\n",
              ("tests/test_input_pipeline.py::test_mixup_batches_are_the_stated_mixture_with_the_"
               "reversed_batch",)),
+    Mutation("randaugment_stateful", "RandAugment's draws follow from the image's seed, so a "
+             "resume augments alike (#38)", "alexnet_tf/data/randaugment.py",
+             "        index = tf.random.stateless_uniform([], which, 0, len(OPS), dtype=tf.int32)",
+             "        index = tf.random.uniform([], 0, len(OPS), dtype=tf.int32)",
+             ("tests/test_randaugment.py",)),
+    Mutation("solarize_threshold", "RandAugment's solarize inverts values >= 256 (1 - m) (#38)",
+             "alexnet_tf/data/randaugment.py", "image >= 256.0 * (1.0 - m)", "image >= 255.0 * m",
+             ("tests/test_randaugment.py",)),
 )

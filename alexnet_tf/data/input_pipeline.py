@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from alexnet_tf import paper
 from alexnet_tf.data import preprocessing
+from alexnet_tf.data.randaugment import rand_augment
 
 
 def _options():
@@ -73,7 +74,7 @@ def mix_batch(images, labels, seed, mixup=0.0, cutmix=0.0):
 
 def train_dataset(source, normalization, batch_size, *, split="train", seed=0, epoch=0, pca=True,
                   image_size=paper.IMAGE_SIZE, skip_batches=0, max_batches=None, shard=(1, 0),
-                  shuffle_buffer=10_000, mixup=0.0, cutmix=0.0):
+                  shuffle_buffer=10_000, mixup=0.0, cutmix=0.0, randaugment=None):
     """One epoch of training batches (float32 [B, S, S, 3], int64 [B]), drop_remainder.
 
     Args:
@@ -97,6 +98,8 @@ def train_dataset(source, normalization, batch_size, *, split="train", seed=0, e
       shuffle_buffer: Images in the shuffle buffer.
       mixup, cutmix: Alphas of `mix_batch` (0: off); with either, batches are (images, labels,
         partner labels, lam), each batch's draw following from (seed, epoch, its index).
+      randaugment: None, or (number of operations, magnitude): `randaugment.rand_augment` of
+        each 256x256 image before the mean is subtracted, drawn from the image's seed.
     """
     num_shards, shard_index = shard
     epoch_seed = seed * 1_000_003 + epoch
@@ -105,7 +108,11 @@ def train_dataset(source, normalization, batch_size, *, split="train", seed=0, e
         encoded, label = example
         image_seed = tf.stack([tf.cast(epoch_seed, tf.int64), index])
         crop_seed, pca_seed = tf.unstack(tf.random.experimental.stateless_split(image_seed, 2))
-        image = normalization.subtract_mean(normalization.decode_256(encoded))
+        image = normalization.decode_256(encoded)
+        if randaugment:               # its own seed: the crops and PCA draws stay as without it
+            image = rand_augment(image, tf.random.experimental.stateless_fold_in(image_seed, 1),
+                                 *randaugment)
+        image = normalization.subtract_mean(image)
         image = preprocessing.random_crop_and_flip(image, crop_seed, image_size)
         if pca:
             image += normalization.pca_offset(pca_seed)

@@ -118,7 +118,9 @@ def distributed_epoch(strategy, source, normalization, config, epoch, done_in_ep
             skip_batches=done_in_epoch * local_replicas,
             max_batches=(steps_per_epoch - done_in_epoch) * local_replicas,
             shard=(context.num_input_pipelines, context.input_pipeline_id),
-            mixup=config.mixup, cutmix=config.cutmix)
+            mixup=config.mixup, cutmix=config.cutmix,
+            randaugment=((config.randaugment_ops, config.randaugment_magnitude)
+                         if config.augment == "randaugment" else None))
     return strategy.distribute_datasets_from_function(dataset_fn)
 
 
