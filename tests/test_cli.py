@@ -56,6 +56,9 @@ def test_train_resume_and_evaluate_end_to_end(tiny_data_dir, tmp_path):
     assert re.search(r"^fc8 +Dense +10 +40,970 +- +concat8$", summary.stdout, re.M)
     # 10 classes: the paper's two-tower count with fc8 of 10 outputs (4097 x 10), by hand.
     assert "parameters: 56,909,194 (tower a: 28,434,112, tower b: 28,434,112)" in summary.stdout
+    # Without a run, a config of the built-in dataset has its 10 classes too.
+    tiny = cli("summary", "--dataset=alexnet_shapes/tiny")
+    assert tiny.returncode == 0 and "parameters: 56,909,194" in tiny.stdout, tiny.stderr[-2000:]
 
     # alexnet-predict: a good image classified; a text file and an empty file one line each.
     good, text, empty = (str(tmp_path / name) for name in ("good.png", "text.jpg", "empty.png"))

@@ -80,7 +80,7 @@ def main(argv):
                         "showing the network the flags describe")
         options = model_flags.model_config()
         classes = FLAGS.num_classes or (len(shapes_dataset.CLASS_NAMES)
-                                        if FLAGS.dataset == config.BUILT_IN else 1000)
+                                        if FLAGS.dataset.split("/")[0] == config.BUILT_IN else 1000)
         model = build_alexnet(classes, options)
         source = "the network the flags describe"
     print(f"AlexNet: {source}, {classes} classes, input {_shape(model.input.shape)}")
