@@ -229,7 +229,7 @@ def choose_jit(hardware, precision, placed_towers=False, data_parallel=False, in
         return True, (f"float32 on an AVX2 CPU without AVX-512 "
                       f"{'computes' if inference else 'trains'} faster compiled by XLA")
     return False, (f"{precision} on a CPU of class {hardware.cpu_class} "
-                   f"{'trained' if inference else 'trains'} faster with TensorFlow's (oneDNN) "
+                   f"{'computes' if inference else 'trains'} faster with TensorFlow's (oneDNN) "
                    "kernels than compiled by XLA")
 
 
