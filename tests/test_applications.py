@@ -261,7 +261,7 @@ def test_decode_predictions_keras_format():
 
 def test_public_api_is_listed():
     public = {"AlexNet", "preprocess_input", "load_image", "decode_predictions", "fc7_model",
-              "PaperSGD", "LocalResponseNormalization", "build_alexnet"}
+              "PaperSGD", "LocalResponseNormalization", "build_alexnet", "grad_cam"}
     assert set(alexnet_tf.__all__) == public and public <= set(dir(alexnet_tf))
     assert all(callable(getattr(alexnet_tf, name)) for name in public)
 

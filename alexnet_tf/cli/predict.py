@@ -93,8 +93,14 @@ def main(argv):
             source = f"{artifact} ({deploy.runtime_name(artifact)})"
         else:
             precision = common.checkpoint_precision("predict", show=FLAGS.json != "-")
-            signatures, info = export.load_signatures(FLAGS.saved_model, FLAGS.model_dir,
-                                                      FLAGS.checkpoint, precision, sources.notice)
+            if FLAGS.gradcam:          # the network itself, for its gradients (--model_dir)
+                module, info = export.checkpoint_module(FLAGS.model_dir, FLAGS.checkpoint,
+                                                        precision)
+                signatures = module.signatures()
+            else:
+                signatures, info = export.load_signatures(FLAGS.saved_model, FLAGS.model_dir,
+                                                          FLAGS.checkpoint, precision,
+                                                          sources.notice)
             source = (f"{files.shown_path(info['source'])} "
                       f"({'SavedModel' if FLAGS.saved_model else 'checkpoint'}, "
                       f"{info['precision']})")
@@ -114,7 +120,7 @@ def main(argv):
                 print(format_result(result))
             if FLAGS.gradcam:
                 os.makedirs(FLAGS.gradcam, exist_ok=True)
-                written = write_grad_cam(info["module"], path, result, FLAGS.gradcam)
+                written = write_grad_cam(module, path, result, FLAGS.gradcam)
                 if FLAGS.json != "-":
                     print(f"  Grad-CAM: {written}")
     if FLAGS.json == "-":

@@ -456,10 +456,16 @@ def move_hint(base, versions):
         f"mv {os.path.join(base, str(v))} {os.path.join(aside, str(v))}" for v in versions)
 
 
+def checkpoint_module(model_dir, which="best", precision=FLOAT32):
+    """(ServingModule, info) of a run's checkpoint, `info` as `load_signatures` gives it."""
+    module, checkpoint = serving_module(model_dir, which, precision=precision)
+    return module, {"source": os.path.abspath(checkpoint),
+                    "weights_sha1": weights_fingerprint(checkpoint), "precision": module.precision}
+
+
 def load_signatures(saved_model=None, model_dir=None, which="best", precision=FLOAT32,
                     notice=None):
-    """({signature name: callable}, {"source": path, "weights_sha1": ..., "precision": ...,
-    "module": the ServingModule of a checkpoint (None for an export)}).
+    """({signature name: callable}, {"source": path, "weights_sha1": ..., "precision": ...}).
 
     Each callable takes keyword inputs and returns a dict of tensors. From an
     exported SavedModel, or straight from a model_dir's checkpoint (the same
@@ -471,12 +477,10 @@ def load_signatures(saved_model=None, model_dir=None, which="best", precision=FL
     if (saved_model is None) == (model_dir is None):
         raise ExportError("give exactly one of --saved_model and --model_dir")
     if model_dir is not None:
-        module, checkpoint = serving_module(model_dir, which, precision=precision)
-        return module.signatures(), {"source": os.path.abspath(checkpoint),
-                                     "weights_sha1": weights_fingerprint(checkpoint),
-                                     "precision": module.precision, "module": module}
+        module, info = checkpoint_module(model_dir, which, precision)
+        return module.signatures(), info
     folder = resolve_saved_model(saved_model, notice)
     info = files.read_json(os.path.join(folder, EXPORT_INFO)) or {}
     return dict(tf.saved_model.load(folder).signatures), {
         "source": os.path.abspath(folder), "weights_sha1": info.get("weights_sha1"),
-        "precision": info.get("precision", FLOAT32), "module": None}
+        "precision": info.get("precision", FLOAT32)}
