@@ -1,5 +1,5 @@
 """The README walked as a new user walks it (issue #35): its "One example each" commands, read
-from README.md and run in its order, on a 30-step run of the quick start, in a folder of their
+from README.md and run in its order, on a 100-step run of the quick start, in a folder of their
 own, each exiting 0 or with the refusal the README documents.
 
 Opt-in, as it takes about ten minutes on two cores: `pytest tests/test_readme.py --walkthrough`
@@ -24,8 +24,17 @@ from helpers import NATIVE_LOG, REPO, free_ports
 README = os.path.join(REPO, "README.md")
 BIN = os.path.dirname(sys.executable)
 
-# The quick start as the README runs it, cut to 30 steps as the README says how.
-QUICK_START = "alexnet-train --flagfile=flags/quickstart.cfg --max_steps=30"
+# The quick start as the README runs it, cut short as the README says how: 100 steps, so that
+# an int8 file usually agrees with the SavedModel on the 98% of top-1 classes an export requires
+# (98.6% on AMX; after 30 steps, 96%: the barely trained network's near-ties flip).
+QUICK_START = "alexnet-train --flagfile=flags/quickstart.cfg --max_steps=100"
+
+# What a command may answer instead of exiting 0, as the docs say (first words, exit status,
+# words of its one line): an int8 file below that agreement is set aside, nothing exported.
+MAY_REFUSE = {
+    "alexnet-export --model_dir=runs/quickstart --format=onnx --quantize=int8":
+        (1, "agrees with the SavedModel on"),
+}
 
 # Appended to a README command (by its first words) so that the walk stays minutes long.
 SHORTER = {
@@ -118,7 +127,7 @@ def test_the_readme_walked_in_its_order(walk):
 
     examples = readme_examples()
     assert [a[0] for a in examples][:2] == ["alexnet-train", "alexnet-eval"], examples
-    failures = []
+    failures, refusals = [], []
     for argv in examples:
         words = " ".join(argv[:2])
         if argv[0] == "tensorboard":
@@ -137,14 +146,21 @@ def test_the_readme_walked_in_its_order(walk):
                 failures.append(f"{shlex.join(argv)}: exit {done.returncode}, expected {status} "
                                 f"and at most {most} lines naming {words_in_line!r}: {lines[-5:]}")
         elif done.returncode != 0:
-            failures.append(f"{shlex.join(argv)}: exit {done.returncode}: {lines[-5:]}")
+            allowed = MAY_REFUSE.get(shlex.join(argv))
+            if not (allowed and done.returncode == allowed[0] and len(lines) == 1
+                    and allowed[1] in lines[0]):
+                failures.append(f"{shlex.join(argv)}: exit {done.returncode}: {lines[-5:]}")
+            refusals.append(shlex.join(argv))
     assert not failures, "\n".join(failures)
 
     # What the README's comments promise of the commands' results.
     assert not (folder / "runs" / "paper").exists()            # a refused start leaves nothing
     versions = folder / "savedmodel" / "alexnet"
-    assert sorted(os.listdir(versions)) == ["1", "2"]
-    assert {"saved_model.pb", "alexnet_int8.onnx"} <= set(os.listdir(versions / "2"))
+    if refusals:                       # the int8 file set aside: only version 1 is served
+        assert sorted(os.listdir(versions)) == ["1", "rejected"], refusals
+    else:
+        assert sorted(os.listdir(versions)) == ["1", "2"]
+        assert {"saved_model.pb", "alexnet_int8.onnx"} <= set(os.listdir(versions / "2"))
     assert {"conv1_kernels.png", "predictions.png", "gradcam.png"} <= set(
         os.listdir(folder / "figures"))
     assert (folder / "runs" / "quickstart" / "fc7_index.npz").exists()
