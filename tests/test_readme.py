@@ -114,7 +114,11 @@ def serve_tensorboard(argv, walk):
         return None, "no answer in 120 s"
     finally:
         server.send_signal(signal.SIGINT)
-        server.wait(timeout=30)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:        # a loaded machine: it may not stop in time
+            server.kill()
+            server.wait(timeout=30)
 
 
 @pytest.mark.walkthrough
@@ -165,7 +169,8 @@ def test_the_readme_walked_in_its_order(walk):
         os.listdir(folder / "figures"))
     assert (folder / "runs" / "quickstart" / "fc7_index.npz").exists()
     assert (folder / "bench.json").exists() and (folder / "retrieval.png").exists()
-    assert not (folder / "home" / ".keras" / "models").exists()   # nothing fetched or cached
+    cache = folder / "home" / ".keras" / "models"          # nothing fetched or cached (the
+    assert not (cache.exists() and any(cache.iterdir()))  # refused import may leave it empty)
 
 
 def test_the_one_gpu_network_has_the_parameters_the_readme_says(tmp_path):
