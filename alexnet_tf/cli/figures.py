@@ -38,10 +38,11 @@ def shown_name(name):
     return imagenet.describe(name).split(",")[0]
 
 
-def prediction_panels(module, source, split, count):
+def prediction_panels(module, source, examples):
+    """Figure 4 (left): per (encoded image, label) of `examples`, its top-5 as bars."""
     serve = module.signatures()[export.SIGNATURE_BYTES]
     panels = []
-    for encoded, label in source.encoded(split).take(count).as_numpy_iterator():
+    for encoded, label in examples:
         out = serve(image_bytes=tf.constant([encoded]))
         names = [shown_name(n.decode()) for n in out["top_k_names"][0].numpy()]
         panels.append(figures.prediction_panel(
@@ -50,10 +51,11 @@ def prediction_panels(module, source, split, count):
     return panels
 
 
-def grad_cam_panels(module, source, split, count):
-    """Per image: the crop the network saw, its Grad-CAM map of the top class, and the classes."""
+def grad_cam_panels(module, source, examples):
+    """Per (encoded image, label): the crop the network saw, its Grad-CAM map of the top class,
+    and the classes."""
     panels = []
-    for encoded, label in source.encoded(split).take(count).as_numpy_iterator():
+    for encoded, label in examples:
         x, shown = module.network_input([encoded])
         maps, classes, probabilities = grad_cam.maps_and_classes(module.classifier, x)
         panels.append(figures.grad_cam_panel(shown[0], maps[0], [
@@ -76,9 +78,10 @@ def main(argv):
         source = sources.open_source(
             FLAGS.dataset or config.dataset,
             FLAGS.data_dir if FLAGS.data_dir is not None else config.data_dir)
-        split = FLAGS.split or config.eval_split
-        panels = prediction_panels(module, source, split, FLAGS.num_images)
-        cams = FLAGS.gradcam and grad_cam_panels(module, source, split, FLAGS.num_images)
+        examples = list(source.encoded(FLAGS.split or config.eval_split)
+                        .take(FLAGS.num_images).as_numpy_iterator())     # read once, used twice
+        panels = prediction_panels(module, source, examples)
+        cams = FLAGS.gradcam and grad_cam_panels(module, source, examples)
     except errors.UserError as error:
         print(f"alexnet-figures: error: {error}", file=sys.stderr)
         sys.exit(1)

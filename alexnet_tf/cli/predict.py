@@ -31,9 +31,10 @@ common.path_flags(saved_model=common.IN_PATH, model_dir=common.IN_DIR, json=comm
                   gradcam=common.OUT_DIR)
 
 
-def write_grad_cam(module, path, result, folder):
-    """DIR/<image name>.gradcam.png: the crop the network saw and its top class's map over it."""
-    x, shown = module.network_input([open(path, "rb").read()])
+def write_grad_cam(module, path, data, result, folder):
+    """DIR/<image name>.gradcam.png: the crop the network saw and its top class's map over it
+    (`data`: the file's bytes, as `predict_file` read them)."""
+    x, shown = module.network_input([data])
     maps, classes, probabilities = grad_cam.maps_and_classes(module.classifier, x)
     top = result["top_k"][0]
     name = top["name"] + (f" ({top['description'].split(',')[0]})" if "description" in top else "")
@@ -44,18 +45,20 @@ def write_grad_cam(module, path, result, folder):
 
 
 def predict_file(serve, path):
-    """{"image", "top_k": [{"id", "name", "probability"}]} or {"image", "error"} for one file."""
+    """({"image", "top_k": [{"id", "name", "probability"}]} or {"image", "error"}, the file's
+    bytes) for one file."""
     data, problem = common.read_file(path)
     problem = problem or preprocessing.image_problem(data, FLAGS.max_megapixels)
     if problem:
-        return {"image": path, "error": problem}
+        return {"image": path, "error": problem}, data
     try:
         out = serve(image_bytes=tf.constant([data]))
     except tf.errors.InvalidArgumentError as error:
-        return {"image": path, "error": common.serving_error(error)}
+        return {"image": path, "error": common.serving_error(error)}, data
     top = zip(out["top_k_ids"][0].numpy(), out["top_k_names"][0].numpy(),
               out["top_k_probabilities"][0].numpy())
-    return {"image": path, "top_k": [_entry(int(i), n.decode(), float(p)) for i, n, p in top]}
+    return ({"image": path, "top_k": [_entry(int(i), n.decode(), float(p)) for i, n, p in top]},
+            data)
 
 
 def _entry(class_id, name, probability):
@@ -111,7 +114,7 @@ def main(argv):
         print(f"Predicting with {source}")
     results = []
     for path in images:
-        result = predict_file(signatures[export.SIGNATURE_BYTES], path)
+        result, data = predict_file(signatures[export.SIGNATURE_BYTES], path)
         results.append(result)
         if "error" in result:
             print(f"alexnet-predict: error: {path}: {result['error']}", file=sys.stderr)
@@ -120,7 +123,7 @@ def main(argv):
                 print(format_result(result))
             if FLAGS.gradcam:
                 os.makedirs(FLAGS.gradcam, exist_ok=True)
-                written = write_grad_cam(module, path, result, FLAGS.gradcam)
+                written = write_grad_cam(module, path, data, result, FLAGS.gradcam)
                 if FLAGS.json != "-":
                     print(f"  Grad-CAM: {written}")
     if FLAGS.json == "-":

@@ -104,9 +104,12 @@ def load_averages(model, config, path):
     Returns whether it did (False for a run without --ema)."""
     if not config.ema:
         return False
+    trainable = [layer.trainable for layer in model.layers]
     if not config.unfreeze_at:        # the optimizer had the trained layers only
         freeze(model, frozen_layers(config.train_layers, config.freeze))
     variables = model.trainable_variables
+    for layer, was in zip(model.layers, trainable):      # the caller's model as it came
+        layer.trainable = was
     averages = [tf.Variable(tf.zeros(v.shape, v.dtype)) for v in variables]
     try:
         tf.train.Checkpoint(averages=averages).restore(path).expect_partial() \
