@@ -10,13 +10,18 @@ VERSION = re.search(r'__version__ = "([^"]+)"', open("alexnet_tf/version.py").re
 # Versions tested together (2026-11). Users with NVIDIA GPUs: pip install -e '.[gpu]'.
 TENSORFLOW = "tensorflow==2.21.0"
 DEPLOY = ["ai-edge-litert==2.3.0", "onnxruntime==1.32.0", "tf2onnx==1.17.0", "onnx==1.23.2"]
+# Keras' other backends for the network and the Python API (KERAS_BACKEND=jax or torch). The
+# PyTorch pin is the CPU build where the registry has one (2.13.0+cpu satisfies ==2.13.0).
+JAX = ["jax==0.10.2", "jaxlib==0.10.2"]
+TORCH = ["torch==2.13.0"]
 
 setup(
     name="alexnet_tf",
     version=VERSION,
     description="AlexNet (Krizhevsky, Sutskever & Hinton, 2012) in TensorFlow/Keras",
     packages=find_packages(include=["alexnet_tf", "alexnet_tf.*"]),
-    package_data={"alexnet_tf.data": ["*.txt"]},   # the synset list, beside imagenet.py
+    # The synset list, beside imagenet.py; the self-check's reference outputs.
+    package_data={"alexnet_tf.data": ["*.txt"], "alexnet_tf": ["selfcheck_reference.npz"]},
     python_requires=">=3.10",
     install_requires=[
         TENSORFLOW,
@@ -32,7 +37,10 @@ setup(
     extras_require={
         # LiteRT and ONNX exports: the converters and the runtimes that check them.
         "deploy": DEPLOY,
-        "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "pytest-timeout==2.4.0"] + DEPLOY,
+        "jax": JAX,
+        "torch": TORCH,
+        "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "pytest-timeout==2.4.0"] + DEPLOY + JAX
+                + TORCH,
         "gpu": [TENSORFLOW.replace("tensorflow", "tensorflow[and-cuda]")],
     },
     entry_points={

@@ -19,11 +19,16 @@ from alexnet_tf import quiet
 if quiet.wanted():
     quiet.silence_native_stderr()
 
-# Registers the layers, the deployment models' preprocessing and the optimiser with Keras (so
-# `keras.saving.load_model` reads a saved AlexNet).
+# Registers the layers and the optimiser with Keras (so `keras.saving.load_model` reads a saved
+# AlexNet) and, on TensorFlow, the deployment models' preprocessing. On JAX and PyTorch nothing
+# here imports TensorFlow.
+import keras  # noqa: E402
+
 from alexnet_tf.model.layers import LocalResponseNormalization  # noqa: E402,F401
-from alexnet_tf.serving.deploy import DeployPreprocessing  # noqa: E402,F401
 from alexnet_tf.training.optimizer import PaperSGD  # noqa: E402,F401
+
+if keras.backend.backend() == "tensorflow":
+    from alexnet_tf.serving.deploy import DeployPreprocessing  # noqa: E402,F401
 from alexnet_tf.version import __version__  # noqa: E402,F401
 _LAZY = {
     "AlexNet": "alexnet_tf.applications",

@@ -34,18 +34,14 @@ import warnings
 
 import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 from alexnet_tf import errors, paper
-from alexnet_tf.config import ModelConfig
-from alexnet_tf.data import imagenet, preprocessing
-from alexnet_tf.data.dataset_stats import Normalization
+from alexnet_tf.config import ModelConfig, SHORTER_SIDE, SQUASH
+from alexnet_tf.data import images, imagenet
 from alexnet_tf.model import caffe, weights as published
-from alexnet_tf.model.network import build_alexnet
-from alexnet_tf.serving.export import feature_extractor
-from alexnet_tf.training.finetune import copy_matching, Source
-from alexnet_tf.training.import_caffe import imported_model, imported_stats
-from alexnet_tf.training.restore import restore_model
+from alexnet_tf.model.layers import on_tensorflow
+from alexnet_tf.model.network import build_alexnet, copy_matching, feature_extractor
 
 BVLC_ALEXNET = "bvlc_alexnet"
 POOLINGS = (None, "avg", "max")
@@ -75,33 +71,38 @@ def _kind(weights):
 
 
 def _run(weights):
+    """The run a run directory or checkpoint names (TensorFlow's checkpoints: TensorFlow only)."""
+    if not on_tensorflow():
+        raise ValueError(f"weights={os.fspath(weights)!r}: a run of alexnet-train is a TensorFlow "
+                         f"checkpoint and loads with KERAS_BACKEND=tensorflow (Keras runs on "
+                         f"{keras.backend.backend()}); on another backend pass a .weights.h5 "
+                         "saved from it on TensorFlow (model.save_weights)")
+    from alexnet_tf.training.finetune import Source
     return Source.locate(os.fspath(weights), what="weights")
 
 
-def _caffe_normalization():
-    """Caffe's test-time preprocessing: squash to 256, minus its per-channel means (RGB)."""
-    return Normalization(imported_stats(), "channel", "none", preprocessing.SQUASH)
-
-
-def _normalization(weights):
-    """The weights' input statistics; None for weights=None (an untrained network has none)."""
+def _mean_and_scale(weights):
+    """(mean, scale) of the weights' inputs; None for weights=None (an untrained network has
+    no statistics). Caffe's: its per-channel means (RGB), scale 1."""
     kind = _kind(weights)
     if kind == _PAPER:
         return None
     if kind == _RUN:
-        return _run(weights).run_dir.normalization()
-    return _caffe_normalization()
+        normalization = _run(weights).run_dir.normalization()
+        stats = normalization.stats
+        return stats.mean(normalization.mean_mode), stats.scale(normalization.input_scale)
+    return caffe.rgb_mean(), np.ones(3, np.float32)
 
 
 def _resize_and_size(weights):
     """(how images become 256x256, the input side) the weights were evaluated with."""
     kind = _kind(weights)
     if kind == _PAPER:
-        return preprocessing.SHORTER_SIDE, paper.IMAGE_SIZE
+        return SHORTER_SIDE, paper.IMAGE_SIZE
     if kind == _RUN:
         config = _run(weights).run_dir.read().config
         return config.resize, config.image_size
-    return preprocessing.SQUASH, caffe.IMAGE_SIZE
+    return SQUASH, caffe.IMAGE_SIZE
 
 
 def _build(options, classes):
@@ -112,7 +113,7 @@ def _build(options, classes):
 def _caffe_model(caffemodel):
     """(the Caffe-exact model with a caffemodel's weights, its ModelConfig as the file says)."""
     loaded = caffe.load(caffemodel).weights
-    options = imported_model(loaded.lrn_k, loaded.lrn_alpha, loaded.pool_rounding)
+    options = caffe.network_config(loaded.lrn_k, loaded.lrn_alpha, loaded.pool_rounding)
     model = _build(options, paper.NUM_CLASSES)
     caffe.assign(model, loaded)
     return model, options
@@ -140,13 +141,14 @@ def _source_model(weights, classes):
         return _build(ModelConfig(), classes), ModelConfig(), "weights=None", classes
     if kind == _RUN:
         source = _run(weights)
+        from alexnet_tf.training.restore import restore_model
         model, run, path = restore_model(source.run_dir, source.which)
         return model, run.config.model, path, run.num_classes
     if kind == _CAFFEMODEL:
         model, options = _caffe_model(os.fspath(weights))
         return model, options, os.fspath(weights), paper.NUM_CLASSES
     path = os.fspath(weights) if kind == _H5 else published.cached_weights(_write_h5)
-    options = imported_model()
+    options = caffe.network_config()
     model = _build(options, paper.NUM_CLASSES)
     _load_h5(model, path)
     return model, options, (path if kind == _H5 else BVLC_ALEXNET), paper.NUM_CLASSES
@@ -268,13 +270,11 @@ def preprocess_input(x, weights=BVLC_ALEXNET):
     Returns:
       float32, the same shape: `(x - mean) / scale`.
     """
-    normalization = _normalization(weights)
-    if normalization is None:
+    statistics = _mean_and_scale(weights)
+    if statistics is None:
         return (np.asarray(x, np.float32) if isinstance(x, (np.ndarray, list, tuple))
-                else tf.cast(x, tf.float32))
-    stats = normalization.stats
-    mean = stats.mean(normalization.mean_mode)
-    scale = stats.scale(normalization.input_scale)
+                else ops.cast(x, "float32"))
+    mean, scale = statistics
     if mean.ndim == 3:          # a mean image (256x256): its centre crop for a cropped input
         size = int(x.shape[-2]) if hasattr(x, "shape") else np.asarray(x).shape[-2]
         if size > mean.shape[0]:
@@ -285,7 +285,7 @@ def preprocess_input(x, weights=BVLC_ALEXNET):
         mean = mean[offset:offset + size, offset:offset + size]
     if isinstance(x, (np.ndarray, list, tuple)):
         return ((np.asarray(x, np.float32) - mean) / scale).astype(np.float32)
-    return (tf.cast(x, tf.float32) - mean) / scale
+    return (ops.cast(x, "float32") - mean) / scale
 
 
 def load_image(path, weights=BVLC_ALEXNET):
@@ -299,6 +299,9 @@ def load_image(path, weights=BVLC_ALEXNET):
     Args:
       path: A JPEG, PNG, GIF or BMP file.
       weights: As for `AlexNet` (default "bvlc_alexnet").
+
+    On TensorFlow the tools' own decoding and resizing; on JAX and PyTorch Pillow's decoder
+    and `keras.ops.image.resize` (the same steps; pixels within a few levels of 255).
     """
     resize, size = _resize_and_size(weights)
     try:
@@ -306,13 +309,21 @@ def load_image(path, weights=BVLC_ALEXNET):
             data = f.read()
     except OSError as error:
         raise ValueError(f"cannot read {path} ({error.strerror})") from None
+    if not on_tensorflow():                    # Pillow and keras.ops (data/images.py)
+        try:
+            image = images.decode_rgb(data)
+        except ValueError as problem:
+            raise ValueError(f"{path} is {problem}") from None
+        return images.centre_crop(images.image_256(image, resize), size)
+    import tensorflow as tf
+    from alexnet_tf.data import preprocessing
     problem = preprocessing.image_problem(data)
     if problem:
         raise ValueError(f"{path} is {problem}")
     try:
         image = preprocessing.decode_rgb(data)
     except tf.errors.InvalidArgumentError:
-        raise ValueError(f"{path} is {preprocessing.DAMAGED}") from None
+        raise ValueError(f"{path} is {images.DAMAGED}") from None
     return preprocessing.centre_crop(preprocessing.image_256(image, resize), size).numpy()
 
 

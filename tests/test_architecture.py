@@ -17,7 +17,7 @@ from helpers import REPO
 # foundation and itself (without a cycle). `data` and `model` stand side by side on the foundation.
 FOUNDATION = {"paper", "config", "errors", "files", "hardware", "metrics", "quiet", "version",
               "figures"}
-API = {"applications", "__init__"}
+API = {"applications", "selfcheck", "__init__"}
 MAY_IMPORT = {
     "foundation": set(),
     "data": set(),
@@ -85,7 +85,8 @@ def test_every_module_has_a_layer_and_imports_only_the_layers_below_it():
 
 def test_the_package_root_holds_the_foundation_the_api_and_the_folders():
     entries = {name for name in os.listdir(PACKAGE) if name != "__pycache__"}
-    assert entries == {f"{m}.py" for m in FOUNDATION | API} | set(FOLDERS)
+    data = {"selfcheck_reference.npz"}          # the self-check's stored outputs, beside it
+    assert entries == {f"{m}.py" for m in FOUNDATION | API} | set(FOLDERS) | data
     for folder in FOLDERS:
         init = os.path.join(PACKAGE, folder, "__init__.py")
         assert ast.get_docstring(ast.parse(open(init, encoding="utf-8").read())), init

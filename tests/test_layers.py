@@ -8,10 +8,13 @@ import pytest
 import tensorflow as tf
 
 from alexnet_tf import LocalResponseNormalization
-from alexnet_tf.model.layers import max_pool_slices, PlacedMaxPooling2D, window_matrix
+from alexnet_tf.model.formulas import window_matrix
+from alexnet_tf.model.layers import PlacedMaxPooling2D
+from alexnet_tf.model.tf_paths import max_pool_slices
 
-# TF's LRN kernels, and band-matrix window sums with a hand-written gradient: the same formula.
-IMPLEMENTATIONS = ["kernel", "matmul"]
+# TF's LRN kernels, band-matrix window sums with a hand-written gradient, and `keras.ops` (every
+# backend's): the same formula.
+IMPLEMENTATIONS = ["kernel", "matmul", "ops"]
 # (n, k, alpha, beta, channels) that the formula's tests run, eagerly and inside XLA.
 LRN_CASES = [
     (5, 2.0, 1e-4, 0.75, 48),   # the paper's constants, one tower's conv1 width
@@ -161,6 +164,23 @@ def test_lrn_config_round_trip_and_registration():
     assert clone.implementation == "matmul"
     with pytest.raises(ValueError, match="implementation must be one of"):
         LocalResponseNormalization(implementation="fast")
+
+
+def test_tensorflows_fast_paths_equal_the_keras_ops_path():
+    """What JAX and PyTorch compute ("ops") and TensorFlow's own paths, values and gradients on
+    conv1-sized maps of one tower, within 1e-5."""
+    a = tf.constant(np.random.default_rng(11).normal(size=(2, 13, 13, 48)) * 20, tf.float32)
+    results = {}
+    for implementation in ("ops", "kernel", "matmul"):
+        layer = LocalResponseNormalization(implementation=implementation)
+        with tf.GradientTape() as tape:
+            tape.watch(a)
+            y = layer(a)
+            loss = tf.reduce_sum(y * tf.cos(a))
+        results[implementation] = (y.numpy(), tape.gradient(loss, a).numpy())
+    for implementation in ("kernel", "matmul"):
+        for got, expected in zip(results[implementation], results["ops"]):
+            np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_window_matrix_sums_each_clipped_window():

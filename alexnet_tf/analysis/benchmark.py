@@ -258,10 +258,10 @@ def weights_load(repeats=3):
 
     from alexnet_tf.model.network import build_alexnet
     from alexnet_tf.model.weights import CACHE_SUBDIR, WEIGHTS_H5
-    from alexnet_tf.training.import_caffe import imported_model
+    from alexnet_tf.model import caffe
     with tempfile.TemporaryDirectory() as home:
         os.makedirs(os.path.join(home, CACHE_SUBDIR))
-        build_alexnet(paper.NUM_CLASSES, imported_model(), devices=None).save_weights(
+        build_alexnet(paper.NUM_CLASSES, caffe.network_config(), devices=None).save_weights(
             os.path.join(home, CACHE_SUBDIR, WEIGHTS_H5))
         env = dict(os.environ, KERAS_HOME=home, TF_CPP_MIN_LOG_LEVEL="3")
         runs = []

@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from alexnet_tf import paper
 from alexnet_tf.config import MAX_MEGAPIXELS, RESIZES, SHORTER_SIDE, SQUASH  # noqa: F401
+from alexnet_tf.data.images import DAMAGED, EMPTY, NOT_AN_IMAGE, too_large  # noqa: F401
 
 
 def _unsigned(encoded, start, length, big_endian):
@@ -56,17 +57,6 @@ def within_limit(size, max_megapixels=MAX_MEGAPIXELS):
     return size[0] * size[1] <= int(max_megapixels * 1e6)
 
 
-def too_large(height, width, max_megapixels=MAX_MEGAPIXELS):
-    """The one-line reason an image of this size is refused, or None."""
-    if height * width <= max_megapixels * 1e6:
-        return None
-    return f"{width} x {height} pixels, larger than the {max_megapixels:g}-megapixel limit"
-
-
-# Why a file is not classified, as every tool and `load_image` say it ("<file> is ...").
-EMPTY = "an empty file, not an image"
-NOT_AN_IMAGE = "not a JPEG, PNG, GIF or BMP image"
-DAMAGED = "a truncated or damaged image (its header reads, its pixels do not)"
 
 
 def image_problem(data, max_megapixels=MAX_MEGAPIXELS):

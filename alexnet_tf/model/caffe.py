@@ -39,6 +39,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 
 from alexnet_tf import errors
+from alexnet_tf.config import ModelConfig
 
 # The published file (BVLC/caffe models/bvlc_alexnet/readme.md).
 PUBLISHED_SHA1 = "9116a64c0fbe4459d18f4bb6b56d647b63920377"
@@ -51,6 +52,18 @@ IMAGE_SIZE = 227
 # The published net's norm1/norm2 (k=1, alpha=1e-4 over local_size 5: 2e-5 as our layer takes
 # it) and its pooling (Caffe's default round_mode CEIL).
 BVLC_LRN_K, BVLC_LRN_ALPHA, BVLC_POOL_ROUNDING = 1.0, 2e-5, "ceil"
+
+
+def network_config(lrn_k=BVLC_LRN_K, lrn_alpha=BVLC_LRN_ALPHA, pool_rounding=BVLC_POOL_ROUNDING):
+    """The ModelConfig of Caffe's forward pass (defaults: the published bvlc_alexnet's): 227x227
+    input, LRN across the towers, pooling rounded as the file says."""
+    return ModelConfig(image_size=IMAGE_SIZE, lrn_k=lrn_k, lrn_alpha=lrn_alpha,
+                       lrn_across_towers=True, pool_rounding=pool_rounding)
+
+
+def rgb_mean():
+    """Caffe's per-channel mean in RGB order, float32 [3]."""
+    return np.asarray(CAFFE_BGR_MEAN[::-1], np.float32)
 
 
 class CaffeError(errors.UserError):

@@ -1,90 +1,52 @@
 """Layers the paper needs that Keras does not ship as the paper defines them.
 
 * `LocalResponseNormalization`: section 3.3 of the paper, with its own
-  argument names (`n`, `k`, `alpha`, `beta`) and alpha multiplying the plain sum;
-  TF's LRN kernels or, where they are slow (AVX2 CPUs), band-matrix window sums.
+  argument names (`n`, `k`, `alpha`, `beta`) and alpha multiplying the plain sum.
+  Written in `keras.ops` for every Keras backend; on TensorFlow it may use TF's
+  LRN kernels or band-matrix window sums instead (`tf_paths.py`), which compute
+  the same formula faster on some CPUs.
 * `Placed*`: Keras layers whose variables *and* ops live on one device, so a
   model can be split into the paper's two GPU towers (section 3.2). The device
   scope is entered in `build()` (variables) and in `call()` (ops): a scope
   around layer creation alone places variables, not the ops of a traced call.
+  Placement is TensorFlow's: on JAX and PyTorch the layers are unplaced.
+
+Imports no TensorFlow: on the TensorFlow backend its fast paths are imported
+on first use.
 """
 
-import keras
-import numpy as np
-import tensorflow as tf
+import contextlib
 
-from alexnet_tf import hardware, paper
+import keras
+from keras import ops
+
+from alexnet_tf import paper
 from alexnet_tf.config import POOL_ROUNDINGS
+from alexnet_tf.model.formulas import ceil_padding, lrn_ops
 
 _PACKAGE = "alexnet_tf"
-_HALF_DTYPES = (tf.float16, tf.bfloat16)
-LRN_IMPLEMENTATIONS = ("auto", "kernel", "matmul")
+_HALF_DTYPES = ("float16", "bfloat16")
+# "ops" runs on every backend; "kernel" and "matmul" are TensorFlow's (tf_paths.py), and on
+# another backend every implementation computes with "ops".
+LRN_IMPLEMENTATIONS = ("auto", "kernel", "matmul", "ops")
 
 
-def window_matrix(channels, n, scale=1.0):
-    """[channels, channels] band matrix: entry (j, i) is `scale` where |i - j| <= n // 2.
-
-    `x @ window_matrix(...)` sums each channel's clipped window of n channels
-    (the sum in LRN's denominator), as one small matmul over the channel axis.
-    """
-    index = np.arange(channels)
-    band = np.abs(index[:, None] - index[None, :]) <= n // 2
-    return band.astype(np.float32) * np.float32(scale)
+def on_tensorflow():
+    """Whether Keras runs on its TensorFlow backend (the only one that places devices)."""
+    return keras.backend.backend() == "tensorflow"
 
 
-def _channel_matmul(x, matrix):
-    """x [..., C] times matrix [C, C] along the channel axis."""
-    flat = tf.reshape(x, [-1, x.shape[-1]])
-    return tf.reshape(tf.matmul(flat, matrix), tf.shape(x))
+def _tf_paths():
+    from alexnet_tf.model import tf_paths
+    return tf_paths
 
 
-def _inverse_power(t, beta):
-    """t ** -beta; for the paper's beta = 0.75 as two roots, cheaper than pow."""
-    if beta == 0.75:
-        root = tf.math.rsqrt(t)
-        return root * tf.sqrt(root)
-    return tf.pow(t, -beta)
-
-
-def window_sum(v, n):
-    """Each channel's clipped window of n channels summed: v's channels padded and shifted n times."""
-    channels, half = v.shape[-1], n // 2
-    padded = tf.pad(v, [[0, 0]] * (v.shape.rank - 1) + [[half, half]])
-    total = padded[..., 0:channels]
-    for shift in range(1, n):
-        total = total + padded[..., shift:shift + channels]
-    return total
-
-
-def lrn_matmul(x, n, k, alpha, beta):
-    """The paper's LRN (float32 `x`), with window sums TF's own kernels do not use.
-
-    Forward: t = k + alpha * W(x^2), b = x * t^-beta, where W sums the window.
-    Outside XLA the window sums are band-matrix matmuls over the channel axis,
-    with autodiff's gradient (faster than TF's LRN kernels on AVX2 CPUs).
-    Inside XLA they are n shifted slices, which XLA fuses with the element-wise
-    ops around them, and the gradient is written out (W is symmetric):
-      dL/da = g * t^-beta - 2 * alpha * beta * a * W(g * b / t).
-    Only there: `tf.custom_gradient` in a traced function keeps the graph and
-    its variables alive for the life of the process. docs/BENCHMARKS.md has
-    the measurements.
-    """
-    if not in_xla_compilation():
-        sum_alpha = tf.constant(window_matrix(x.shape[-1], n, alpha))
-        t = k + _channel_matmul(tf.square(x), sum_alpha)
-        return x * _inverse_power(t, beta)
-
-    @tf.custom_gradient
-    def forward(a):
-        t = k + alpha * window_sum(tf.square(a), n)
-        scale = _inverse_power(t, beta)
-        b = a * scale
-
-        def grad(g):
-            return g * scale + (-2.0 * alpha * beta) * a * window_sum(g * b / t, n)
-        return b, grad
-
-    return forward(x)
+def device_scope(device):
+    """`tf.device(device)` on TensorFlow (None included, as TF reads it); elsewhere nothing."""
+    if not on_tensorflow():
+        return contextlib.nullcontext()
+    import tensorflow as tf
+    return tf.device(device)
 
 
 class _PlacedMixin:
@@ -95,14 +57,14 @@ class _PlacedMixin:
         self.device = device
 
     def build(self, input_shape):
-        with tf.device(self.device):
+        with device_scope(self.device):
             super().build(input_shape)
 
     def __call__(self, *args, **kwargs):
         # Keras runs build() and call() inside __call__, eagerly, while tracing a
         # tf.function and while the functional model replays its graph; wrapping
         # __call__ (not call) keeps Keras' inspection of call()'s signature intact.
-        with tf.device(self.device):
+        with device_scope(self.device):
             return super().__call__(*args, **kwargs)
 
     def get_config(self):
@@ -129,10 +91,11 @@ class LocalResponseNormalization(keras.layers.Layer):
       k: Additive constant (TF's `bias`).
       alpha: Scale of the sum of squares (not divided by n).
       beta: Exponent.
-      implementation: "kernel" (TF's LRN and LRNGrad kernels), "matmul" (the
-        window sums as band-matrix matmuls, `lrn_matmul`) or "auto" (the one
-        measured faster on this hardware, `hardware.choose_lrn`). Both
-        compute the same formula.
+      implementation: "ops" (`lrn_ops`: `keras.ops`, any backend), or on
+        TensorFlow "kernel" (TF's LRN and LRNGrad kernels), "matmul" (the
+        window sums as band-matrix matmuls, `tf_paths.lrn_matmul`) or "auto"
+        (the one measured faster on this hardware, `hardware.choose_lrn`). All
+        compute the same formula; on JAX and PyTorch every choice runs "ops".
       output_channels: None (all), or (begin, end): normalise across all the
         input's channels but return only channels begin..end-1. A tower whose
         input is both towers' maps uses it to normalise across the tower
@@ -143,8 +106,8 @@ class LocalResponseNormalization(keras.layers.Layer):
     Example:
 
     >>> lrn = LocalResponseNormalization(n=5, k=2.0, alpha=1e-4, beta=0.75)
-    >>> lrn(tf.ones([1, 2, 2, 8])).shape
-    TensorShape([1, 2, 2, 8])
+    >>> tuple(lrn(np.ones([1, 2, 2, 8], 'float32')).shape)
+    (1, 2, 2, 8)
     """
 
     def __init__(self, n=paper.LRN_N, k=paper.LRN_K, alpha=paper.LRN_ALPHA,
@@ -166,23 +129,32 @@ class LocalResponseNormalization(keras.layers.Layer):
             int(c) for c in output_channels)
         self.device = device
 
+    def resolved_implementation(self):
+        """The implementation this layer computes with here: "ops" on a backend other than
+        TensorFlow; "auto" as `hardware.choose_lrn` picks for this machine."""
+        if not on_tensorflow():
+            return "ops"
+        if self.implementation == "auto":
+            from alexnet_tf import hardware
+            return hardware.choose_lrn(hardware.detected())[0]
+        return self.implementation
+
     def call(self, inputs):
-        with tf.device(self.device):
-            x = tf.convert_to_tensor(inputs)
-            out_dtype = x.dtype
+        with device_scope(self.device):
+            x = ops.convert_to_tensor(inputs)
+            out_dtype = keras.backend.standardize_dtype(x.dtype)
             if out_dtype in _HALF_DTYPES:
-                x = tf.cast(x, tf.float32)
-            implementation = self.implementation
-            if implementation == "auto":
-                implementation = hardware.choose_lrn(hardware.detected())[0]
-            if implementation == "matmul":
-                y = lrn_matmul(x, self.n, self.k, self.alpha, self.beta)
+                x = ops.cast(x, "float32")
+            implementation = self.resolved_implementation()
+            if implementation == "ops":
+                y = lrn_ops(x, self.n, self.k, self.alpha, self.beta)
+            elif implementation == "matmul":
+                y = _tf_paths().lrn_matmul(x, self.n, self.k, self.alpha, self.beta)
             else:
-                y = tf.nn.local_response_normalization(
-                    x, depth_radius=self.n // 2, bias=self.k, alpha=self.alpha, beta=self.beta)
+                y = _tf_paths().lrn_kernel(x, self.n, self.k, self.alpha, self.beta)
             if self.output_channels is not None:
                 y = y[..., self.output_channels[0]:self.output_channels[1]]
-            return tf.cast(y, out_dtype)
+            return ops.cast(y, out_dtype)
 
     def compute_output_shape(self, input_shape):
         if self.output_channels is None:
@@ -205,77 +177,13 @@ class PlacedDense(_PlacedMixin, keras.layers.Dense):
     """`keras.layers.Dense` whose kernel, bias and ops live on `device`."""
 
 
-def max_pool_slices(x, pool_size, strides):
-    """'valid' max pooling of NHWC `x` as the maximum of pool_h * pool_w strided slices.
-
-    The values and the gradient of TF's MaxPool (the gradient goes to the first
-    maximum of each window in row-major order, as MaxPoolGrad's does), written
-    with slices, pads and reshapes only. XLA fuses these into a few loops,
-    where its own max pooling (reduce-window, and select-and-scatter with
-    iotas for the gradient) took a quarter of the AVX2 CPU's train step.
-    """
-    (ph, pw), (sh, sw) = pool_size, strides
-    height, width = x.shape[1], x.shape[2]
-    out_h, out_w = (height - ph) // sh + 1, (width - pw) // sw + 1
-    offsets = [(i, j) for i in range(ph) for j in range(pw)]
-
-    def window(a, i, j):
-        return a[:, i:i + sh * (out_h - 1) + 1:sh, j:j + sw * (out_w - 1) + 1:sw, :]
-
-    @tf.custom_gradient
-    def pool(a):
-        # The maximum and, beside it, which offset held it first (strict ">": the first
-        # maximum in row-major order, as MaxPoolGrad picks). The gradient needs only that
-        # index, not the input again.
-        y, first = window(a, 0, 0), None
-        for k, (i, j) in enumerate(offsets[1:], start=1):
-            candidate = window(a, i, j)
-            larger = tf.greater(candidate, y)
-            y = tf.where(larger, candidate, y)
-            index = tf.fill(tf.shape(y), tf.constant(k, tf.int32))
-            first = tf.where(larger, index, tf.zeros_like(index) if first is None else first)
-
-        def grad(g):
-            # Input row h = sh * q + r receives window offset i = sh * d + r of output row
-            # o = q - d: per phase (r_h, r_w), a sum of the masked gradients shifted by d.
-            q_h = max(-(-height // sh), out_h + (ph - 1) // sh)
-            q_w = max(-(-width // sw), out_w + (pw - 1) // sw)
-            phases = {}
-            for k, (i, j) in enumerate(offsets):
-                hit = tf.equal(first, k) if first is not None else tf.ones_like(g, tf.bool)
-                (d_h, r_h), (d_w, r_w) = divmod(i, sh), divmod(j, sw)
-                part = tf.pad(tf.where(hit, g, tf.zeros_like(g)),
-                              [[0, 0], [d_h, q_h - out_h - d_h], [d_w, q_w - out_w - d_w], [0, 0]])
-                phases[r_h, r_w] = phases[r_h, r_w] + part if (r_h, r_w) in phases else part
-            zeros = tf.zeros_like(next(iter(phases.values())))
-            rows = [tf.stack([phases.get((r_h, r_w), zeros) for r_w in range(sw)], axis=3)
-                    for r_h in range(sh)]                              # each [N, q_h, q_w, sw, C]
-            full = tf.stack(rows, axis=2)                             # [N, q_h, sh, q_w, sw, C]
-            full = tf.reshape(full, [-1, q_h * sh, q_w * sw, a.shape[-1]])
-            return full[:, :height, :width, :]
-        return y, grad
-
-    return pool(x)
-
-
-def in_xla_compilation():
-    """Whether the ops being created go into an XLA-compiled function (jit_compile=True)."""
-    return tf.__internal__.get_enclosing_xla_context() is not None
-
-
-
-
-def ceil_padding(size, window, stride):
-    """Rows (or columns) to append so 'valid' pooling gives ceil((size - window) / stride) + 1."""
-    return (-(size - window) % stride) if size >= window else 0
-
-
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class PlacedMaxPooling2D(_PlacedMixin, keras.layers.MaxPooling2D):
     """`keras.layers.MaxPooling2D` whose ops run on `device`, rounding down or up.
 
-    Inside an XLA-compiled function it pools with `max_pool_slices` (same
-    values, a faster gradient under XLA); elsewhere with TF's MaxPool kernel.
+    On TensorFlow, inside an XLA-compiled function, it pools with
+    `tf_paths.max_pool_slices` (same values, a faster gradient under XLA);
+    elsewhere with Keras' own max pooling.
 
     Args:
       rounding: "floor" (Keras' 'valid' pooling: windows that fit) or "ceil"
@@ -303,11 +211,11 @@ class PlacedMaxPooling2D(_PlacedMixin, keras.layers.MaxPooling2D):
         if self.rounding == "ceil":
             pad_h, pad_w = self._ceil_pads(inputs.shape)
             if pad_h or pad_w:
-                inputs = tf.pad(inputs, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]],
-                                constant_values=float("-inf"))
-        if (in_xla_compilation() and self.padding == "valid"
-                and self.data_format == "channels_last"):
-            return max_pool_slices(inputs, self.pool_size, self.strides)
+                inputs = ops.pad(inputs, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]],
+                                 constant_values=float("-inf"))
+        if (on_tensorflow() and self.padding == "valid" and self.data_format == "channels_last"
+                and _tf_paths().in_xla_compilation()):
+            return _tf_paths().max_pool_slices(inputs, self.pool_size, self.strides)
         return super().call(inputs)
 
     def compute_output_shape(self, input_shape):

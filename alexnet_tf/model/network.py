@@ -9,14 +9,16 @@ Connectivity (figure 2 of the paper): conv2, conv4 and conv5 see only their own
 tower's previous layer; conv3, fc6, fc7 and fc8 see both towers.
 """
 
+import re
+
 import keras
-import tensorflow as tf
 
 from alexnet_tf import errors, paper
 from alexnet_tf.config import (ACTIVATIONS, BIAS_INITS, IMAGE_SIZES, KERNEL_INITS, ModelConfig,
-                               POOL_ROUNDINGS, REMOVABLE)
-from alexnet_tf.model.layers import (LocalResponseNormalization, PlacedConcatenate, PlacedConv2D,
-                                     PlacedDense, PlacedDropout, PlacedFlatten, PlacedMaxPooling2D)
+                               POOL_ROUNDINGS, REMOVABLE, WEIGHTED_LAYERS)
+from alexnet_tf.model.layers import (LocalResponseNormalization, on_tensorflow, PlacedConcatenate,
+                                     PlacedConv2D, PlacedDense, PlacedDropout, PlacedFlatten,
+                                     PlacedMaxPooling2D)
 
 
 
@@ -27,13 +29,20 @@ def resolve_tower_devices(devices="auto"):
       devices: "auto" (two GPUs when there are at least two, else no placement),
         None (no placement: TensorFlow places everything), or a pair of device
         strings such as ("/GPU:0", "/GPU:1") or ("/CPU:0", "/CPU:1"), each of
-        which must exist as a logical device.
+        which must exist as a logical device. Placement is TensorFlow's: on
+        another Keras backend "auto" is no placement and a pair is refused.
 
     Returns:
       A pair of device strings, or (None, None) for no placement.
     """
     if devices is None or (not isinstance(devices, str) and tuple(devices) == (None, None)):
         return (None, None)                      # (None, None): already resolved to no placement
+    if not on_tensorflow():
+        if devices == "auto":
+            return (None, None)
+        raise errors.ConfigError(f"towers placed on {devices!r} need the TensorFlow backend "
+                                 f"(Keras runs on {keras.backend.backend()}); pass 'auto' or None.")
+    import tensorflow as tf
     if isinstance(devices, str):
         if devices != "auto":
             devices = tuple(d.strip() for d in devices.split(","))
@@ -54,6 +63,7 @@ def resolve_tower_devices(devices="auto"):
 
 
 def _canonical(device):
+    import tensorflow as tf
     spec = tf.DeviceSpec.from_string(device)
     return f"/{(spec.device_type or '').upper()}:{spec.device_index or 0}"
 
@@ -243,3 +253,42 @@ def _check_choice(name, value, choices):
     if value not in choices:
         raise errors.ConfigError(f"{name} must be one of {', '.join(map(str, choices))}; "
                                  f"got {value!r}.")
+
+
+def feature_layer_names(model):
+    """The fc7 layers (one per tower), whose concatenated outputs are the 4096-d feature."""
+    names = sorted(layer.name for layer in model.layers if re.fullmatch(r"fc7(_[ab])?", layer.name))
+    if not names:
+        raise errors.ConfigError(f"model {model.name} has no fc7 layer")
+    return names
+
+
+def feature_extractor(model):
+    """A model sharing `model`'s weights that maps its input to fc7's activations [batch, 4096]."""
+    outputs = [model.get_layer(name).output for name in feature_layer_names(model)]
+    if len(outputs) > 1:
+        outputs = [keras.layers.Concatenate(axis=-1, name="fc7_features")(outputs)]
+    return keras.Model(model.input, outputs[0], name=f"{model.name}_fc7")
+
+
+def copy_matching(source_model, model):
+    """Copies `source_model`'s kernels and biases into `model`'s where name and shape match.
+
+    Returns (loaded, initialised): lists of `model`'s variable paths.
+    """
+    theirs = {v.path: v for v in _weights(source_model)}
+    loaded, initialised = [], []
+    for variable in _weights(model):
+        match = theirs.get(variable.path)
+        if match is not None and tuple(match.shape) == tuple(variable.shape):
+            variable.assign(match.value)
+            loaded.append(variable.path)
+        else:
+            initialised.append(variable.path)
+    return loaded, initialised
+
+
+def _weights(model):
+    """The kernels and biases of conv1 ... fc8 (both towers), in model order."""
+    return [w for layer in model.layers if base_name(layer.name) in WEIGHTED_LAYERS
+            for w in layer.weights]

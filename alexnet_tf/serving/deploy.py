@@ -115,7 +115,7 @@ class DeployPreprocessing(keras.layers.Layer):
 
 def _with_matmul_lrn(classifier):
     """A copy of `classifier` (its weights) whose LRN layers take the band-matrix form
-    (`layers.lrn_matmul`: a square, a small matmul over the channels, roots), which every
+    (`tf_paths.lrn_matmul`: a square, a small matmul over the channels, roots), which every
     runtime computes fast, and the same file wherever it is exported. LiteRT's and ONNX
     Runtime's own LRN kernels are slow: with them the float32 files took 38.8 and 29.7 ms at
     batch 1, with the band matrix 20.7 and 22.0 (AVX2, 2026-11-26). The caller's model is

@@ -26,7 +26,6 @@ Example:
 
 import json
 import os
-import re
 import shutil
 
 import keras
@@ -36,6 +35,7 @@ import tensorflow as tf
 from alexnet_tf import errors, files, hardware, metrics, paper
 from alexnet_tf.config import FLOAT32, PRECISIONS
 from alexnet_tf.data import preprocessing
+from alexnet_tf.model.network import feature_extractor
 from alexnet_tf.serving import deploy
 from alexnet_tf.training import ownership
 from alexnet_tf.training.restore import restore_model
@@ -57,22 +57,6 @@ NORMALISED_256 = tf.TensorSpec([paper.CENTRAL_CROP, paper.CENTRAL_CROP, 3], tf.f
 
 class ExportError(errors.UserError):
     """An export that cannot be done; the message is one line."""
-
-
-def feature_layer_names(model):
-    """The fc7 layers (one per tower), whose concatenated outputs are the 4096-d feature."""
-    names = sorted(layer.name for layer in model.layers if re.fullmatch(r"fc7(_[ab])?", layer.name))
-    if not names:
-        raise ExportError(f"model {model.name} has no fc7 layer")
-    return names
-
-
-def feature_extractor(model):
-    """A model sharing `model`'s weights that maps its input to fc7's activations [batch, 4096]."""
-    outputs = [model.get_layer(name).output for name in feature_layer_names(model)]
-    if len(outputs) > 1:
-        outputs = [keras.layers.Concatenate(axis=-1, name="fc7_features")(outputs)]
-    return keras.Model(model.input, outputs[0], name=f"{model.name}_fc7")
 
 
 class ServingModule:

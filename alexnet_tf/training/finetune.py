@@ -24,8 +24,7 @@ import dataclasses
 import os
 
 from alexnet_tf import errors
-from alexnet_tf.config import WEIGHTED_LAYERS
-from alexnet_tf.model.network import base_name
+from alexnet_tf.model.network import base_name, copy_matching
 from alexnet_tf.training.restore import restore_model
 from alexnet_tf.training.rundir import RUN_CONFIG, RunDir
 
@@ -106,29 +105,6 @@ def load_matching(model, source, log=print):
         + (f" ({run.num_classes} classes there, {model.output_shape[-1]} here)"
            if run.num_classes != model.output_shape[-1] else ""))
     return loaded, initialised
-
-
-def copy_matching(source_model, model):
-    """Copies `source_model`'s kernels and biases into `model`'s where name and shape match.
-
-    Returns (loaded, initialised): lists of `model`'s variable paths.
-    """
-    theirs = {v.path: v for v in _weights(source_model)}
-    loaded, initialised = [], []
-    for variable in _weights(model):
-        match = theirs.get(variable.path)
-        if match is not None and tuple(match.shape) == tuple(variable.shape):
-            variable.assign(match.value)
-            loaded.append(variable.path)
-        else:
-            initialised.append(variable.path)
-    return loaded, initialised
-
-
-def _weights(model):
-    """The kernels and biases of conv1 ... fc8 (both towers), in model order."""
-    return [w for layer in model.layers if base_name(layer.name) in WEIGHTED_LAYERS
-            for w in layer.weights]
 
 
 def _layers(paths):

@@ -18,7 +18,7 @@ import os
 import numpy as np
 
 from alexnet_tf import files
-from alexnet_tf.config import ModelConfig, TrainConfig
+from alexnet_tf.config import TrainConfig
 from alexnet_tf.data import dataset_stats, imagenet, preprocessing
 from alexnet_tf.model import caffe
 from alexnet_tf.training import state
@@ -35,16 +35,9 @@ IMAGENET_EIGENVECTORS = ((-0.5675, 0.7192, 0.4009),
 IMAGENET_TRAIN_IMAGES = 1_281_167     # ILSVRC-2012's training set, which Caffe's mean is over
 
 
-def imported_model(lrn_k=caffe.BVLC_LRN_K, lrn_alpha=caffe.BVLC_LRN_ALPHA,
-                   pool_rounding=caffe.BVLC_POOL_ROUNDING):
-    """The ModelConfig of Caffe's forward pass (defaults: the published bvlc_alexnet's)."""
-    return ModelConfig(image_size=caffe.IMAGE_SIZE, lrn_k=lrn_k, lrn_alpha=lrn_alpha,
-                       lrn_across_towers=True, pool_rounding=pool_rounding)
-
-
 def imported_config(model_dir, weights, mean_mode):
     """The TrainConfig of an imported run: Caffe's forward pass and test-time preprocessing."""
-    model = imported_model(weights.lrn_k, weights.lrn_alpha, weights.pool_rounding)
+    model = caffe.network_config(weights.lrn_k, weights.lrn_alpha, weights.pool_rounding)
     return TrainConfig(model_dir=model_dir, dataset="imagenet2012", mean_mode=mean_mode,
                        input_scale="none", resize=preprocessing.SQUASH, model=model)
 
@@ -52,8 +45,8 @@ def imported_config(model_dir, weights, mean_mode):
 def imported_stats(mean_image=None):
     """`dataset_stats.Stats` of an import: --mean's image, or Caffe's channel means everywhere."""
     if mean_image is None:
-        rgb = np.asarray(caffe.CAFFE_BGR_MEAN[::-1], np.float32)
-        mean_image = np.broadcast_to(rgb, (caffe.MEAN_SIZE, caffe.MEAN_SIZE, 3)).copy()
+        mean_image = np.broadcast_to(caffe.rgb_mean(),
+                                     (caffe.MEAN_SIZE, caffe.MEAN_SIZE, 3)).copy()
     return dataset_stats.Stats(
         mean_image=mean_image.astype(np.float32),
         mean_channel=mean_image.reshape(-1, 3).mean(axis=0, dtype=np.float64).astype(np.float32),

@@ -10,10 +10,13 @@ which decays after the momentum step (decoupled) and decays biases too.
 
 `lr_multipliers` (fine-tuning, not the paper) scales the rate of a layer's variables:
 v <- momentum * v - factor * lr * (weight_decay * w + dL/dw).
+
+On TensorFlow the update is one fused TF kernel; on JAX and PyTorch it is the same rule in
+`keras.ops`. Imports no TensorFlow.
 """
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 from alexnet_tf import paper
 from alexnet_tf.model.network import base_name
@@ -75,15 +78,28 @@ class PaperSGD(keras.optimizers.Optimizer):
             base_name(getattr(v, "path", v.name).split("/")[0]), 1.0) for v in variables]
 
     def update_step(self, gradient, variable, learning_rate):
-        # One fused TF kernel (ResourceApplyKerasMomentum) does both lines of the update:
-        #   v <- momentum * v - lr * g';  w <- w + v,   with g' = g + weight_decay * w
-        # for kernels (g' = g for biases), which is the paper's rule term by term; fused, it
-        # reads and writes the parameters far fewer times than separate element-wise ops.
+        # v <- momentum * v - lr * g';  w <- w + v,   with g' = g + weight_decay * w for
+        # kernels (g' = g for biases): the paper's rule term by term.
         index = self._get_variable_index(variable)
-        velocity = _tf_variable(self.velocities[index])
+        velocity = self.velocities[index]
         if self.factors[index] != 1.0:
             learning_rate = learning_rate * self.factors[index]
-        variable = _tf_variable(variable)
+        if keras.backend.backend() == "tensorflow":
+            self._fused_tf_update(gradient, variable, velocity, learning_rate)
+            return
+        dtype = variable.dtype
+        gradient = ops.cast(gradient, dtype)
+        if is_decayed(variable) and self.coupled_weight_decay:
+            gradient = gradient + ops.cast(self.coupled_weight_decay, dtype) * variable
+        self.assign(velocity, ops.cast(self.momentum, dtype) * velocity
+                    - ops.cast(learning_rate, dtype) * gradient)
+        self.assign_add(variable, velocity)
+
+    def _fused_tf_update(self, gradient, variable, velocity, learning_rate):
+        # One fused TF kernel (ResourceApplyKerasMomentum) does both lines of the update; fused,
+        # it reads and writes the parameters far fewer times than separate element-wise ops.
+        import tensorflow as tf
+        velocity, variable = _tf_variable(velocity), _tf_variable(variable)
         dtype = variable.dtype
         gradient = tf.cast(gradient, dtype)
         if is_decayed(variable) and self.coupled_weight_decay:
@@ -94,9 +110,11 @@ class PaperSGD(keras.optimizers.Optimizer):
             use_nesterov=False)
 
     def _all_reduce_sum_gradients(self, grads_and_vars):
-        # With one replica the sum is the gradient itself. Keras' TensorFlow optimizer
-        # all-reduces anyway, through a differentiable (tf.custom_gradient) all-reduce
-        # that keeps ~0.47 GB per traced train step alive for the life of the process.
+        # (TensorFlow's optimizer only.) With one replica the sum is the gradient itself.
+        # Keras' TensorFlow optimizer all-reduces anyway, through a differentiable
+        # (tf.custom_gradient) all-reduce that keeps ~0.47 GB per traced train step alive for
+        # the life of the process.
+        import tensorflow as tf
         context = tf.distribute.get_replica_context()
         if context is None or context.num_replicas_in_sync == 1:
             return list(grads_and_vars)

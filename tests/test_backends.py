@@ -1,0 +1,69 @@
+"""The Python API on every Keras backend: tests/backend_cases.py in a process per backend.
+
+TensorFlow first, then JAX and PyTorch with `import tensorflow` made to fail in their processes
+(the API must not need it there). The references are written here once: a bvlc_alexnet-shaped
+caffemodel of random weights and the numpy Caffe forward pass of `caffe_reference`, and image
+files for `load_image`. The backends share a folder: each loads the `.keras` files and compares
+with the `load_image` pixels that the backends before it wrote.
+"""
+
+import importlib.util
+import io
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from alexnet_tf.data import imagenet
+from caffe_reference import caffe_layers, caffemodel_bytes, random_alexnet
+from helpers import REPO
+
+BACKENDS = ("tensorflow", "jax", "torch")       # backend_cases.BACKENDS: this order
+CAFFE_MEAN_BGR = np.array([104.007, 116.669, 122.679], np.float32)
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("backends")
+    weights = random_alexnet(seed=3)
+    # fc8 scaled down so the log-probabilities are O(1), where 2e-3 is a meaningful tolerance.
+    weights["fc8"] = tuple(np.float32(0.02) * w for w in weights["fc8"])
+    (folder / "random.caffemodel").write_bytes(caffemodel_bytes(weights, v1=False))
+    rng = np.random.default_rng(4)
+    image = rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    mean = np.broadcast_to(CAFFE_MEAN_BGR[:, None, None], (3, 256, 256))
+    layers = caffe_layers(weights, image, mean)
+    np.savez(folder / "reference.npz", image=image, fc8=layers["fc8"], fc7=layers["fc7"],
+             pool5=layers["pool5"], top_synset=imagenet.synsets()[int(np.argmax(layers["fc8"]))])
+    # A smooth photo-like JPEG (shrunk more than 2x by the paper's resize: antialiased) and a
+    # noisy PNG whose shorter side is already 256.
+    rows, cols = np.mgrid[0:600, 0:800]
+    photo = np.stack([(rows * 0.4) % 256, (cols * 0.3) % 256, (rows + cols) * 0.15 % 256], -1)
+    buffer = io.BytesIO()
+    Image.fromarray(photo.astype(np.uint8)).save(buffer, "JPEG", quality=90)
+    (folder / "photo.jpg").write_bytes(buffer.getvalue())
+    Image.fromarray(rng.integers(0, 256, (256, 300, 3), dtype=np.uint8)).save(folder / "wide.png")
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "text.jpg").write_text("not an image")
+    return folder
+
+
+def test_the_python_api_runs_on_tensorflow_jax_and_pytorch(shared):
+    missing = [b for b in BACKENDS if importlib.util.find_spec(b) is None]
+    assert not missing, f"{', '.join(missing)} not installed: pip install -e '.[test]'"
+    for backend in BACKENDS:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+        env.update(KERAS_BACKEND=backend, ALEXNET_TF_BACKEND_SHARED=str(shared),
+                   ALEXNET_TF_BLOCK_TENSORFLOW="0" if backend == "tensorflow" else "1")
+        done = subprocess.run(
+            [sys.executable, "-m", "pytest", "tests/backend_cases.py", "-q", "--noconftest",
+             "-p", "no:cacheprovider", "-p", "no:randomly", "-W", "ignore::DeprecationWarning"],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+        summary = done.stdout.strip().splitlines()[-1:] or ["(no output)"]
+        assert done.returncode == 0, f"{backend}: {summary[0]}\n{done.stdout[-6000:]}" \
+                                     f"\n{done.stderr[-2000:]}"
+        assert " passed" in summary[0] and "skipped" not in summary[0].replace(
+            "1 skipped", "") or backend == "tensorflow", f"{backend}: {summary[0]}"
