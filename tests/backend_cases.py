@@ -1,5 +1,5 @@
 """The Python API on one Keras backend, in a process of its own (`test_backends.py` runs this file
-with `KERAS_BACKEND` set to tensorflow, jax and torch in turn; not collected by the suite).
+with `KERAS_BACKEND` set to jax, then torch; not collected by the suite itself).
 
 References: the numpy Caffe of `caffe_reference` (its outputs computed by the parent and passed
 in a file), numpy formulas for LRN and the paper's update rule, and the files the earlier
@@ -179,6 +179,8 @@ def test_keras_files_of_the_earlier_backends_load_with_the_same_outputs(files, m
     mine = model.predict(x, verbose=0)
     for earlier in BACKENDS[:BACKENDS.index(BACKEND)]:
         path = os.path.join(SHARED, f"{earlier}.keras")
+        if earlier != "tensorflow" and not os.path.exists(path):
+            continue                                   # that backend's case was not run
         assert os.path.exists(path), f"{earlier} saved no model"
         loaded = keras.models.load_model(path)
         np.testing.assert_allclose(loaded.predict(x, verbose=0), np.load(path + ".npy"),
@@ -188,18 +190,19 @@ def test_keras_files_of_the_earlier_backends_load_with_the_same_outputs(files, m
     np.save(os.path.join(SHARED, f"{BACKEND}.keras.npy"), mine)
 
 
+def load_images(folder):
+    """`load_image` of the two test images, with Caffe's and the paper's resize: {name: pixels}."""
+    return {f"{name}-{weights}": alexnet_tf.load_image(os.path.join(folder, name), weights=weights)
+            for name in ("photo.jpg", "wide.png") for weights in ("bvlc_alexnet", None)}
+
+
 def test_load_image_gives_tensorflows_pixels_within_a_few_levels(files):
-    """TensorFlow's `load_image` (the tools' decoding and resizing) is the reference: the first
-    backend saves its pixels; the others compute theirs with Pillow and keras.ops."""
-    cases = [(os.path.join(SHARED, name), weights) for name in ("photo.jpg", "wide.png")
-             for weights in ("bvlc_alexnet", None)]
-    got = {f"{os.path.basename(path)}-{weights}": alexnet_tf.load_image(path, weights=weights)
-           for path, weights in cases}
-    saved = os.path.join(SHARED, "load_image.npz")
+    """TensorFlow's `load_image` (the tools' decoding and resizing, saved by test_backends.py)
+    is the reference; the other backends compute theirs with Pillow and keras.ops."""
     if BACKEND == "tensorflow":
-        np.savez(saved, **got)
-        return
-    with np.load(saved) as reference:
+        pytest.skip("TensorFlow's pixels are the reference")
+    got = load_images(SHARED)
+    with np.load(os.path.join(SHARED, "load_image.npz")) as reference:
         for key, pixels in got.items():
             assert pixels.shape == reference[key].shape, key
             difference = np.abs(pixels - reference[key])

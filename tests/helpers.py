@@ -21,6 +21,41 @@ def cli(module, *args, timeout=300, cwd=REPO):
                           env=env, capture_output=True, text=True, timeout=timeout)
 
 
+_forker = None
+
+
+def refusal(module, *args, timeout=120, cwd=REPO):
+    """`cli(module, *args)` for a command line the command refuses before it does any work (a
+    usage error, a bad path, --helpshort): run in a process forked from one that imported the
+    package once (tests/cli_forker.py), which spares each case the 5-13 s of importing
+    TensorFlow. The same `run()`, argv, stdout and stderr as the console script."""
+    import json
+    import selectors
+    import tempfile
+    global _forker
+    if _forker is None or _forker.poll() is not None:
+        env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+        _forker = subprocess.Popen([sys.executable, os.path.join(REPO, "tests", "cli_forker.py")],
+                                   cwd=REPO, env=env, stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    with tempfile.TemporaryDirectory() as folder:
+        out, err = os.path.join(folder, "out"), os.path.join(folder, "err")
+        _forker.stdin.write(json.dumps(dict(tool=module, args=list(args), cwd=str(cwd), out=out,
+                                            err=err)) + "\n")
+        _forker.stdin.flush()
+        with selectors.DefaultSelector() as selector:
+            selector.register(_forker.stdout, selectors.EVENT_READ)
+            if not selector.select(timeout):
+                _forker.kill()
+                raise subprocess.TimeoutExpired(f"alexnet_tf.cli.{module}", timeout)
+        line = _forker.stdout.readline()
+        if not line:
+            raise RuntimeError(f"tests/cli_forker.py ended (exit {_forker.wait()})")
+        with open(out) as o, open(err) as e:
+            return subprocess.CompletedProcess([module, *args], json.loads(line)["returncode"],
+                                               o.read(), e.read())
+
+
 def free_ports(n):
     """`n` distinct TCP ports free on 127.0.0.1 (all held open together while picked)."""
     with contextlib.ExitStack() as stack:

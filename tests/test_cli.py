@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from helpers import NATIVE_LOG, REPO, cli, free_ports
+from helpers import NATIVE_LOG, REPO, cli, refusal, free_ports
 
 QUICK = ["--flagfile=" + os.path.join(REPO, "flags", "quickstart.cfg"), "--batch_size=8",
          "--dataset=alexnet_shapes/tiny", "--log_steps=1", "--mixed_precision=float32",
@@ -99,13 +99,25 @@ def test_every_refusal_is_one_line_with_its_exit_status(args, status, message, t
                                                         tmp_path):
     model_dir = [] if args == [] else [f"--model_dir={tmp_path}"]
     dataset = [] if "--dataset" in " ".join(args) else ["--dataset=alexnet_shapes/tiny"]
-    result = cli("train", f"--data_dir={tiny_data_dir}", *dataset, *model_dir, *args,
-                 "--max_steps=1", timeout=120)
+    result = refusal("train", f"--data_dir={tiny_data_dir}", *dataset, *model_dir, *args,
+                     "--max_steps=1", timeout=120)
     assert result.returncode == status, result.stderr[-3000:]
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("alexnet-train: error: "), result.stderr
     assert message in lines[0]
     assert not os.path.exists(os.path.join(tmp_path, "checkpoint"))   # no work was done
+
+
+def test_a_refusal_in_a_forked_process_is_the_commands_own(tiny_data_dir, tmp_path):
+    """The refusal tests run forked (`helpers.refusal`): the same exit status, stdout and stderr
+    as the command started afresh, for a usage error (2) and a job's refusal (1)."""
+    for args in ([f"--model_dir={tmp_path}", "--batch_sise=8"],
+                 [f"--model_dir={tmp_path}", f"--data_dir={tiny_data_dir}",
+                  "--dataset=alexnet_shapes/tiny", "--batch_size=512"]):
+        forked, fresh = refusal("train", *args), cli("train", *args, timeout=120)
+        assert fresh.returncode in (1, 2) and fresh.stderr.startswith("alexnet-train: error: ")
+        assert (forked.returncode, forked.stdout, forked.stderr) == (
+            fresh.returncode, fresh.stdout, fresh.stderr)
 
 
 def test_helpshort_lists_the_tools_own_flags():
@@ -243,7 +255,7 @@ def test_every_path_flag_of_the_wrong_kind_is_one_line(tool, args, message, tmp_
     def place(text):
         return re.sub(r"\b(UNDER_FILE|FILE|DIR|MISSING)\b",
                       lambda m: str(tmp_path / names[m.group(1)]), text)
-    result = cli(tool, *[place(a) for a in args], timeout=120, cwd=str(tmp_path))
+    result = refusal(tool, *[place(a) for a in args], timeout=120, cwd=str(tmp_path))
     name = "import" if tool == "import_caffe" else "eval" if tool == "evaluate" else tool
     assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
     lines = result.stderr.splitlines()
@@ -254,7 +266,7 @@ def test_every_path_flag_of_the_wrong_kind_is_one_line(tool, args, message, tmp_
 
 def test_a_refused_start_leaves_no_folder_it_made(tmp_path):
     """`alexnet-train --flagfile=flags/paper.cfg` without ImageNet once left an empty runs/paper/."""
-    result = cli("train", f"--model_dir={tmp_path / 'runs' / 'paper'}", "--dataset=no_such_data",
-                 timeout=120)
+    result = refusal("train", f"--model_dir={tmp_path / 'runs' / 'paper'}",
+                     "--dataset=no_such_data", timeout=120)
     assert result.returncode == 1 and "unknown dataset 'no_such_data'" in result.stderr
     assert os.listdir(tmp_path) == []

@@ -1,0 +1,77 @@
+"""Runs alexnet-* commands in processes forked from this one, which imported TensorFlow and the
+package once (`helpers.refusal`). A command that refuses its arguments spends nearly all of its
+time importing them: 5-13 s each on two busy cores, against well under a second forked.
+
+Protocol, one JSON object a line: in {"tool", "args", "cwd", "out", "err"}; out
+{"returncode"}. Each child is what the console script `alexnet-<tool>` runs: argv[0] the
+command's name, the tool's module as `__main__` (as `python -m` has it), its `run()`, fd 1 to `out`, and (as in every alexnet-* command) Python's
+stderr to `err` while native libraries' fd 2 goes nowhere (`quiet`). Started by `helpers.py`;
+ends when its input closes.
+"""
+
+import importlib
+import json
+import os
+import pkgutil
+import sys
+
+os.environ["ALEXNET_TF_QUIET"] = "1"       # as a command's process: native fd 2 silenced
+
+import alexnet_tf  # noqa: E402
+
+# Everything the commands import but the commands themselves (each defines its own flags).
+for module in pkgutil.walk_packages(alexnet_tf.__path__, "alexnet_tf."):
+    if not module.name.startswith("alexnet_tf.cli."):
+        importlib.import_module(module.name)
+importlib.import_module("alexnet_tf.cli")
+
+
+def child(request):
+    """In the forked process: the command, then its exit status (never returns)."""
+    code = 1
+    try:
+        os.chdir(request["cwd"])
+        out = os.open(request["out"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        err = os.open(request["err"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        os.dup2(out, 1)
+        os.dup2(err, sys.stderr.fileno())
+        name = {"import_caffe": "import", "evaluate": "eval"}.get(request["tool"],
+                                                                  request["tool"])
+        sys.argv = [f"alexnet-{name}", *request["args"]]
+        module = importlib.import_module(f"alexnet_tf.cli.{request['tool']}")
+        sys.modules["__main__"] = module            # as `python -m` (absl's usage reads it)
+        try:
+            module.run()
+            code = 0
+        except SystemExit as exit_:
+            if exit_.code is None or isinstance(exit_.code, int):
+                code = exit_.code or 0
+            else:
+                print(exit_.code, file=sys.stderr)
+    except BaseException:
+        import traceback
+        traceback.print_exc()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        os._exit(code)
+
+
+def serve():
+    for line in sys.stdin:
+        request = json.loads(line)
+        pid = os.fork()
+        if pid == 0:
+            child(request)
+        _, status = os.waitpid(pid, 0)
+        reply = {"returncode": os.waitstatus_to_exitcode(status)}
+        real_stdout.write(json.dumps(reply) + "\n")
+        real_stdout.flush()
+
+
+if __name__ == "__main__":
+    real_stdout = os.fdopen(os.dup(1), "w")     # the replies; children's fd 1 is their own
+    serve()
