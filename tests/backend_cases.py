@@ -20,6 +20,7 @@ import pytest  # noqa: E402
 import alexnet_tf  # noqa: E402
 from alexnet_tf import errors  # noqa: E402
 from alexnet_tf.model.layers import LocalResponseNormalization  # noqa: E402
+from caffe_reference import crop, log_softmax  # noqa: E402
 
 BACKEND = keras.backend.backend()
 SHARED = os.environ.get("ALEXNET_TF_BACKEND_SHARED", "")
@@ -40,16 +41,6 @@ def files():
 @pytest.fixture(scope="module")
 def model(files):
     return alexnet_tf.AlexNet(weights=files["caffemodel"])
-
-
-def crop(image):
-    offset = (256 - 227) // 2
-    return image[offset:offset + 227, offset:offset + 227]
-
-
-def log_softmax(logits):
-    shifted = logits - logits.max()
-    return shifted - np.log(np.exp(shifted).sum())
 
 
 def test_the_keras_backend_is_the_one_asked_for_and_tensorflow_stays_out():

@@ -9,6 +9,7 @@ centre 227 crop, grouped convolutions, LRN across all channels with alpha / n
 and k = 1, ceil-mode max pooling, C,H,W flattening before fc6.
 """
 
+import os
 import struct
 
 import numpy as np
@@ -191,3 +192,34 @@ def caffe_layers(weights, image_rgb, mean_bgr_chw):
 def assert_close(actual, expected, rtol=1e-4):
     """Equal to `rtol` relative to the largest magnitude (float32 against float64)."""
     np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * np.abs(expected).max())
+
+
+
+# Caffe's published per-channel means, B, G, R (its ilsvrc_2012_mean.npy averaged), typed here.
+CAFFE_MEAN_BGR = np.array([104.007, 116.669, 122.679], np.float32)
+
+
+def bvlc_test_case(folder):
+    """A bvlc_alexnet-shaped caffemodel of random weights in `folder` (fc8 scaled down so the
+    log-probabilities are O(1), where 2e-3 is a meaningful tolerance), a random 256x256 image,
+    and this module's Caffe forward pass of it: {caffemodel, weights, image, reference}."""
+    weights = random_alexnet(seed=3)
+    weights["fc8"] = tuple(np.float32(0.02) * w for w in weights["fc8"])
+    path = os.path.join(str(folder), "random.caffemodel")
+    with open(path, "wb") as f:
+        f.write(caffemodel_bytes(weights, v1=False))
+    image = np.random.default_rng(4).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    mean = np.broadcast_to(CAFFE_MEAN_BGR[:, None, None], (3, 256, 256))
+    return dict(caffemodel=path, weights=weights, image=image,
+                reference=caffe_layers(weights, image, mean))
+
+
+def crop(image):
+    """The centre 227x227 of a 256x256 image (Caffe's test-time crop)."""
+    offset = (256 - 227) // 2
+    return image[offset:offset + 227, offset:offset + 227]
+
+
+def log_softmax(logits):
+    shifted = logits - logits.max()
+    return shifted - np.log(np.exp(shifted).sum())

@@ -27,7 +27,7 @@ from alexnet_tf import hardware, paper
 from alexnet_tf.data import imagenet, sources
 from alexnet_tf.model import caffe, weights as published
 from alexnet_tf.training.import_caffe import import_caffemodel
-from caffe_reference import assert_close, caffe_layers, caffemodel_bytes, random_alexnet
+from caffe_reference import assert_close, bvlc_test_case, caffe_layers, crop, log_softmax
 from helpers import REPO, free_ports, train_tiny_run
 
 # Caffe's published per-channel means, B, G, R (its ilsvrc_2012_mean.npy averaged), typed here.
@@ -37,35 +37,15 @@ CAFFE_MEAN_RGB = np.array([122.679, 116.669, 104.007], np.float32)
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("applications")
-    weights = random_alexnet(seed=3)
-    # fc8 scaled down so the log-probabilities are O(1), where 2e-3 is a meaningful tolerance.
-    weights["fc8"] = tuple(np.float32(0.02) * w for w in weights["fc8"])
-    path = str(folder / "random.caffemodel")
-    with open(path, "wb") as f:
-        f.write(caffemodel_bytes(weights, v1=False))
-    rng = np.random.default_rng(4)
-    image = rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)
-    mean = np.broadcast_to(CAFFE_MEAN_RGB[::-1, None, None], (3, 256, 256))
-    reference = caffe_layers(weights, image, mean)
-    with open(path, "rb") as f:
+    case = bvlc_test_case(folder)
+    with open(case["caffemodel"], "rb") as f:
         sha1 = hashlib.sha1(f.read()).hexdigest()
-    return dict(caffemodel=path, weights=weights, image=image, reference=reference, sha1=sha1,
-                folder=folder)
+    return dict(case, sha1=sha1, folder=folder)
 
 
 @pytest.fixture(scope="module")
 def model(files):
     return alexnet_tf.AlexNet(weights=files["caffemodel"])
-
-
-def crop(image):
-    offset = (256 - 227) // 2
-    return image[offset:offset + 227, offset:offset + 227]
-
-
-def log_softmax(logits):
-    shifted = logits - logits.max()
-    return shifted - np.log(np.exp(shifted).sum())
 
 
 def test_caffemodel_weights_compute_caffes_forward_pass(files, model):

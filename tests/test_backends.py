@@ -21,26 +21,20 @@ from PIL import Image
 import alexnet_tf
 import backend_cases
 from alexnet_tf.data import imagenet
-from caffe_reference import caffe_layers, caffemodel_bytes, random_alexnet
+from caffe_reference import bvlc_test_case, crop
 from helpers import REPO
 
 OTHERS = ("jax", "torch")                # after TensorFlow, in backend_cases.BACKENDS' order
-CAFFE_MEAN_BGR = np.array([104.007, 116.669, 122.679], np.float32)
 
 
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory):
     folder = tmp_path_factory.mktemp("backends")
-    weights = random_alexnet(seed=3)
-    # fc8 scaled down so the log-probabilities are O(1), where 2e-3 is a meaningful tolerance.
-    weights["fc8"] = tuple(np.float32(0.02) * w for w in weights["fc8"])
-    (folder / "random.caffemodel").write_bytes(caffemodel_bytes(weights, v1=False))
-    rng = np.random.default_rng(4)
-    image = rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)
-    mean = np.broadcast_to(CAFFE_MEAN_BGR[:, None, None], (3, 256, 256))
-    layers = caffe_layers(weights, image, mean)
-    np.savez(folder / "reference.npz", image=image, fc8=layers["fc8"], fc7=layers["fc7"],
+    case = bvlc_test_case(folder)
+    layers = case["reference"]
+    np.savez(folder / "reference.npz", image=case["image"], fc8=layers["fc8"], fc7=layers["fc7"],
              pool5=layers["pool5"], top_synset=imagenet.synsets()[int(np.argmax(layers["fc8"]))])
+    rng = np.random.default_rng(4)
     # A smooth photo-like JPEG (shrunk more than 2x by the paper's resize: antialiased) and a
     # noisy PNG whose shorter side is already 256.
     rows, cols = np.mgrid[0:600, 0:800]
@@ -51,9 +45,9 @@ def shared(tmp_path_factory):
     Image.fromarray(rng.integers(0, 256, (256, 300, 3), dtype=np.uint8)).save(folder / "wide.png")
     (folder / "empty.jpg").write_bytes(b"")
     (folder / "text.jpg").write_text("not an image")
-    # TensorFlow's side, as backend_cases.py writes it on the first backend.
+    # TensorFlow's side: what the other backends compare with.
     model = alexnet_tf.AlexNet(weights=str(folder / "random.caffemodel"))
-    x = alexnet_tf.preprocess_input(backend_cases.crop(image)[None])
+    x = alexnet_tf.preprocess_input(crop(case["image"])[None])
     model.save(folder / "tensorflow.keras")
     np.save(folder / "tensorflow.keras.npy", model.predict(x, verbose=0))
     np.savez(folder / "load_image.npz", **backend_cases.load_images(str(folder)))
