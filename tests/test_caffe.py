@@ -22,7 +22,7 @@ from alexnet_tf.training.rundir import RunDir
 from caffe_reference import (POOL_PARAMS, assert_close, caffe_forward, caffemodel_bytes,
                              conv_params, float32, layer, mean_bytes, number, random_alexnet,
                              text)
-from helpers import cli
+from helpers import cli, refusal
 
 # --- Fixtures -------------------------------------------------------------------------------
 
@@ -165,8 +165,8 @@ def test_wrong_shape_blob_is_named(files, tmp_path):
 
 def test_cli_refuses_bad_input_in_one_line(files, tmp_path):
     model_dir = tmp_path / "run"
-    result = cli("import_caffe", f"--caffemodel={files['paths']['mean']}",
-                 f"--model_dir={model_dir}")
+    result = refusal("import_caffe", f"--caffemodel={files['paths']['mean']}",
+                     f"--model_dir={model_dir}")
     assert result.returncode == 1
     assert result.stderr.strip().startswith("alexnet-import: error:")
     assert len(result.stderr.strip().splitlines()) == 1

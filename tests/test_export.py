@@ -18,7 +18,7 @@ from alexnet_tf.data import input_pipeline, sources
 from alexnet_tf.serving import deploy, export
 from alexnet_tf.training.restore import restore_model
 from alexnet_tf.training.rundir import RunDir
-from helpers import REPO, cli, train_tiny_run
+from helpers import REPO, cli, refusal, train_tiny_run
 
 TINY = "alexnet_shapes/tiny"
 # float32 probabilities both sides: the graphs are the same ops on the same inputs.
@@ -336,7 +336,7 @@ def test_export_and_predict_clis(run_dir, validation, tmp_path):
                   f"--gradcam={tmp_path / 'cams'}", str(jpeg), str(png))
     assert as_json.returncode == 0, as_json.stderr[-2000:]
     assert sorted(os.listdir(tmp_path / "cams")) == ["a.jpg.gradcam.png", "b.png.gradcam.png"]
-    refused = cli("predict", f"--saved_model={base}", f"--gradcam={tmp_path}", str(jpeg))
+    refused = refusal("predict", f"--saved_model={base}", f"--gradcam={tmp_path}", str(jpeg))
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1
     assert "--gradcam needs --model_dir" in refused.stderr
     results = json.loads(as_json.stdout)
@@ -564,10 +564,10 @@ def test_litert_and_onnx_exports_equal_the_savedmodel_in_their_own_runtimes(
         evaluated[target] = (row["top1_error"], row["top5_error"], row["examples"])
     assert len(set(evaluated.values())) == 1, evaluated
     assert evaluated[run_dir][2] == len(encoded)
-    refused = cli("evaluate", f"--saved_model={folder}", "--ten_crop")
+    refused = refusal("evaluate", f"--saved_model={folder}", "--ten_crop")
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1
     assert "--ten_crop needs --model_dir" in refused.stderr
-    refused = cli("evaluate", f"--saved_model={folder}")        # which of its files?
+    refused = refusal("evaluate", f"--saved_model={folder}")    # which of its files?
     assert refused.returncode == 1 and refused.stderr.count("\n") == 1
     assert "holds a SavedModel beside alexnet.onnx, alexnet_float32.tflite" in refused.stderr
 
@@ -656,13 +656,13 @@ def test_a_serving_base_skips_versions_without_a_savedmodel_and_says_how_to_move
         f"Serving would fail to load it): using version 1. Move it out of the base: mkdir -p "
         f"{base}-deploy && mv {old} {base}-deploy/2"]
     # The old version folder holds two files: which one to run is the user's choice.
-    refused = cli("predict", f"--saved_model={old}", str(image))
+    refused = refusal("predict", f"--saved_model={old}", str(image))
     assert refused.returncode == 1
     assert refused.stderr == (f"alexnet-predict: error: {old} holds alexnet_int8.onnx, "
                               "alexnet_int8.tflite: give one file's path\n")
     # A base of such versions alone serves nothing: one line.
     shutil.rmtree(os.path.join(base, "1"))
-    refused = cli("predict", f"--saved_model={base}", str(image))
+    refused = refusal("predict", f"--saved_model={base}", str(image))
     assert refused.returncode == 1
     assert refused.stderr == (f"alexnet-predict: error: no version in {base} holds a SavedModel "
                               "(deployment files alone, an earlier layout): pass one "
