@@ -124,6 +124,15 @@ SLOW_FIRST = ("test_harness.py", "test_export_formats.py", "test_export.py", "te
               "test_caffe.py", "test_fuzz.py", "test_deploy.py")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _refusal_forker_ends_with_its_file():
+    """A test file that ran forked refusals (`helpers.refusal`) ends the process they forked
+    from, so that a worker does not keep one for the rest of the session."""
+    yield
+    import helpers
+    helpers.close_refusal_forker()
+
+
 def pytest_addoption(parser):
     parser.addoption("--walkthrough", action="store_true",
                      help="also run the README walkthrough (tests/test_readme.py, about ten "

@@ -56,6 +56,20 @@ def refusal(module, *args, timeout=120, cwd=REPO):
                                                o.read(), e.read())
 
 
+def close_refusal_forker():
+    """Ends `refusal`'s forking process (it holds the package's imports, about 0.6 GB)."""
+    global _forker
+    if _forker is not None:
+        _forker.stdin.close()
+        try:
+            _forker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            _forker.kill()
+            _forker.wait()
+        _forker.stdout.close()
+        _forker = None
+
+
 def free_ports(n):
     """`n` distinct TCP ports free on 127.0.0.1 (all held open together while picked)."""
     with contextlib.ExitStack() as stack:
