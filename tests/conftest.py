@@ -112,16 +112,15 @@ if _TRACE_DIR:
         os.replace(name + ".tmp", name)
 
 
-# The slowest files first, so that two workers (--dist loadfile) end together instead of one
-# waiting for the other's last long file; test_harness.py (two pytest workers of its own) first
-# of all, while the workers are small (a worker keeps memory from every file it ran,
-# docs/TESTING.md).
-# By worker time (the AMX run at 382eebc); test_harness.py first, while the workers are small
-# (its inner pytest starts two workers of its own).
+# The slowest files first, by worker time (the AMX runs of 2026-12-03), so that two workers
+# (--dist loadfile) end together instead of one waiting for the other's last long file;
+# test_harness.py (two pytest workers of its own) first of all, while the workers are small (a
+# worker keeps memory from every file it ran, docs/TESTING.md).
 SLOW_FIRST = ("test_harness.py", "test_export_formats.py", "test_export.py", "test_train.py",
-              "test_study.py", "test_cli.py", "test_storage_faults.py", "test_distribute.py",
-              "test_benchmark.py", "test_ownership.py", "test_applications.py", "test_finetune.py",
-              "test_caffe.py", "test_fuzz.py", "test_deploy.py")
+              "test_study.py", "test_backends.py", "test_storage_faults.py", "test_applications.py",
+              "test_cli.py", "test_distribute.py", "test_benchmark.py", "test_ownership.py",
+              "test_finetune.py", "test_caffe.py", "test_fuzz.py", "test_deploy.py",
+              "test_selfcheck.py")
 
 
 @pytest.fixture(autouse=True, scope="module")
