@@ -103,8 +103,8 @@ CATALOGUE = (
              ("tests/test_preprocessing.py", "tests/test_metrics.py")),
     Mutation("mean_not_subtracted_in_training", "training images minus the mean (section 2)",
              "alexnet_tf/data/input_pipeline.py",
-             "image = normalization.subtract_mean(normalization.decode_256(encoded))",
-             "image = normalization.decode_256(encoded)", ("tests/test_input_pipeline.py",)),
+             "        image = normalization.subtract_mean(image)\n",
+             "", ("tests/test_input_pipeline.py",)),
     Mutation("pca_colour_not_added", "each training image gets one PCA colour offset (4.1)",
              "alexnet_tf/data/input_pipeline.py", "image += normalization.pca_offset(pca_seed)",
              "image += 0 * normalization.pca_offset(pca_seed)",
@@ -174,9 +174,9 @@ CATALOGUE = (
              "return PIXEL_SCALE * preprocessing.pca_offset(", "return preprocessing.pca_offset(",
              ("tests/test_dataset_stats.py",)),
     Mutation("api_means_bgr", "preprocess_input subtracts Caffe's means in RGB order",
-             "alexnet_tf/training/import_caffe.py",
-             "rgb = np.asarray(caffe.CAFFE_BGR_MEAN[::-1], np.float32)",
-             "rgb = np.asarray(caffe.CAFFE_BGR_MEAN, np.float32)",
+             "alexnet_tf/model/caffe.py",
+             "return np.asarray(CAFFE_BGR_MEAN[::-1], np.float32)",
+             "return np.asarray(CAFFE_BGR_MEAN, np.float32)",
              ("tests/test_applications.py::test_preprocess_input_subtracts_caffes_channel_means_"
               "in_rgb",)),
     Mutation("api_weights_sha1", "published weights are refused unless their sha1 matches",
@@ -306,4 +306,21 @@ CATALOGUE = (
     Mutation("solarize_threshold", "RandAugment's solarize inverts values >= 256 (1 - m) (#38)",
              "alexnet_tf/data/randaugment.py", "image >= 256.0 * (1.0 - m)", "image >= 255.0 * m",
              ("tests/test_randaugment.py",)),
+    Mutation("lrn_ops_alpha", "every backend's LRN (keras.ops) is the paper's formula, equal to "
+             "TensorFlow's paths (#37)", "alexnet_tf/model/formulas.py",
+             "return x * inverse_power(k + alpha * window_sum(ops.square(x), n), beta)",
+             "return x * inverse_power(k + alpha * 1.001 * window_sum(ops.square(x), n), beta)",
+             ("tests/test_layers.py::test_tensorflows_fast_paths_equal_the_keras_ops_path",)),
+    Mutation("paper_sgd_ops_decays_biases", "PaperSGD on JAX and PyTorch decays kernels only "
+             "(section 5, #37)", "alexnet_tf/training/optimizer.py",
+             "        if is_decayed(variable) and self.coupled_weight_decay:\n"
+             "            gradient = gradient + ops.cast(",
+             "        if self.coupled_weight_decay:\n"
+             "            gradient = gradient + ops.cast(",
+             ("tests/test_backends.py",)),
+    Mutation("selfcheck_reference_unchecked", "the self-check fails on a wrong forward pass "
+             "(#37)", "alexnet_tf/selfcheck.py",
+             "    passed = difference <= FORWARD_TOLERANCE * float(np.abs(expected).max())",
+             "    passed = True",
+             ("tests/test_selfcheck.py",)),
 )
