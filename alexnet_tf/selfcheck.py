@@ -83,8 +83,8 @@ def check_forward():
 def _training_model():
     model = build_alexnet(CLASSES, kernel_init="he", bias_init="zeros", dropout_rate=0.0,
                           devices=None, seed=SEED)
-    model.compile(optimizer=PaperSGD(LEARNING_RATE), loss=keras.losses.SparseCategoricalCrossentropy(
-        from_logits=True))
+    model.compile(optimizer=PaperSGD(LEARNING_RATE),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     return model
 
 
@@ -110,13 +110,17 @@ def check_training(policy, steps, batch_size):
     finally:
         keras.mixed_precision.set_dtype_policy("float32")
     passed = np.isfinite(after) and after < before
-    rate = batch_size * (steps - 1) / seconds if steps > 1 else float("nan")
+    rate = batch_size * (steps - 1) / seconds                # steps >= 2 (main checks it)
     return passed, f"loss {before:.3f} -> {after:.3f} after {steps} steps", rate
 
 
-def inference_rate(batch_size, repeats):
-    """Images/s of AlexNet's forward pass (float32, 1000 classes) at `batch_size`."""
-    model = build_alexnet(paper.NUM_CLASSES, devices=None, seed=SEED)
+def inference_model():
+    """AlexNet as inference_rate times it: float32, 1000 classes."""
+    return build_alexnet(paper.NUM_CLASSES, devices=None, seed=SEED)
+
+
+def inference_rate(model, batch_size, repeats):
+    """Images/s of `model`'s forward pass at `batch_size`."""
     x = _batch(batch_size)[0]
     model.predict_on_batch(x)                             # compiles
     start = time.perf_counter()
@@ -173,11 +177,11 @@ def main(argv=None):
         passed, message, rate = check_training(policy, args.steps, args.batch_size)
         report(f"training ({policy})", passed, message)
         rates[policy] = rate
-    batches = sorted({1, 32, args.batch_size})
+    model = inference_model()
     print(f"\n  {'what':<34} {'batch':>6} {'images/s':>10}")
-    for batch in batches:
+    for batch in sorted({1, 32, args.batch_size}):
         print(f"  {'inference, float32':<34} {batch:>6} "
-              f"{inference_rate(batch, args.repeats):>10.1f}", flush=True)
+              f"{inference_rate(model, batch, args.repeats):>10.1f}", flush=True)
     for policy, rate in rates.items():
         print(f"  {'training, ' + policy:<34} {args.batch_size:>6} {rate:>10.1f}")
     if failed:

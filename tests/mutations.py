@@ -311,7 +311,7 @@ CATALOGUE = (
              "return x * inverse_power(k + alpha * window_sum(ops.square(x), n), beta)",
              "return x * inverse_power(k + alpha * 1.001 * window_sum(ops.square(x), n), beta)",
              ("tests/test_layers.py::test_tensorflows_fast_paths_equal_the_keras_ops_path",)),
-    Mutation("paper_sgd_ops_decays_biases", "PaperSGD on JAX and PyTorch decays kernels only "
+    Mutation("paper_sgd_ops_decays_biases", "PaperSGD decays kernels only, on every backend "
              "(section 5, #37)", "alexnet_tf/training/optimizer.py",
              "        if is_decayed(variable) and self.coupled_weight_decay:\n"
              "            gradient = gradient + ops.cast(",

@@ -57,8 +57,6 @@ def within_limit(size, max_megapixels=MAX_MEGAPIXELS):
     return size[0] * size[1] <= int(max_megapixels * 1e6)
 
 
-
-
 def image_problem(data, max_megapixels=MAX_MEGAPIXELS):
     """None, or why these encoded bytes will not be decoded (one line), from the header alone:
     EMPTY, NOT_AN_IMAGE or `too_large`'s reason. (A header that reads over damaged pixels is

@@ -29,7 +29,8 @@ def inverse_power(t, beta):
 
 
 def window_sum(v, n):
-    """Each channel's clipped window of n channels summed: v's channels padded and shifted n times."""
+    """Each channel's clipped window of n channels summed: v's channels padded, shifted n
+    times."""
     channels, half = v.shape[-1], n // 2
     padded = ops.pad(v, [[0, 0]] * (len(v.shape) - 1) + [[half, half]])
     total = padded[..., 0:channels]

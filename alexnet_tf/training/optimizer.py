@@ -19,6 +19,7 @@ import keras
 from keras import ops
 
 from alexnet_tf import paper
+from alexnet_tf.model.layers import on_tensorflow
 from alexnet_tf.model.network import base_name
 
 
@@ -84,26 +85,24 @@ class PaperSGD(keras.optimizers.Optimizer):
         velocity = self.velocities[index]
         if self.factors[index] != 1.0:
             learning_rate = learning_rate * self.factors[index]
-        if keras.backend.backend() == "tensorflow":
-            self._fused_tf_update(gradient, variable, velocity, learning_rate)
-            return
         dtype = variable.dtype
         gradient = ops.cast(gradient, dtype)
         if is_decayed(variable) and self.coupled_weight_decay:
             gradient = gradient + ops.cast(self.coupled_weight_decay, dtype) * variable
+        if on_tensorflow():
+            self._fused_tf_update(gradient, variable, velocity, learning_rate)
+            return
         self.assign(velocity, ops.cast(self.momentum, dtype) * velocity
                     - ops.cast(learning_rate, dtype) * gradient)
         self.assign_add(variable, velocity)
 
     def _fused_tf_update(self, gradient, variable, velocity, learning_rate):
-        # One fused TF kernel (ResourceApplyKerasMomentum) does both lines of the update; fused,
-        # it reads and writes the parameters far fewer times than separate element-wise ops.
+        # One fused TF kernel (ResourceApplyKerasMomentum) does both lines of the update with
+        # the decayed gradient g'; fused, it reads and writes the parameters far fewer times
+        # than separate element-wise ops.
         import tensorflow as tf
         velocity, variable = _tf_variable(velocity), _tf_variable(variable)
         dtype = variable.dtype
-        gradient = tf.cast(gradient, dtype)
-        if is_decayed(variable) and self.coupled_weight_decay:
-            gradient = gradient + tf.cast(self.coupled_weight_decay, dtype) * variable
         tf.raw_ops.ResourceApplyKerasMomentum(
             var=variable.handle, accum=velocity.handle, lr=tf.cast(learning_rate, dtype),
             grad=gradient, momentum=tf.cast(self.momentum, dtype), use_locking=False,
