@@ -4,9 +4,9 @@ time importing them: 5-13 s each on two busy cores, against well under a second 
 
 Protocol, one JSON object a line: in {"tool", "args", "cwd", "out", "err"}; out
 {"returncode"}. Each child is what the console script `alexnet-<tool>` runs: argv[0] the
-command's name, the tool's module as `__main__` (as `python -m` has it), its `run()`, fd 1 to `out`, and (as in every alexnet-* command) Python's
-stderr to `err` while native libraries' fd 2 goes nowhere (`quiet`). Started by `helpers.py`;
-ends when its input closes.
+command's name, the tool's module as `__main__` (as `python -m` has it), its `run()`, fd 1 to
+`out`, and (as in every alexnet-* command) Python's stderr to `err` while native libraries' fd 2
+goes nowhere (`quiet`). Started by `helpers.py`; ends when its input closes.
 """
 
 import importlib
@@ -18,6 +18,7 @@ import sys
 os.environ["ALEXNET_TF_QUIET"] = "1"       # as a command's process: native fd 2 silenced
 
 import alexnet_tf  # noqa: E402
+from helpers import command_name  # noqa: E402  (this script's folder is on the path)
 
 # Everything the commands import but the commands themselves (each defines its own flags).
 for module in pkgutil.walk_packages(alexnet_tf.__path__, "alexnet_tf."):
@@ -35,9 +36,7 @@ def child(request):
         err = os.open(request["err"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         os.dup2(out, 1)
         os.dup2(err, sys.stderr.fileno())
-        name = {"import_caffe": "import", "evaluate": "eval"}.get(request["tool"],
-                                                                  request["tool"])
-        sys.argv = [f"alexnet-{name}", *request["args"]]
+        sys.argv = [command_name(request["tool"]), *request["args"]]
         module = importlib.import_module(f"alexnet_tf.cli.{request['tool']}")
         sys.modules["__main__"] = module            # as `python -m` (absl's usage reads it)
         try:

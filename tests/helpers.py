@@ -13,12 +13,21 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NATIVE_LOG = r"^([IWEF]\d{4} \d\d:\d\d:|WARNING: All log messages before absl|To enable the follow)"
 
 
+def command_env():
+    """The environment the commands run in: the suite's, without TF_CPP_MIN_LOG_LEVEL (the
+    commands keep TensorFlow quiet themselves)."""
+    return {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+
+
+def command_name(module):
+    """alexnet_tf.cli.<module>'s console script (setup.py): 'import_caffe' -> 'alexnet-import'."""
+    return "alexnet-" + {"import_caffe": "import", "evaluate": "eval"}.get(module, module)
+
+
 def cli(module, *args, timeout=300, cwd=REPO):
-    """Runs `python -m alexnet_tf.cli.<module> args` from the repository root, as a user does
-    (no TF_CPP_MIN_LOG_LEVEL: the commands keep TensorFlow quiet themselves)."""
-    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    """Runs `python -m alexnet_tf.cli.<module> args` from the repository root, as a user does."""
     return subprocess.run([sys.executable, "-m", f"alexnet_tf.cli.{module}", *args], cwd=cwd,
-                          env=env, capture_output=True, text=True, timeout=timeout)
+                          env=command_env(), capture_output=True, text=True, timeout=timeout)
 
 
 _forker = None
@@ -26,7 +35,7 @@ _forker = None
 
 def refusal(module, *args, timeout=120, cwd=REPO):
     """`cli(module, *args)` for a command line the command refuses before it does any work (a
-    usage error, a bad path, --helpshort): run in a process forked from one that imported the
+    usage error, a bad path or file): run in a process forked from one that imported the
     package once (tests/cli_forker.py), which spares each case the 5-13 s of importing
     TensorFlow. The same `run()`, argv, stdout and stderr as the console script."""
     import json
@@ -34,9 +43,8 @@ def refusal(module, *args, timeout=120, cwd=REPO):
     import tempfile
     global _forker
     if _forker is None or _forker.poll() is not None:
-        env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
         _forker = subprocess.Popen([sys.executable, os.path.join(REPO, "tests", "cli_forker.py")],
-                                   cwd=REPO, env=env, stdin=subprocess.PIPE,
+                                   cwd=REPO, env=command_env(), stdin=subprocess.PIPE,
                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     with tempfile.TemporaryDirectory() as folder:
         out, err = os.path.join(folder, "out"), os.path.join(folder, "err")

@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from helpers import NATIVE_LOG, REPO, cli, refusal, free_ports
+from helpers import NATIVE_LOG, REPO, cli, command_name, free_ports, refusal
 
 QUICK = ["--flagfile=" + os.path.join(REPO, "flags", "quickstart.cfg"), "--batch_size=8",
          "--dataset=alexnet_shapes/tiny", "--log_steps=1", "--mixed_precision=float32",
@@ -256,10 +256,10 @@ def test_every_path_flag_of_the_wrong_kind_is_one_line(tool, args, message, tmp_
         return re.sub(r"\b(UNDER_FILE|FILE|DIR|MISSING)\b",
                       lambda m: str(tmp_path / names[m.group(1)]), text)
     result = refusal(tool, *[place(a) for a in args], timeout=120, cwd=str(tmp_path))
-    name = "import" if tool == "import_caffe" else "eval" if tool == "evaluate" else tool
+    name = command_name(tool)
     assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
     lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"alexnet-{name}: error: {place(message)}"), \
+    assert len(lines) == 1 and lines[0].startswith(f"{name}: error: {place(message)}"), \
         result.stderr
     assert sorted(os.listdir(tmp_path)) == ["DIR", "FILE"] and not os.listdir(tmp_path / "DIR")
 

@@ -19,7 +19,7 @@ import urllib.request
 
 import pytest
 
-from helpers import NATIVE_LOG, REPO, free_ports
+from helpers import NATIVE_LOG, REPO, cli, command_env, free_ports
 
 README = os.path.join(REPO, "README.md")
 BIN = os.path.dirname(sys.executable)
@@ -78,7 +78,7 @@ def walk(tmp_path_factory):
         image = rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)
         (folder / name).write_bytes(tf.io.encode_jpeg(image).numpy())
     closed, = free_ports(1)
-    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env = command_env()
     env.update(HOME=str(folder / "home"), KERAS_HOME=str(folder / "home" / ".keras"),
                TFDS_DATA_DIR=str(folder / "tensorflow_datasets"),
                ALEXNET_TF_WEIGHTS_URL=f"http://127.0.0.1:{closed}/bvlc_alexnet.caffemodel",
@@ -178,8 +178,6 @@ def test_the_one_gpu_network_has_the_parameters_the_readme_says(tmp_path):
     argv = next(a for a in readme_examples() if a[0] == "alexnet-summary" and "--half_width" in a)
     line = next(line for line in open(README, encoding="utf-8") if shlex.join(argv) in line)
     stated = line.split("network:")[1].split("parameters")[0].strip()
-    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    done = subprocess.run([sys.executable, "-m", "alexnet_tf.cli.summary", *argv[1:]],
-                          cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300)
+    done = cli("summary", *argv[1:], cwd=str(tmp_path))
     assert done.returncode == 0, done.stderr[-2000:]
     assert stated in done.stdout, (stated, done.stdout[-1500:])
