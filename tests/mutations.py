@@ -44,7 +44,7 @@ CATALOGUE = (
              "momentum=tf.cast(self.momentum / 2, dtype)", ("tests/test_optimizer.py",)),
     Mutation("weight_decay_outside_momentum", "weight decay enters the momentum (section 5)",
              "alexnet_tf/training/optimizer.py",
-             "gradient = gradient + tf.cast(self.coupled_weight_decay, dtype) * variable",
+             "gradient = gradient + ops.cast(self.coupled_weight_decay, dtype) * variable",
              "gradient = gradient", ("tests/test_optimizer.py",)),
     Mutation("weight_decay_on_biases", "biases are not decayed (our reading, PAPER_CHOICES)",
              "alexnet_tf/training/optimizer.py", "return len(variable.shape) >= 2", "return True",
