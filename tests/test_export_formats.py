@@ -1,6 +1,6 @@
-"""`alexnet-export` of every deployment format with each of its quantizations, each alone in a
-process of its own, as a user runs it (a file apart from test_export so that its six exports
-run beside the other files)."""
+"""`alexnet-export` of each deployment format alone with each of its quantizations, each in a
+process of its own, as a user runs it (a file apart from test_export so that its four exports
+run beside the other files; the unquantized files are test_export's runtime test's)."""
 
 import json
 import os
@@ -16,11 +16,12 @@ def run_dir(tiny_data_dir, tmp_path_factory):
     return train_tiny_run(str(tmp_path_factory.mktemp("run")), tiny_data_dir)
 
 
-# Every deployment format with each of its quantizations, and the file each one writes.
-ALONE = [("litert", "none", "alexnet_float32.tflite"),
-         ("litert", "float16", "alexnet_float16.tflite"),
+# Every deployment format alone with each of its quantizations, and the file each one writes.
+# Unquantized, each format is also the other's companion in test_export's runtime test
+# (`--format=saved_model,litert,onnx`), which checks their outputs in LiteRT and ONNX Runtime.
+ALONE = [("litert", "float16", "alexnet_float16.tflite"),
          ("litert", "dynamic", "alexnet_dynamic.tflite"), ("litert", "int8", "alexnet_int8.tflite"),
-         ("onnx", "none", "alexnet.onnx"), ("onnx", "int8", "alexnet_int8.onnx")]
+         ("onnx", "int8", "alexnet_int8.onnx")]
 SAVED_MODEL_FILES = {"saved_model.pb", "fingerprint.pb", "variables", "assets", "assets.extra"}
 
 

@@ -67,7 +67,7 @@ def test_a_killed_worker_ends_the_run_with_the_test_named(tmp_path):
 
 
 def test_a_test_past_the_time_limit_fails_named_and_the_run_goes_on(tmp_path):
-    status, output, seconds = run_inner(tmp_path, "-k", "sleeps or last", "--timeout=5")
+    status, output, seconds = run_inner(tmp_path, "-k", "sleeps or last", "--timeout=2")
     assert status == 1, output
     assert "FAILED test_inner.py::test_sleeps - Failed: Timeout" in output, output
     assert "1 failed, 1 passed" in output, output
@@ -75,10 +75,10 @@ def test_a_test_past_the_time_limit_fails_named_and_the_run_goes_on(tmp_path):
 
 
 def test_a_test_stuck_past_the_signal_ends_its_worker_with_the_test_named(tmp_path):
-    status, output, seconds = run_inner(tmp_path, "-k", "stuck", "--timeout=5",
-                                        env={"ALEXNET_TF_TIMEOUT_GRACE": "5"})
+    status, output, seconds = run_inner(tmp_path, "-k", "stuck", "--timeout=2",
+                                        env={"ALEXNET_TF_TIMEOUT_GRACE": "2"})
     assert status == 1, output
-    assert ("test_inner.py::test_stuck: still running 5 s after the 5 s time limit; ending "
+    assert ("test_inner.py::test_stuck: still running 2 s after the 2 s time limit; ending "
             "its worker") in output, output
     assert "crashed while running 'test_inner.py::test_stuck'" in output, output
     assert seconds < 120, seconds
