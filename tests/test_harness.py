@@ -82,3 +82,39 @@ def test_a_test_stuck_past_the_signal_ends_its_worker_with_the_test_named(tmp_pa
             "its worker") in output, output
     assert "crashed while running 'test_inner.py::test_stuck'" in output, output
     assert seconds < 120, seconds
+
+
+POOL = '''
+import os, sys
+import tensorflow as tf
+
+def rss():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS"))
+
+tf.zeros([1]).numpy()                                  # TensorFlow and its allocator started
+before = rss()
+x = tf.random.uniform([100, 1024, 1024])               # 400 MiB from TensorFlow's allocator
+assert float(tf.reduce_sum(x[:1, :1, :1])) >= 0
+del x
+print((rss() - before) / 2 ** 20)                      # MiB still held after it was freed
+'''
+
+
+def held_after_free(allocator):
+    """MiB a fresh TensorFlow process still holds after freeing a 400 MiB tensor."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_ONEDNN_USE_SYSTEM_ALLOCATOR"}
+    env.update(TF_CPP_MIN_LOG_LEVEL="3", **({"TF_ONEDNN_USE_SYSTEM_ALLOCATOR": "1"}
+                                            if allocator == "system" else {}))
+    done = subprocess.run([sys.executable, "-c", POOL], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return float(done.stdout.split()[-1])
+
+
+def test_the_workers_give_freed_tensor_memory_back():
+    """conftest.py turns oneDNN's pool allocator off (docs/TESTING.md): with the pool, a process
+    keeps the memory of every tensor it freed; with the system allocator it does not."""
+    assert os.environ.get("TF_ONEDNN_USE_SYSTEM_ALLOCATOR") == "1"
+    assert held_after_free("pool") > 300            # what the suite's workers kept before
+    assert held_after_free("system") < 50
