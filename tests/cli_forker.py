@@ -1,18 +1,21 @@
 """Runs alexnet-* commands in processes forked from this one, which imported TensorFlow and the
-package once (`helpers.refusal`). A command that refuses its arguments spends nearly all of its
-time importing them: 5-13 s each on two busy cores, against well under a second forked.
+package once (`helpers.forked`). A command spends 4-13 s importing them on two busy cores;
+forked, it starts at once.
 
 Protocol, one JSON object a line: in {"tool", "args", "cwd", "out", "err"}; out
 {"returncode"}. Each child is what the console script `alexnet-<tool>` runs: argv[0] the
 command's name, the tool's module as `__main__` (as `python -m` has it), its `run()`, fd 1 to
 `out`, and (as in every alexnet-* command) Python's stderr to `err` while native libraries' fd 2
-goes nowhere (`quiet`). Started by `helpers.py`; ends when its input closes.
+goes nowhere (`quiet`). Started by `helpers.py`; ends when its input closes, and a child
+ends with it (a timed-out command is killed with its forker).
 """
 
+import ctypes
 import importlib
 import json
 import os
 import pkgutil
+import signal
 import sys
 
 os.environ["ALEXNET_TF_QUIET"] = "1"       # as a command's process: native fd 2 silenced
@@ -31,6 +34,7 @@ def child(request):
     """In the forked process: the command, then its exit status (never returns)."""
     code = 1
     try:
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)    # PR_SET_PDEATHSIG: ends with the forker
         os.chdir(request["cwd"])
         out = os.open(request["out"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         err = os.open(request["err"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)

@@ -24,25 +24,37 @@ def command_name(module):
     return "alexnet-" + {"import_caffe": "import", "evaluate": "eval"}.get(module, module)
 
 
-def cli(module, *args, timeout=300, cwd=REPO):
-    """Runs `python -m alexnet_tf.cli.<module> args` from the repository root, as a user does."""
+def cli(module, *args, timeout=300, cwd=REPO, fresh=False):
+    """Runs `python -m alexnet_tf.cli.<module> args` from the repository root, as a user does:
+    in a process forked from one that imported the package once (`forked`), or with
+    `fresh=True` (or when the environment changed since that process started) in a new
+    interpreter, for the tests about the process itself."""
+    if not fresh and (_forker is None or _forker_env == command_env()):
+        return forked(module, *args, timeout=timeout, cwd=cwd)
     return subprocess.run([sys.executable, "-m", f"alexnet_tf.cli.{module}", *args], cwd=cwd,
                           env=command_env(), capture_output=True, text=True, timeout=timeout)
 
 
 _forker = None
+_forker_env = None
 
 
 def refusal(module, *args, timeout=120, cwd=REPO):
     """`cli(module, *args)` for a command line the command refuses before it does any work (a
-    usage error, a bad path or file): run in a process forked from one that imported the
-    package once (tests/cli_forker.py), which spares each case the 5-13 s of importing
-    TensorFlow. The same `run()`, argv, stdout and stderr as the console script."""
+    usage error, a bad path or file)."""
+    return forked(module, *args, timeout=timeout, cwd=cwd)
+
+
+def forked(module, *args, timeout=300, cwd=REPO):
+    """The command run in a process forked from one that imported the package once
+    (tests/cli_forker.py), which spares each run the 4-13 s of importing TensorFlow. The same
+    `run()`, argv, stdout and stderr as the console script."""
     import json
     import selectors
     import tempfile
-    global _forker
+    global _forker, _forker_env
     if _forker is None or _forker.poll() is not None:
+        _forker_env = command_env()
         _forker = subprocess.Popen([sys.executable, os.path.join(REPO, "tests", "cli_forker.py")],
                                    cwd=REPO, env=command_env(), stdin=subprocess.PIPE,
                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)

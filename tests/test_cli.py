@@ -114,18 +114,18 @@ def test_a_refusal_in_a_forked_process_is_the_commands_own(tiny_data_dir, tmp_pa
     for args in ([f"--model_dir={tmp_path}", "--batch_sise=8"],
                  [f"--model_dir={tmp_path}", f"--data_dir={tiny_data_dir}",
                   "--dataset=alexnet_shapes/tiny", "--batch_size=512"]):
-        forked, fresh = refusal("train", *args), cli("train", *args, timeout=120)
+        forked, fresh = refusal("train", *args), cli("train", *args, timeout=120, fresh=True)
         assert fresh.returncode in (1, 2) and fresh.stderr.startswith("alexnet-train: error: ")
         assert (forked.returncode, forked.stdout, forked.stderr) == (
             fresh.returncode, fresh.stdout, fresh.stderr)
 
 
 def test_helpshort_lists_the_tools_own_flags():
-    result = cli("train", "--helpshort", timeout=120)
+    result = cli("train", "--helpshort", timeout=120, fresh=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "--batch_size: Global batch size" in result.stdout
     assert "--flagfile" not in result.stdout and "--verbosity" not in result.stdout   # absl's
-    full = cli("train", "--helpfull", timeout=120)
+    full = cli("train", "--helpfull", timeout=120, fresh=True)
     assert full.returncode == 0 and "--verbosity" in full.stdout and "--batch_size" in full.stdout
 
 

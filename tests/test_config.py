@@ -121,7 +121,7 @@ def test_a_run_config_with_a_value_of_the_wrong_type_or_range_is_refused_naming_
 
 
 def test_helpfull_lists_every_flag_with_its_help():
-    result = cli("train", "--helpfull", timeout=120)
+    result = cli("train", "--helpfull", timeout=120, fresh=True)
     for cls in (TrainConfig, ModelConfig):
         for field in dataclasses.fields(cls):
             if "help" in field.metadata:

@@ -34,7 +34,7 @@ def test_each_format_exports_alone_in_a_fresh_process_beside_a_servable_savedmod
     base = str(tmp_path / "alexnet")
     done = cli("export", f"--model_dir={run_dir}", f"--export_base={base}", f"--format={fmt}",
                f"--quantize={quantize}", "--check_images=8", "--calibration_images=8",
-               timeout=600)
+               timeout=600, fresh=True)
     assert done.returncode == 0, done.stderr[-3000:]
     assert os.listdir(base) == ["1"]
     folder = os.path.join(base, "1")
