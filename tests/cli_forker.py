@@ -10,6 +10,7 @@ goes nowhere (`quiet`). Started by `helpers.py`; ends when its input closes, and
 ends with it (a timed-out command is killed with its forker).
 """
 
+import atexit
 import ctypes
 import importlib
 import json
@@ -55,6 +56,10 @@ def child(request):
         import traceback
         traceback.print_exc()
     finally:
+        try:
+            atexit._run_exitfuncs()     # as the command's own exit would (autograph's temp files)
+        except BaseException:
+            pass
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
