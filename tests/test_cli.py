@@ -22,7 +22,7 @@ QUICK = ["--flagfile=" + os.path.join(REPO, "flags", "quickstart.cfg"), "--batch
 def test_train_resume_and_evaluate_end_to_end(tiny_data_dir, tmp_path):
     model_dir = str(tmp_path / "run")
     first = cli("train", *QUICK, f"--data_dir={tiny_data_dir}", f"--model_dir={model_dir}",
-                "--max_steps=3")
+                "--max_steps=3", fresh=True)      # fresh: its own native fd 2 (quiet, below)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "Starting from step 0" in first.stdout
     assert "epoch 1 step 3/3 loss" in first.stdout and "img/s ETA" in first.stdout
@@ -36,7 +36,7 @@ def test_train_resume_and_evaluate_end_to_end(tiny_data_dir, tmp_path):
 
     out = str(tmp_path / "eval.json")
     result = cli("evaluate", f"--model_dir={model_dir},{model_dir}", "--checkpoint=latest",
-                 "--ten_crop", f"--json={out}")
+                 "--ten_crop", f"--json={out}", fresh=True)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "top-1 error" in result.stdout and "2 CNNs (mean softmax)" in result.stdout
     # Each run's whole path (not cut from the left) and the checkpoint it scored.
@@ -45,7 +45,8 @@ def test_train_resume_and_evaluate_end_to_end(tiny_data_dir, tmp_path):
     rows = json.load(open(out))["results"]
     assert len(rows) == 3 and rows[0]["examples"] == 40
     assert rows[2]["top1_error"] == rows[0]["top1_error"]     # the same model twice: same errors
-    for done in (first, again, result):                       # quiet: TensorFlow's log is off
+    for done in (first, result):      # quiet: TensorFlow's log is off (a forked command's
+        # native fd 2 is its forking process's, silenced: only a fresh one can show it)
         assert not re.search(NATIVE_LOG, done.stderr, re.M), done.stderr[-3000:]
 
     # The run's own network, as plain text (a flag that differs from the run's is not used).
