@@ -148,12 +148,12 @@ def _the_heaviest_files_one_at_a_time(request):
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _refusal_forker_ends_with_its_file():
+def _forker_ends_with_its_file():
     """A test file that ran forked commands (`helpers.cli`, `helpers.refusal`) ends the process
     they forked from, so that a worker does not keep one for the rest of the session."""
     yield
     import helpers
-    helpers.close_refusal_forker()
+    helpers.close_forker()
 
 
 def pytest_addoption(parser):

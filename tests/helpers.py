@@ -27,9 +27,8 @@ def command_name(module):
 def cli(module, *args, timeout=300, cwd=REPO, fresh=False):
     """Runs `python -m alexnet_tf.cli.<module> args` from the repository root, as a user does:
     in a process forked from one that imported the package once (`forked`), or with
-    `fresh=True` (or when the environment changed since that process started) in a new
-    interpreter, for the tests about the process itself."""
-    if not fresh and (_forker is None or _forker_env == command_env()):
+    `fresh=True` in a new interpreter, for the tests about the process itself."""
+    if not fresh:
         return forked(module, *args, timeout=timeout, cwd=cwd)
     return subprocess.run([sys.executable, "-m", f"alexnet_tf.cli.{module}", *args], cwd=cwd,
                           env=command_env(), capture_output=True, text=True, timeout=timeout)
@@ -48,12 +47,15 @@ def refusal(module, *args, timeout=120, cwd=REPO):
 def forked(module, *args, timeout=300, cwd=REPO):
     """The command run in a process forked from one that imported the package once
     (tests/cli_forker.py), which spares each run the 4-13 s of importing TensorFlow. The same
-    `run()`, argv, stdout and stderr as the console script."""
+    `run()`, argv, stdout and stderr as the console script. The forking process is started
+    again when the environment the command would get has changed since it started."""
     import json
     import selectors
     import tempfile
     global _forker, _forker_env
-    if _forker is None or _forker.poll() is not None:
+    if _forker is not None and (_forker.poll() is not None or _forker_env != command_env()):
+        close_forker()
+    if _forker is None:
         _forker_env = command_env()
         _forker = subprocess.Popen([sys.executable, os.path.join(REPO, "tests", "cli_forker.py")],
                                    cwd=REPO, env=command_env(), stdin=subprocess.PIPE,
@@ -76,8 +78,8 @@ def forked(module, *args, timeout=300, cwd=REPO):
                                                o.read(), e.read())
 
 
-def close_refusal_forker():
-    """Ends `refusal`'s forking process (it holds the package's imports, about 0.6 GB)."""
+def close_forker():
+    """Ends `forked`'s forking process (it holds the package's imports, about 0.6 GB)."""
     global _forker
     if _forker is not None:
         _forker.stdin.close()
