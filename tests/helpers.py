@@ -13,10 +13,15 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NATIVE_LOG = r"^([IWEF]\d{4} \d\d:\d\d:|WARNING: All log messages before absl|To enable the follow)"
 
 
+# Left out of the commands' environment: the commands keep TensorFlow quiet themselves, and
+# pytest names the running test in PYTEST_CURRENT_TEST, which is no user's setting (it changes
+# with every test, and `forked` restarts its forking process when the environment changes).
+NOT_FOR_COMMANDS = ("TF_CPP_MIN_LOG_LEVEL", "PYTEST_CURRENT_TEST")
+
+
 def command_env():
-    """The environment the commands run in: the suite's, without TF_CPP_MIN_LOG_LEVEL (the
-    commands keep TensorFlow quiet themselves)."""
-    return {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    """The environment the commands run in: the suite's, without NOT_FOR_COMMANDS."""
+    return {k: v for k, v in os.environ.items() if k not in NOT_FOR_COMMANDS}
 
 
 def command_name(module):

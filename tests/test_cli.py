@@ -121,6 +121,25 @@ def test_a_refusal_in_a_forked_process_is_the_commands_own(tiny_data_dir, tmp_pa
             fresh.returncode, fresh.stdout, fresh.stderr)
 
 
+def test_the_forking_process_serves_many_tests_and_restarts_when_the_environment_changes(
+        monkeypatch):
+    """`helpers.forked` keeps its forking process while the commands' environment stays the
+    same (pytest's PYTEST_CURRENT_TEST, which changes with every test, is not theirs) and starts
+    it again when a setting of the commands' changes, so a command never runs in a stale one."""
+    import helpers
+
+    def forker_pid(*env):
+        for name, value in env:
+            monkeypatch.setenv(name, value)
+        done = refusal("train", "--batch_sise=8")
+        assert done.returncode == 2 and "unknown flag --batch_sise" in done.stderr
+        return helpers._forker.pid
+
+    first = forker_pid()
+    assert forker_pid(("PYTEST_CURRENT_TEST", "test_other.py::test_next (call)")) == first
+    assert forker_pid(("ALEXNET_TF_SOME_SETTING", "1")) != first
+
+
 def test_helpshort_lists_the_tools_own_flags():
     result = cli("train", "--helpshort", timeout=120, fresh=True)
     assert result.returncode == 0, result.stderr[-2000:]
