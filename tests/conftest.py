@@ -246,12 +246,14 @@ def _free_memory_after_each_file():
 
 
 @pytest.fixture(scope="session")
-def tiny_data_dir(tmp_path_factory):
-    """A TFDS data_dir with the built-in dataset's `tiny` config prepared (80 + 40 images)."""
-    import tensorflow_datasets as tfds
+def tiny_data_dir():
+    """A TFDS data_dir with the built-in dataset's `tiny` config prepared (80 + 40 images), made
+    once for the session's processes (`helpers.made_once`); tests only read it."""
+    from helpers import made_once
 
-    import alexnet_tf.data.shapes_dataset  # noqa: F401  (registers the builder)
+    def prepare(folder):
+        import tensorflow_datasets as tfds
 
-    data_dir = str(tmp_path_factory.mktemp("tfds"))
-    tfds.builder("alexnet_shapes/tiny", data_dir=data_dir).download_and_prepare()
-    return data_dir
+        import alexnet_tf.data.shapes_dataset  # noqa: F401  (registers the builder)
+        tfds.builder("alexnet_shapes/tiny", data_dir=folder).download_and_prepare()
+    return made_once("tfds", prepare)

@@ -106,6 +106,36 @@ def free_ports(n):
         return [s.getsockname()[1] for s in sockets]
 
 
+def made_once(name, make):
+    """The folder `name` in the session's temporary folder (conftest.py), made by `make(folder)`
+    in whichever of the session's processes asks first, under a lock, and shared by the rest
+    of the session (both workers): they wait for it rather than make their own."""
+    import fcntl
+    import shutil
+    session = os.environ.get("ALEXNET_TF_TEST_TMPDIR")
+    if not session:
+        raise RuntimeError("ALEXNET_TF_TEST_TMPDIR is unset: tests/conftest.py sets it")
+    folder = os.path.join(session, name)
+    with open(folder + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)        # the kernel lets go if its holder dies
+        if not os.path.exists(folder + ".done"):
+            shutil.rmtree(folder, ignore_errors=True)       # what a holder that died left
+            make(folder)
+            open(folder + ".done", "w").close()
+    return folder
+
+
+def tiny_run(model_dir, data_dir):
+    """`model_dir`: a copy of the session's `train_tiny_run` (trained once for the whole session;
+    the copy is the test's to change)."""
+    import hashlib
+    import shutil
+    key = hashlib.sha1(os.path.abspath(data_dir).encode()).hexdigest()[:8]
+    shared = made_once(f"tiny-run-{key}", lambda folder: train_tiny_run(folder, data_dir))
+    shutil.copytree(shared, model_dir, dirs_exist_ok=True)
+    return model_dir
+
+
 def train_tiny_run(model_dir, data_dir):
     """`model_dir` trained for 4 steps on the tiny built-in dataset in float32 (two towers,
     unplaced): the run the export tests export."""

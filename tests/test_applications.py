@@ -28,7 +28,7 @@ from alexnet_tf.data import imagenet, sources
 from alexnet_tf.model import caffe, weights as published
 from alexnet_tf.training.import_caffe import import_caffemodel
 from caffe_reference import assert_close, bvlc_test_case, caffe_layers, crop, log_softmax
-from helpers import REPO, free_ports, train_tiny_run
+from helpers import REPO, free_ports, tiny_run
 
 # Caffe's published per-channel means, B, G, R (its ilsvrc_2012_mean.npy averaged), typed here.
 CAFFE_MEAN_RGB = np.array([122.679, 116.669, 104.007], np.float32)
@@ -385,7 +385,7 @@ def test_readme_python_example_runs(files, tmp_path):
 def test_readmes_offline_example_runs_as_written_on_a_run(tiny_data_dir, tmp_path):
     """The README's second example, exactly as written, where runs/quickstart is a run of the
     built-in dataset and shape.png one of its validation images; no network (none is asked)."""
-    train_tiny_run(str(tmp_path / "runs" / "quickstart"), tiny_data_dir)
+    tiny_run(str(tmp_path / "runs" / "quickstart"), tiny_data_dir)
     source = sources.open_source("alexnet_shapes/tiny", tiny_data_dir)
     encoded, _ = next(source.encoded("validation").as_numpy_iterator())
     (tmp_path / "shape.png").write_bytes(encoded)
@@ -403,7 +403,7 @@ def test_readmes_offline_example_runs_as_written_on_a_run(tiny_data_dir, tmp_pat
 def test_a_runs_defaults_follow_its_weights(tiny_data_dir, tmp_path):
     """AlexNet(weights=RUN) has the run's classes without a warning; decode_predictions names
     them given the model or the run; weights=None gives the paper's 224 input, as it is."""
-    run = train_tiny_run(str(tmp_path / "run"), tiny_data_dir)
+    run = tiny_run(str(tmp_path / "run"), tiny_data_dir)
     names = sources.open_source("alexnet_shapes/tiny", tiny_data_dir).class_names
     with warnings.catch_warnings():
         warnings.simplefilter("error")                       # no "fc8 is new" warning

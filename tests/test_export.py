@@ -18,7 +18,7 @@ from alexnet_tf.data import input_pipeline, sources
 from alexnet_tf.serving import deploy, export
 from alexnet_tf.training.restore import restore_model
 from alexnet_tf.training.rundir import RunDir
-from helpers import REPO, cli, refusal, train_tiny_run
+from helpers import REPO, cli, refusal, tiny_run
 
 TINY = "alexnet_shapes/tiny"
 # float32 probabilities both sides: the graphs are the same ops on the same inputs.
@@ -28,7 +28,7 @@ EVAL_TOLERANCE = hardware.tolerance("probability", "float32", "float32")
 @pytest.fixture(scope="module")
 def run_dir(tiny_data_dir, tmp_path_factory):
     """A model_dir trained for a few steps on the tiny built-in dataset (two towers, unplaced)."""
-    return train_tiny_run(str(tmp_path_factory.mktemp("run")), tiny_data_dir)
+    return tiny_run(str(tmp_path_factory.mktemp("run")), tiny_data_dir)
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
 """`alexnet-export` of each deployment format alone with each of its quantizations, each in a
-process of its own, as a user runs it (a file apart from test_export so that its four exports
-run beside the other files; the unquantized files are test_export's runtime test's)."""
+process of its own that has built no network before (forked from one that only imported the
+package, `helpers.forked`), as a user runs it (a file apart from test_export so that its four
+exports run beside the other files; the unquantized files are test_export's runtime test's)."""
 
 import json
 import os
@@ -8,12 +9,12 @@ import os
 import pytest
 import tensorflow as tf
 
-from helpers import cli, train_tiny_run
+from helpers import cli, tiny_run
 
 
 @pytest.fixture(scope="module")
 def run_dir(tiny_data_dir, tmp_path_factory):
-    return train_tiny_run(str(tmp_path_factory.mktemp("run")), tiny_data_dir)
+    return tiny_run(str(tmp_path_factory.mktemp("run")), tiny_data_dir)
 
 
 # Every deployment format alone with each of its quantizations, and the file each one writes.
@@ -26,7 +27,7 @@ SAVED_MODEL_FILES = {"saved_model.pb", "fingerprint.pb", "variables", "assets", 
 
 
 @pytest.mark.parametrize("fmt,quantize,name", ALONE, ids=[f"{f}-{q}" for f, q, _ in ALONE])
-def test_each_format_exports_alone_in_a_fresh_process_beside_a_servable_savedmodel(
+def test_each_format_exports_alone_in_its_own_process_beside_a_servable_savedmodel(
         fmt, quantize, name, run_dir, tmp_path):
     """`alexnet-export --format=F --quantize=Q` by itself (`--format=onnx` alone once ended in
     "The model provided has never called"; `--format=litert,onnx --quantize=int8` wrote a version
@@ -34,7 +35,7 @@ def test_each_format_exports_alone_in_a_fresh_process_beside_a_servable_savedmod
     base = str(tmp_path / "alexnet")
     done = cli("export", f"--model_dir={run_dir}", f"--export_base={base}", f"--format={fmt}",
                f"--quantize={quantize}", "--check_images=8", "--calibration_images=8",
-               timeout=600, fresh=True)
+               timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert os.listdir(base) == ["1"]
     folder = os.path.join(base, "1")
