@@ -16,7 +16,7 @@ from alexnet_tf.data import dataset_stats, input_pipeline, sources
 from alexnet_tf.model.network import build_alexnet
 from alexnet_tf.training import train
 from alexnet_tf.training.optimizer import PaperSGD
-from helpers import REPO, free_ports
+from helpers import REPO, assert_close, free_ports
 
 TINY = "alexnet_shapes/tiny"
 # Two replicas sum their halves' gradients in another order than one device sums the whole
@@ -51,7 +51,7 @@ def test_mirrored_step_equals_the_default_strategy_step():
         np.testing.assert_array_equal(b1, b2)                  # same start
     moved = 0
     for b, a1, a2 in zip(before_1, after_1, after_2):
-        np.testing.assert_allclose(a2 - b, a1 - b, rtol=0, atol=UPDATE_ATOL)
+        assert_close(a2 - b, a1 - b, rtol=0, atol=UPDATE_ATOL, name="after a step")
         moved += np.abs(a1 - b).max() > 10 * UPDATE_ATOL
     assert moved >= len(before_1) // 2                         # the step really changed weights
     # Loss and miss counts are summed over the replicas (the loss is scaled by the global batch).

@@ -18,6 +18,7 @@ from alexnet_tf.training import train
 from alexnet_tf.training.optimizer import PaperSGD
 from alexnet_tf.training.restore import restore_model
 from alexnet_tf.training.rundir import RunDir
+from helpers import assert_close
 
 TINY = "alexnet_shapes/tiny"
 
@@ -72,16 +73,6 @@ def test_train_step_is_the_papers_update(jit_compile):
             assert_close(change, expected, rtol=1e-3, atol=1e-3 * np.abs(expected).max(),
                          name=v.path)
 
-
-def assert_close(actual, expected, rtol, atol, name):
-    """np.testing.assert_allclose's condition, |actual - expected| <= atol + rtol |expected|, in
-    a few passes over the array (assert_allclose takes seconds on fc6's 37.7M weights)."""
-    excess = np.abs(actual - expected) - rtol * np.abs(expected)
-    worst = int(np.argmax(excess))
-    assert excess.flat[worst] <= atol, (
-        f"{name}: {np.count_nonzero(excess > atol)} of {excess.size} not within atol {atol:.3g} + "
-        f"rtol {rtol:g}; the worst at {worst}: {actual.flat[worst]!r} against "
-        f"{expected.flat[worst]!r}")
 
 
 def test_backward_pass_stays_on_the_towers_devices():
@@ -349,7 +340,7 @@ def test_resume_equals_an_uninterrupted_run(tiny_data_dir, tmp_path):
     a, b = state(tmp_path / "straight"), state(tmp_path / "resumed")
     assert a.keys() == b.keys() and any("velocity" in k or "optimizer/_variables" in k for k in a)
     for name in a:
-        np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-7, err_msg=name)
+        assert_close(a[name], b[name], rtol=1e-5, atol=1e-7, name=name)
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_data_dir, tmp_path):
