@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from helpers import REPO
+from helpers import REPO, assert_equal
 
 # The layers (docs/ARCHITECTURE.md), bottom to top: each may import the ones it names, the
 # foundation and itself (without a cycle). `data` and `model` stand side by side on the foundation.
@@ -150,14 +150,14 @@ def test_files_written_before_the_layout_load_and_resume(tmp_path):
     checkpoint.restore(tf.train.latest_checkpoint(BEFORE)).assert_existing_objects_matched()
     assert (int(step), int(epoch)) == (1, 1)
     for kept, loaded in zip(fresh.weights, model.weights):
-        np.testing.assert_array_equal(kept.numpy(), loaded.numpy())
+        assert_equal(kept.numpy(), loaded.numpy())
     written = tf.train.CheckpointManager(checkpoint, str(tmp_path), 1).save(checkpoint_number=2)
     values = {f"ckpt:{name}": tf.train.load_variable(written, name)
               for name, _ in tf.train.list_variables(written)
               if not name.startswith(("_CHECKPOINTABLE", "save_counter"))}   # (saves counted)
     assert set(values) == {k for k in expected if k.startswith("ckpt:") and "save_counter" not in k}
     for name, value in values.items():
-        np.testing.assert_array_equal(value, expected[name], err_msg=name)
+        assert_equal(value, expected[name], name)
 
 
 if __name__ == "__main__":

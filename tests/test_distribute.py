@@ -16,7 +16,7 @@ from alexnet_tf.data import dataset_stats, input_pipeline, sources
 from alexnet_tf.model.network import build_alexnet
 from alexnet_tf.training import train
 from alexnet_tf.training.optimizer import PaperSGD
-from helpers import REPO, assert_close, free_ports
+from helpers import REPO, assert_close, assert_equal, free_ports
 
 TINY = "alexnet_shapes/tiny"
 # Two replicas sum their halves' gradients in another order than one device sums the whole
@@ -48,7 +48,7 @@ def test_mirrored_step_equals_the_default_strategy_step():
     before_1, after_1, sums_1 = _one_step(tf.distribute.get_strategy(), images, labels)
     before_2, after_2, sums_2 = _one_step(mirrored, images, labels)
     for b1, b2 in zip(before_1, before_2):
-        np.testing.assert_array_equal(b1, b2)                  # same start
+        assert_equal(b1, b2)                  # same start
     moved = 0
     for b, a1, a2 in zip(before_1, after_1, after_2):
         assert_close(a2 - b, a1 - b, rtol=0, atol=UPDATE_ATOL, name="after a step")
@@ -138,7 +138,7 @@ def test_two_workers_train_agree_and_resume(tiny_data_dir, tmp_path):
     chief_values, other_values = _checkpoint_values(chief), _checkpoint_values(other)
     assert len(chief_values) >= 60                  # 30 weights and 30 velocities, at least
     for key, value in chief_values.items():
-        np.testing.assert_array_equal(other_values[key], value, err_msg=key)
+        assert_equal(other_values[key], value, key)
     assert (model_dir / "run_config.json").exists()
     assert not (model_dir / ".workers" / "worker_1" / "run_config.json").exists()
 

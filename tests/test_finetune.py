@@ -13,6 +13,7 @@ from alexnet_tf.serving import export
 from alexnet_tf.training import finetune, state, train
 from alexnet_tf.training.restore import restore_model
 from alexnet_tf.training.rundir import RunDir
+from helpers import assert_equal
 
 COLOURS = {"blue": (40, 60, 200), "green": (40, 180, 60), "red": (200, 40, 40)}
 
@@ -69,7 +70,7 @@ def test_fine_tuning_fc8_keeps_the_rest_bit_identical_learns_resumes_and_exports
     for name, values in before.items():
         if name != "fc8":
             for old, new in zip(values, after[name]):
-                np.testing.assert_array_equal(old, new)           # bit-identical
+                assert_equal(old, new)           # bit-identical
     assert after["fc8"][0].shape == (4096, 3)
     # No velocity for frozen variables: the optimiser holds fc8's kernel and bias only.
     reader = tf.train.load_checkpoint(RunDir(str(tuned)).latest_checkpoint())
@@ -140,7 +141,7 @@ def test_a_checkpoint_of_the_earlier_layout_resumes_weights_velocities_and_masks
     state.restore_checkpoint(new, path)
     assert int(new.step.numpy()) == 40
     for a, b in zip(old.model.weights, new.model.weights):
-        np.testing.assert_array_equal(a.numpy(), b.numpy())
+        assert_equal(a.numpy(), b.numpy())
     assert [list(v.numpy()) for v in state.dropout_states(new.model)] == \
         [[7, 100 + i] for i in range(4)]
     np.testing.assert_array_equal(new.optimizer.variables[-1].numpy(), 0.5)

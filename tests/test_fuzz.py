@@ -36,7 +36,7 @@ from alexnet_tf.training.rundir import Run, RUN_CONFIG, RunDir
 sys.path.insert(0, os.path.dirname(__file__))
 from caffe_reference import caffemodel_bytes, mean_bytes, random_alexnet  # noqa: E402
 from fuzz import byte_mutants, json_mutants  # noqa: E402
-from helpers import REPO  # noqa: E402
+from helpers import REPO, assert_equal  # noqa: E402
 
 SEED = 20261125
 CASE_SECONDS = 30
@@ -245,7 +245,7 @@ def test_checkpoint_index(tmp_path):
             w.assign(tf.zeros_like(w))
         state.restore_weights(model, path)
         for w, value in zip(model.weights, saved):     # read back whole, or refused
-            np.testing.assert_array_equal(w.numpy(), value)
+            assert_equal(w.numpy(), value)
 
     run.mkdir()
     shutil.copytree(pristine, run, dirs_exist_ok=True)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from alexnet_tf import build_alexnet, LocalResponseNormalization, paper
+from helpers import assert_equal
 
 TOWER_LAYERS = ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7"]
 
@@ -165,7 +166,7 @@ def test_paper_initialisation_statistics(model):
             assert abs(values.std() - 0.01) < 5 * 0.01 / np.sqrt(2 * n) + 1e-5, weight.path
         else:
             expected = 1.0 if layer.split("_")[0] in bias_one else 0.0
-            np.testing.assert_array_equal(values, expected, err_msg=weight.path)
+            assert_equal(values, expected, weight.path)
 
 
 def test_other_initialisers_are_selectable():
@@ -178,7 +179,7 @@ def test_other_initialisers_are_selectable():
 def test_seed_makes_weights_reproducible_and_towers_differ():
     first, second = (build_alexnet(devices=None, seed=3, num_classes=10) for _ in range(2))
     for w1, w2 in zip(first.weights, second.weights):
-        np.testing.assert_array_equal(w1.numpy(), w2.numpy())
+        assert_equal(w1.numpy(), w2.numpy())
     assert not np.array_equal(first.get_layer("conv1_a").kernel.numpy(),
                               first.get_layer("conv1_b").kernel.numpy())
 

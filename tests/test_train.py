@@ -18,7 +18,7 @@ from alexnet_tf.training import train
 from alexnet_tf.training.optimizer import PaperSGD
 from alexnet_tf.training.restore import restore_model
 from alexnet_tf.training.rundir import RunDir
-from helpers import assert_close
+from helpers import assert_close, assert_equal
 
 TINY = "alexnet_shapes/tiny"
 
@@ -195,7 +195,7 @@ def test_fine_tuning_loss_and_rate_options_reach_the_run(tiny_data_dir, tmp_path
     model, run, _ = restore_model(str(tmp_path / "run"), "latest")
     for weight in model.weights:
         if weight.path.startswith("conv1"):
-            np.testing.assert_array_equal(weight.numpy(), start[weight.path])
+            assert_equal(weight.numpy(), start[weight.path])
         else:
             assert not np.array_equal(weight.numpy(), start[weight.path]), weight.path
     recorded = json.load(open(tmp_path / "run" / "run_config.json"))
@@ -217,9 +217,8 @@ def test_an_ema_run_validates_and_is_restored_with_its_averaged_weights(tiny_dat
     model, run, _ = restore_model(str(tmp_path), "latest")
     assert len(names) == len(model.trainable_variables) == 30   # 15 layers, kernel and bias
     for i, variable in enumerate(model.trainable_variables):
-        np.testing.assert_array_equal(
-            variable.numpy(),
-            tf.train.load_variable(path, f"averages/{i}/.ATTRIBUTES/VARIABLE_VALUE"))
+        assert_equal(variable.numpy(),
+                     tf.train.load_variable(path, f"averages/{i}/.ATTRIBUTES/VARIABLE_VALUE"))
     raw = build_alexnet(run.num_classes, run.config.model, devices=None)
     state.restore_weights(raw, path)
     assert not all(np.array_equal(a.numpy(), b.numpy())
@@ -256,8 +255,7 @@ def test_unfreezing_at_an_epoch_trains_every_layer_from_then_and_resumes_exactly
     a, b = (RunDir(str(tmp_path / n)).checkpoint("latest") for n in "ab")
     for name, _ in tf.train.list_variables(a):
         if name.startswith(("model/", "optimizer/")):
-            np.testing.assert_array_equal(tf.train.load_variable(a, name),
-                                          tf.train.load_variable(b, name), err_msg=name)
+            assert_equal(tf.train.load_variable(a, name), tf.train.load_variable(b, name), name)
 
 
 def parse_epochs(text):
