@@ -14,6 +14,8 @@ import struct
 
 import numpy as np
 
+import helpers
+
 # --- A protobuf writer of the test's own --------------------------------------------------
 
 
@@ -191,8 +193,7 @@ def caffe_layers(weights, image_rgb, mean_bgr_chw):
 
 def assert_close(actual, expected, rtol=1e-4):
     """Equal to `rtol` relative to the largest magnitude (float32 against float64)."""
-    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * np.abs(expected).max())
-
+    helpers.assert_close(actual, expected, rtol=rtol, atol=rtol * np.abs(expected).max())
 
 
 # Caffe's published per-channel means, B, G, R (its ilsvrc_2012_mean.npy averaged), typed here.

@@ -84,7 +84,7 @@ def forked(module, *args, timeout=300, cwd=REPO):
 
 
 def close_forker():
-    """Ends `forked`'s forking process (it holds the package's imports, about 0.6 GB)."""
+    """Ends `forked`'s forking process (it holds the package's imports, about 0.7 GB)."""
     global _forker
     if _forker is not None:
         _forker.stdin.close()
@@ -154,7 +154,9 @@ def assert_equal(actual, expected, name=""):
     """np.testing.assert_array_equal, quick when the arrays are equal (it takes a second on fc6's
     37.7M weights): numpy's own check, with its message, runs only on a difference."""
     import numpy as np
-    if not (np.shape(actual) == np.shape(expected) and np.array_equal(actual, expected)):
+    # A scalar stands for an array of its value, as in assert_array_equal.
+    if not (np.ndim(expected) == 0 or np.shape(actual) == np.shape(expected)) or not np.all(
+            np.asarray(actual) == expected):
         np.testing.assert_array_equal(actual, expected, err_msg=name)
 
 

@@ -74,7 +74,6 @@ def test_train_step_is_the_papers_update(jit_compile):
                          name=v.path)
 
 
-
 def test_backward_pass_stays_on_the_towers_devices():
     model = build_alexnet(10, devices=("/CPU:0", "/CPU:1"), seed=0)
     optimizer = PaperSGD()
