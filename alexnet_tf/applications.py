@@ -105,16 +105,17 @@ def _resize_and_size(weights):
     return SQUASH, caffe.IMAGE_SIZE
 
 
-def _build(options, classes):
-    """The logits model of `options` (a ModelConfig), unplaced (it saves and loads anywhere)."""
-    return build_alexnet(classes, options, devices=None)
+def _build(options, classes, initialize=True):
+    """The logits model of `options` (a ModelConfig), unplaced (it saves and loads anywhere);
+    `initialize=False` when every weight is loaded next (`build_alexnet`)."""
+    return build_alexnet(classes, options, devices=None, initialize=initialize)
 
 
 def _caffe_model(caffemodel):
     """(the Caffe-exact model with a caffemodel's weights, its ModelConfig as the file says)."""
     loaded = caffe.load(caffemodel).weights
     options = caffe.network_config(loaded.lrn_k, loaded.lrn_alpha, loaded.pool_rounding)
-    model = _build(options, paper.NUM_CLASSES)
+    model = _build(options, paper.NUM_CLASSES, initialize=False)
     caffe.assign(model, loaded)
     return model, options
 
@@ -149,7 +150,7 @@ def _source_model(weights, classes):
         return model, options, os.fspath(weights), paper.NUM_CLASSES
     path = os.fspath(weights) if kind == _H5 else published.cached_weights(_write_h5)
     options = caffe.network_config()
-    model = _build(options, paper.NUM_CLASSES)
+    model = _build(options, paper.NUM_CLASSES, initialize=False)
     _load_h5(model, path)
     return model, options, (path if kind == _H5 else BVLC_ALEXNET), paper.NUM_CLASSES
 

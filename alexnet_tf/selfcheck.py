@@ -13,6 +13,7 @@ Needs only the network's dependencies and one backend (no TensorFlow on JAX or P
    --batch_size, with the device's name.
 
 Prints one line per check and the table; exits 1 when a check fails, 0 otherwise.
+With --fail_fast it stops at the first failed check (no training or timing after it).
 """
 
 import argparse
@@ -159,12 +160,15 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=4, help="training steps per precision (4)")
     parser.add_argument("--repeats", type=int, default=5,
                         help="timed inference batches per size (5)")
+    parser.add_argument("--fail_fast", action="store_true",
+                        help="stop at the first failed check, before the training and timing "
+                             "that follow it")
     args = parser.parse_args(argv)
     if args.batch_size < 1 or args.steps < 2 or args.repeats < 1:
         parser.error("--batch_size and --repeats must be >= 1, --steps >= 2")
     print(f"alexnet_tf self-check: Keras {keras.__version__} on {keras.backend.backend()}, "
           f"device {device_name()}", flush=True)
-    failed = []
+    failed, rates = [], {}
 
     def report(name, passed, message):
         print(f"  {name:<28} {'ok' if passed else 'FAILED'}: {message}", flush=True)
@@ -172,11 +176,13 @@ def main(argv=None):
             failed.append(name)
 
     report("forward (small network)", *check_forward())
-    rates = {}
     for policy in ("float32", "mixed_bfloat16"):
-        passed, message, rate = check_training(policy, args.steps, args.batch_size)
+        if failed and args.fail_fast:
+            break
+        passed, message, rates[policy] = check_training(policy, args.steps, args.batch_size)
         report(f"training ({policy})", passed, message)
-        rates[policy] = rate
+    if failed and args.fail_fast:
+        return _failed(failed)
     model = inference_model()
     print(f"\n  {'what':<34} {'batch':>6} {'images/s':>10}")
     for batch in sorted({1, 32, args.batch_size}):
@@ -185,10 +191,14 @@ def main(argv=None):
     for policy, rate in rates.items():
         print(f"  {'training, ' + policy:<34} {args.batch_size:>6} {rate:>10.1f}")
     if failed:
-        print(f"\nself-check FAILED: {', '.join(failed)}", file=sys.stderr)
-        return 1
+        return _failed(failed)
     print("\nself-check passed")
     return 0
+
+
+def _failed(names):
+    print(f"\nself-check FAILED: {', '.join(names)}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

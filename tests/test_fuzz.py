@@ -31,7 +31,7 @@ from alexnet_tf.data import dataset_stats, sources
 from alexnet_tf.model import caffe
 from alexnet_tf.training import state
 from alexnet_tf.training.restore import build_model
-from alexnet_tf.training.rundir import Run, RUN_CONFIG, RunDir
+from alexnet_tf.training.rundir import Run, RUN_CONFIG, RunDir, RunDirError
 
 sys.path.insert(0, os.path.dirname(__file__))
 from caffe_reference import caffemodel_bytes, mean_bytes, random_alexnet  # noqa: E402
@@ -257,6 +257,21 @@ def test_checkpoint_index(tmp_path):
         (run / "ckpt-1.index").write_bytes(data)
         outcomes.append((name, *attempt(str(run / "ckpt-1.index"), restore)))
     report("checkpoint index", outcomes)
+
+
+def test_a_checkpoint_without_every_weight_is_refused(tmp_path):
+    """What makes a restore whole (`restore_model` builds with zeros and restores): a
+    checkpoint that lacks one of the model's weights is refused in one line."""
+    def dense_model(*widths):
+        return tf.keras.Sequential([tf.keras.Input((8,))] +
+                                   [tf.keras.layers.Dense(w) for w in widths])
+    step, epoch = state.counters()
+    state.checkpoint_of(dense_model(16, 3), step, epoch).save(str(tmp_path / "ckpt"))
+    path = str(tmp_path / "ckpt-1")
+    state.restore_weights(dense_model(16, 3), path)
+    with pytest.raises(RunDirError, match=r"^checkpoint .*ckpt-1 does not hold this network's "
+                                          r"weights \(.*\); pass another checkpoint$"):
+        state.restore_weights(dense_model(16, 3, 3), path)
 
 
 # --- Images ---------------------------------------------------------------------------------

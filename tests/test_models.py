@@ -184,6 +184,18 @@ def test_seed_makes_weights_reproducible_and_towers_differ():
                               first.get_layer("conv1_b").kernel.numpy())
 
 
+def test_a_network_whose_weights_are_set_next_starts_at_zero_with_its_initialisers_config():
+    drawn, zeros = (build_alexnet(devices=None, seed=3, num_classes=10, initialize=initialize)
+                    for initialize in (True, False))
+    assert [w.path for w in zeros.weights] == [w.path for w in drawn.weights]
+    assert all(not np.any(w.numpy()) for w in zeros.weights)
+    assert zeros.get_config() == drawn.get_config()          # the paper's initialisers, seeded
+    # A clone draws from that config: N(0, 0.01) kernels, conv2's bias 1 (section 5).
+    clone = keras.models.clone_model(zeros)
+    assert abs(clone.get_layer("fc6_a").kernel.numpy().std() - 0.01) < 0.0005
+    assert np.all(clone.get_layer("conv2_a").bias.numpy() == 1.0)
+
+
 def test_dropout_only_in_training(model):
     x = np.random.default_rng(0).normal(size=(2, 224, 224, 3)).astype(np.float32)
     np.testing.assert_array_equal(model(x, training=False).numpy(), model(x, training=False).numpy())

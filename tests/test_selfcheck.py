@@ -68,11 +68,11 @@ def test_the_stored_reference_is_a_numpy_forward_pass():
         np.testing.assert_allclose(stored["probabilities"], expected, rtol=1e-5, atol=1e-6)
 
 
-def run_selfcheck(env_extra=None, cwd=REPO):
+def run_selfcheck(*args, env_extra=None, cwd=REPO):
     env = dict(os.environ, **(env_extra or {}))
     return subprocess.run([sys.executable, "-m", "alexnet_tf.selfcheck", "--batch_size=4",
-                           "--steps=3", "--repeats=1"], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=600)
+                           "--steps=3", "--repeats=1", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
 
 
 def test_the_selfcheck_passes_here_and_fails_on_a_wrong_reference(tmp_path):
@@ -90,13 +90,40 @@ def test_the_selfcheck_passes_here_and_fails_on_a_wrong_reference(tmp_path):
     assert all(float(row[-1]) > 0 for row in table)
     assert lines[-1] == "self-check passed"
 
-    # The same command on a copy of the package whose stored reference is wrong: exit 1.
+    # The same command on a copy of the package whose stored reference is wrong: exit 1, and
+    # with --fail_fast nothing after the failed check runs.
     copy = tmp_path / "alexnet_tf"
     shutil.copytree(os.path.join(REPO, "alexnet_tf"), copy,
                     ignore=shutil.ignore_patterns("__pycache__"))
     with np.load(selfcheck.REFERENCE) as stored:
         np.savez(copy / "selfcheck_reference.npz", probabilities=stored["probabilities"][::-1])
-    wrong = run_selfcheck({"PYTHONPATH": str(tmp_path)}, cwd=str(tmp_path))
+    wrong = run_selfcheck("--fail_fast", env_extra={"PYTHONPATH": str(tmp_path)},
+                          cwd=str(tmp_path))
     assert wrong.returncode == 1, wrong.stdout + wrong.stderr[-2000:]
     assert "forward (small network)      FAILED" in wrong.stdout
+    assert "training" not in wrong.stdout and "images/s" not in wrong.stdout, wrong.stdout
     assert wrong.stderr.strip().splitlines()[-1] == "self-check FAILED: forward (small network)"
+
+
+def test_a_failed_check_fails_the_run_and_fail_fast_stops_there(monkeypatch, capsys):
+    """The command's order of checks, with each check replaced by a stand-in that says how it
+    went: without --fail_fast every check and the timing still run after a failure."""
+    ran = []
+    monkeypatch.setattr(selfcheck, "check_forward", lambda: (False, "differs"))
+    monkeypatch.setattr(selfcheck, "check_training",
+                        lambda policy, steps, batch: ran.append(policy) or (True, "fell", 9.0))
+    monkeypatch.setattr(selfcheck, "inference_model", lambda: None)
+    monkeypatch.setattr(selfcheck, "inference_rate",
+                        lambda model, batch, repeats: ran.append(batch) or 5.0)
+    assert selfcheck.main(["--batch_size=4"]) == 1
+    assert ran == ["float32", "mixed_bfloat16", 1, 4, 32]
+    assert capsys.readouterr().err.strip() == "self-check FAILED: forward (small network)"
+
+    ran.clear()
+    monkeypatch.setattr(selfcheck, "check_forward", lambda: (True, "equal"))
+    monkeypatch.setattr(selfcheck, "check_training",
+                        lambda policy, steps, batch: ran.append(policy) or (False, "rose", 9.0))
+    assert selfcheck.main(["--fail_fast"]) == 1
+    assert ran == ["float32"]
+    assert capsys.readouterr().err.strip() == "self-check FAILED: training (float32)"
+    assert selfcheck.main([]) == 1 and ran[1:] == ["float32", "mixed_bfloat16", 1, 32, 128]

@@ -163,9 +163,9 @@ def pipeline_rate(source, normalization, batch_size, batches=20):
 
 
 def eval_rate(source, normalization, batch_size, ten_crop, batches=3, num_classes=10,
-              image_size=paper.IMAGE_SIZE, precision="float32", jit_compile=False):
+              image_size=paper.IMAGE_SIZE, precision="float32", jit_compile=False, repeats=3):
     """Evaluation images/s (the forward pass on decoded batches), centre crop or 10-crop,
-    computing in `precision`, compiled by XLA with `jit_compile`."""
+    computing in `precision`, compiled by XLA with `jit_compile`; the median of `repeats`."""
     if jit_compile:
         hardware.configure_xla_cpu()
     with runtime.dtype_policy(precision):
@@ -181,7 +181,7 @@ def eval_rate(source, normalization, batch_size, ten_crop, batches=3, num_classe
         for images, _ in data:
             flat = tf.reshape(images, [-1, image_size, image_size, 3])
             step(flat).numpy()
-    return median_rate(run, batches * batch_size)
+    return median_rate(run, batches * batch_size, repeats=repeats)
 
 
 def synthetic_jpeg(height=375, width=500, seed=0):

@@ -71,7 +71,7 @@ def main(argv):
         if FLAGS.num_classes not in (None, run.num_classes):
             raise app.UsageError(f"--num_classes={FLAGS.num_classes}, but the run in {run_dir} "
                                  f"has {run.num_classes} classes (leave it out)")
-        model, options = build_model(run_dir, run), run.config.model
+        model, options = build_model(run_dir, run, initialize=False), run.config.model
         source = f"the network of the run in {run_dir} ({RUN_CONFIG})"
         classes = run.num_classes
     else:
@@ -81,7 +81,7 @@ def main(argv):
         options = model_flags.model_config()
         classes = FLAGS.num_classes or (len(shapes_dataset.CLASS_NAMES)
                                         if FLAGS.dataset.split("/")[0] == config.BUILT_IN else 1000)
-        model = build_alexnet(classes, options)
+        model = build_alexnet(classes, options, initialize=False)     # shapes and counts only
         source = "the network the flags describe"
     print(f"AlexNet: {source}, {classes} classes, input {_shape(model.input.shape)}")
     print("options: " + ", ".join(f"{k}={v}" for k, v in vars(options).items()))

@@ -94,27 +94,40 @@ def _initializers(layer_name, kernel_init, bias_init, seed):
 
 
 class _Builder:
-    """Creates the layers of one model, numbering their initialiser seeds."""
+    """Creates the layers of one model, numbering their initialiser seeds.
 
-    def __init__(self, kernel_init, bias_init, seed, activation):
+    `initialize=False`: the weights start as zeros (the caller sets every one of them), and
+    each layer keeps the configured initialisers in its config.
+    """
+
+    def __init__(self, kernel_init, bias_init, seed, activation, initialize=True):
         self.kernel_init, self.bias_init = kernel_init, bias_init
-        self.seed, self.activation = seed, activation
+        self.seed, self.activation, self.initialize = seed, activation, initialize
         self.count = 0
 
     def _next_seed(self):
         self.count += 1
         return None if self.seed is None else self.seed * 1000 + self.count
 
-    def conv(self, x, filters, size, stride, name, device, padding="same"):
+    def _weighted(self, layer_class, x, name, **kwargs):
         kernel, bias = _initializers(name, self.kernel_init, self.bias_init, self._next_seed())
-        return PlacedConv2D(filters, size, strides=stride, padding=padding,
-                            activation=self.activation, kernel_initializer=kernel,
-                            bias_initializer=bias, name=name, device=device)(x)
+        if self.initialize:
+            return layer_class(kernel_initializer=kernel, bias_initializer=bias, name=name,
+                               **kwargs)(x)
+        layer = layer_class(kernel_initializer="zeros", bias_initializer="zeros", name=name,
+                            **kwargs)
+        y = layer(x)
+        layer.kernel_initializer, layer.bias_initializer = kernel, bias
+        return y
+
+    def conv(self, x, filters, size, stride, name, device, padding="same"):
+        return self._weighted(PlacedConv2D, x, name, filters=filters, kernel_size=size,
+                              strides=stride, padding=padding, activation=self.activation,
+                              device=device)
 
     def dense(self, x, units, name, device, activation):
-        kernel, bias = _initializers(name, self.kernel_init, self.bias_init, self._next_seed())
-        return PlacedDense(units, activation=activation, kernel_initializer=kernel,
-                           bias_initializer=bias, name=name, device=device)(x)
+        return self._weighted(PlacedDense, x, name, units=units, activation=activation,
+                              device=device)
 
 
 def _merge(tensors, name, device):
@@ -128,7 +141,7 @@ _FROM_CONFIG = object()
 
 
 def build_alexnet(num_classes=paper.NUM_CLASSES, config=None, *, devices=_FROM_CONFIG, seed=None,
-                  include_softmax=False, name="alexnet", **options):
+                  include_softmax=False, name="alexnet", initialize=True, **options):
     """Builds the paper's AlexNet (figure 2) as a Keras functional model.
 
     The model maps a batch of mean-subtracted float images [batch, S, S, 3]
@@ -148,6 +161,9 @@ def build_alexnet(num_classes=paper.NUM_CLASSES, config=None, *, devices=_FROM_C
         it, so the same seed gives the same weights.
       include_softmax: Append a float32 softmax output instead of logits.
       name: Model name.
+      initialize: False when every weight is set next (a checkpoint restored, a
+        weights file loaded): the weights start as zeros, sparing the 0.5 s of
+        drawing 61M random numbers; the layers' configs keep their initialisers.
       **options: Instead of `config`: its fields as keyword arguments.
 
     Returns:
@@ -189,7 +205,7 @@ def build_alexnet(num_classes=paper.NUM_CLASSES, config=None, *, devices=_FROM_C
     tower_devices = resolve_tower_devices(devices) if towers == 2 else (None,)
     suffixes = ("_a", "_b") if towers == 2 else ("",)
     tw = list(zip(suffixes, tower_devices))
-    make = _Builder(kernel_init, bias_init, seed, activation)
+    make = _Builder(kernel_init, bias_init, seed, activation, initialize)
 
     inputs = keras.Input((image_size, image_size, 3), name="image")
     x = inputs

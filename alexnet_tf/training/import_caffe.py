@@ -77,8 +77,8 @@ def write_run(loaded, model_dir, log=print):
         "caffemodel": os.path.abspath(loaded.caffemodel), "sha1": loaded.sha1,
         "published_sha1": caffe.PUBLISHED_SHA1, "mean": mean,
         "class_order": "sorted synset ids (TFDS imagenet2012, Caffe's synsets.txt)"}})
-    model = build_model(model_dir, run)
-    caffe.assign(model, weights)
+    model = build_model(model_dir, run, initialize=False)
+    caffe.assign(model, weights)              # every layer's weights
     step, epoch = state.counters()
     needed = 2 * variables_bytes(model.variables)
     with files.staged_directory(model_dir, needed, "free space and import again") as staging:

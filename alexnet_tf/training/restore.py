@@ -18,12 +18,14 @@ def _run_dir(run_dir):
     return run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
 
 
-def build_model(run_dir, run=None, devices=None, precision=None):
-    """The run's model, freshly initialised, its towers on `devices` (None: unplaced),
-    computing in `precision` (None: as the Keras dtype policy is set)."""
+def build_model(run_dir, run=None, devices=None, precision=None, initialize=True):
+    """The run's model, its towers on `devices` (None: unplaced), computing in `precision`
+    (None: as the Keras dtype policy is set); freshly initialised, or with `initialize=False`
+    zeros for the caller to set (`build_alexnet`)."""
     run = run or _run_dir(run_dir).read()
     with runtime.dtype_policy(precision):
-        return build_alexnet(run.num_classes, run.config.model, devices=devices)
+        return build_alexnet(run.num_classes, run.config.model, devices=devices,
+                             initialize=initialize)
 
 
 def restore_model(run_dir, which="best", devices=None, precision=None):
@@ -40,8 +42,8 @@ def restore_model(run_dir, which="best", devices=None, precision=None):
     """
     run_dir = _run_dir(run_dir)
     run = run_dir.read()
-    model = build_model(run_dir, run, devices, precision)
+    model = build_model(run_dir, run, devices, precision, initialize=False)
     path = run_dir.checkpoint(which)
-    state.restore_weights(model, path)
+    state.restore_weights(model, path)        # every weight, or a one-line refusal
     state.load_averages(model, run.config, path)      # --ema: the averaged weights
     return model, run, path
