@@ -30,6 +30,11 @@ ONE_TOWER_PARAMS = (conv_params(11, 3, 96) + conv_params(5, 96, 256) + conv_para
                     + dense_params(9216, 4096) + dense_params(4096, 4096) + dense_params(4096, 1000))
 
 
+def structure(num_classes=1000, **kwargs):
+    """A network for its shapes, names and counts only: zeros, no weights drawn (0.5 s each)."""
+    return build_alexnet(num_classes, devices=None, initialize=False, **kwargs)
+
+
 @pytest.fixture(scope="module")
 def model():
     return build_alexnet(devices=None, seed=7)
@@ -54,7 +59,7 @@ def test_two_tower_parameter_count(model):
     ({"num_classes": 10}, TWO_TOWER_PARAMS - dense_params(4096, 1000) + dense_params(4096, 10)),
 ])
 def test_variant_parameter_counts(kwargs, expected):
-    assert build_alexnet(devices=None, **kwargs).count_params() == expected
+    assert structure(**kwargs).count_params() == expected
 
 
 def test_every_activation_shape(model):
@@ -80,14 +85,14 @@ def test_every_activation_shape(model):
 
 
 def test_227_input_needs_no_padding():
-    model = build_alexnet(devices=None, image_size=227)
+    model = structure(image_size=227)
     assert "conv1_pad" not in [layer.name for layer in model.layers]
     assert tuple(model.get_layer("conv1_a").output.shape[1:]) == (55, 55, 48)
     assert tuple(model.get_layer("pool5_b").output.shape[1:]) == (6, 6, 128)
 
 
 def test_non_overlapping_pooling_keeps_the_shapes():
-    model = build_alexnet(devices=None, pool_size=2, pool_stride=2)
+    model = structure(pool_size=2, pool_stride=2)
     assert tuple(model.get_layer("pool1_a").output.shape[1:]) == (27, 27, 48)
     assert tuple(model.get_layer("pool5_a").output.shape[1:]) == (6, 6, 128)
     assert model.get_layer("pool1_a").pool_size == (2, 2)
@@ -97,20 +102,20 @@ def test_non_overlapping_pooling_keeps_the_shapes():
 def test_ceil_pooling_gives_the_same_sizes_for_overlapping_pooling(image_size):
     # 55 -> ceil((55 - 3) / 2) + 1 = 27 -> ceil((27 - 3) / 2) + 1 = 13 -> ceil((13 - 3) / 2) + 1 = 6
     for rounding in ("floor", "ceil"):
-        model = build_alexnet(10, devices=None, image_size=image_size, pool_rounding=rounding)
+        model = structure(10, image_size=image_size, pool_rounding=rounding)
         sizes = [model.get_layer(f"pool{i}_a").output.shape[1] for i in (1, 2, 5)]
         assert sizes == [27, 13, 6], rounding
     # 2/2 pooling: 55 -> ceil(53 / 2) + 1 = 28 -> 14 -> 7, where floor gives 27 -> 13 -> 6.
-    model = build_alexnet(10, devices=None, pool_size=2, pool_stride=2, pool_rounding="ceil")
+    model = structure(10, pool_size=2, pool_stride=2, pool_rounding="ceil")
     assert [model.get_layer(f"pool{i}_a").output.shape[1] for i in (1, 2, 5)] == [28, 14, 7]
 
 
 def test_lrn_across_towers_sees_the_other_towers_maps():
-    model = build_alexnet(10, devices=None, lrn_across_towers=True)
+    model = structure(10, lrn_across_towers=True)
     lrn = model.get_layer("lrn1_b")
     assert lrn.input.shape[-1] == 96 and lrn.output.shape[-1] == 48
     assert lrn.output_channels == (48, 96)
-    assert model.count_params() == build_alexnet(10, devices=None).count_params()
+    assert model.count_params() == structure(10).count_params()
 
 
 def test_layer_names_and_connectivity(model):
@@ -137,18 +142,18 @@ def test_layer_names_and_connectivity(model):
 
 
 def test_one_tower_names_drop_the_suffix():
-    names = {layer.name for layer in build_alexnet(devices=None, towers=1).layers}
+    names = {layer.name for layer in structure(towers=1).layers}
     assert {"conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"} <= names
     assert not any(name.endswith(("_a", "_b")) for name in names)
 
 
 def test_ablation_switches_change_the_layers():
-    no_lrn = build_alexnet(devices=None, lrn=False)
+    no_lrn = structure(lrn=False)
     assert not any(isinstance(layer, LocalResponseNormalization) for layer in no_lrn.layers)
-    tanh = build_alexnet(devices=None, activation="tanh")
+    tanh = structure(activation="tanh")
     assert tanh.get_layer("conv1_a").activation is keras.activations.tanh
     assert tanh.get_layer("fc8").activation is keras.activations.linear
-    relu = build_alexnet(devices=None)
+    relu = structure()
     lrn = relu.get_layer("lrn1_a")
     assert (lrn.n, lrn.k, lrn.alpha, lrn.beta) == (5, 2.0, 1e-4, 0.75)
     assert relu.get_layer("dropout6_a").rate == 0.5

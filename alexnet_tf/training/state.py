@@ -180,13 +180,16 @@ class RunState:
 
 
 def build_state(config, strategy, num_classes, devices, precision, total_steps,
-                 steps_per_epoch):
+                 steps_per_epoch, initialize=True):
+    """The run's model, optimiser, schedule and counters at step 0; `initialize=False` when a
+    checkpoint is restored next (`resume_point`): the weights start as zeros."""
     schedule = LearningRateSchedule(config.learning_rate, config.lr_schedule, config.lr_patience,
                                     config.lr_max_decays, config.lr_boundaries,
                                     total_steps=total_steps,
                                     warmup_steps=round(config.lr_warmup_epochs * steps_per_epoch))
     with strategy.scope():
-        model = build_alexnet(num_classes, config.model, devices=devices, seed=config.seed)
+        model = build_alexnet(num_classes, config.model, devices=devices, seed=config.seed,
+                              initialize=initialize)
         optimizer = make_optimizer(config, precision, schedule)
         if config.unfreeze_at:        # every layer's velocity from the start: one checkpoint
             optimizer.build(model.trainable_variables)     # layout before and after the switch
@@ -197,8 +200,24 @@ def build_state(config, strategy, num_classes, devices, precision, total_steps,
     return RunState(model, optimizer, schedule, step, epoch)
 
 
-def restore_state(state, run_dir, keep, task, log):
-    """Sets up the state's checkpoints and restores the newest one of the chief's, if any.
+def resume_point(run_dir, task, log):
+    """The checkpoint a run resumes from, or None: it starts at step 0.
+
+    `task` is None for the chief, which first removes what interrupted saves
+    left and sets aside a checkpoint it cannot read; another worker resumes
+    from the chief's newest, which the chief has checked.
+    """
+    if task is not None:
+        return run_dir.latest_checkpoint()
+    count, freed = run_dir.remove_temporaries()
+    if count:
+        log(f"Removed {count} temporary file(s) of interrupted saves in {run_dir.path} "
+            f"({errors.megabytes(freed)} freed)")
+    return run_dir.readable_checkpoint(warn=lambda line: log(f"warning: {line}"))
+
+
+def restore_state(state, run_dir, keep, task, log, latest):
+    """Sets up the state's checkpoints and restores `latest` (`resume_point`), if any.
 
     `task` is None for the chief (it saves into the run directory), else the
     worker's tag (it saves under .workers/).
@@ -208,18 +227,10 @@ def restore_state(state, run_dir, keep, task, log):
     # Every worker saves (TF saves distributed variables collectively): the chief into the
     # run directory, the others into their own folders; all resume from the chief's.
     state.run_dir = run_dir
-    if task is None:
-        count, freed = run_dir.remove_temporaries()
-        if count:
-            log(f"Removed {count} temporary file(s) of interrupted saves in {run_dir.path} "
-                f"({errors.megabytes(freed)} freed)")
-        latest = run_dir.readable_checkpoint(warn=lambda line: log(f"warning: {line}"))
-    else:
-        latest = run_dir.latest_checkpoint()     # the chief's, which the chief has checked
     state.latest, state.best = run_dir.checkpoint_managers(state.checkpoint, state.step, keep,
                                                            task)
     if latest:
-        restore_checkpoint(state, latest)
+        restore_checkpoint(state, latest)       # every part of the state, or an error
         # Epochs are counted from 1 in every message: the one the run goes on with.
         log(f"Resuming from step {int(state.step.numpy())} (epoch {int(state.epoch.numpy()) + 1}) "
             f"of {latest}")

@@ -26,7 +26,7 @@ from alexnet_tf.data import dataset_stats, input_pipeline, sources
 from alexnet_tf.training import finetune, ownership, runtime, summaries
 from alexnet_tf.training.rundir import Run, RunDir, TRAIN_LOGS
 from alexnet_tf.training.state import (RunState, averaged_weights, build_state, restore_state,
-                                       unfreeze_if_due)
+                                       resume_point, unfreeze_if_due)
 
 
 class WorkerLost(RuntimeError):
@@ -211,10 +211,13 @@ def prepare(recipe, strategy, log=print):
         run_dir.write(Run(recipe, source.class_names, resolved.runtime), stats)
 
     # Model, optimiser, schedule and the checkpoint they resume from.
+    task = None if resolved.chief else resolved.task
+    latest = resume_point(run_dir, task, log)
     state = build_state(config, strategy, len(source.class_names), resolved.devices,
-                        resolved.precision, total_steps, steps_per_epoch)
-    restore_state(state, run_dir, config.keep_checkpoints if resolved.chief else 1,
-                  None if resolved.chief else resolved.task, log)
+                        resolved.precision, total_steps, steps_per_epoch,
+                        initialize=latest is None)
+    restore_state(state, run_dir, config.keep_checkpoints if resolved.chief else 1, task, log,
+                  latest)
     if resolved.chief:
         ownership.record_start(run_dir, recipe, int(state.step.numpy()), accepted)
         for change in accepted:
