@@ -16,11 +16,17 @@ os.environ.setdefault("MALLOC_ARENA_MAX", "2")
 # only the suite sets it; docs/TESTING.md has the numbers.
 os.environ.setdefault("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "1")
 
-import tensorflow as tf  # noqa: E402
+# tests/test_harness.py's own pytest runs check the hooks below on tests that need no
+# TensorFlow: they skip its import (4-13 s in each of their three processes).
+WITHOUT_TENSORFLOW = os.environ.get("ALEXNET_TF_TEST_WITHOUT_TENSORFLOW") == "1"
+if not WITHOUT_TENSORFLOW:
+    import tensorflow as tf
 
-_cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(
-    _cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
+    _cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        _cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
+
+import sys  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -217,7 +223,8 @@ LONG_TEST = 3.0
 def pytest_runtest_teardown(item, nextitem):
     yield
     report = getattr(item, "_alexnet_tf_call_seconds", 0.0)
-    if report >= LONG_TEST and nextitem is not None and nextitem.path == item.path:
+    if (report >= LONG_TEST and nextitem is not None and nextitem.path == item.path
+            and "tensorflow" in sys.modules):
         import gc
 
         from alexnet_tf import hardware
@@ -235,6 +242,8 @@ def _free_memory_after_each_file():
     """A worker runs many files: after each, Keras' global state (graphs, the names of traced
     models) is dropped and glibc gives the freed memory back to the system."""
     yield
+    if "tensorflow" not in sys.modules:           # nothing of Keras' or TensorFlow's to free
+        return
     import gc
 
     import keras
