@@ -120,11 +120,11 @@ def test_a_resume_keeps_the_recipe_unless_a_change_is_allowed(tiny_data_dir, tmp
     assert history[1]["accepted_changes"] == ["--learning_rate: 0.001 in the run, 0.002 now"]
     assert history[0]["recipe"]["learning_rate"] == 0.001            # the original recipe kept
     # The next resume compares with the last start's recipe (0.002 now). An allowed batch size
-    # change moves the epochs' boundaries (step 6 of 10-step epochs; now 2-step ones): the run
+    # change moves the epochs' boundaries (step 6 of 10-step epochs; now 5-step ones): the run
     # goes on instead of waiting for an epoch that yields nothing.
     log.clear()
     train.train(tiny_config(model_dir, tiny_data_dir, max_steps=9, learning_rate=0.002,
-                            batch_size=32, epochs=10, allow_changes=("batch_size",)),
+                            batch_size=16, epochs=10, allow_changes=("batch_size",)),
                 log=log.append)
     assert any("step 9/9" in line for line in log), log
     assert ownership.summary(str(model_dir))["starts"] == 3

@@ -321,12 +321,14 @@ def test_auto_precision_and_xla_follow_the_cpu_class_and_are_recorded(cpu_class,
 
 
 def test_resume_equals_an_uninterrupted_run(tiny_data_dir, tmp_path):
-    straight = tiny_config(tmp_path / "straight", tiny_data_dir, epochs=2, max_steps=12)
+    # Saved at the epoch's end (step 10) and where each run stops; no periodic saves between.
+    settings = dict(epochs=2, checkpoint_steps=100)
+    straight = tiny_config(tmp_path / "straight", tiny_data_dir, max_steps=12, **settings)
     train.train(straight, log=lambda line: None)
-    interrupted = tiny_config(tmp_path / "resumed", tiny_data_dir, epochs=2, max_steps=7)
+    interrupted = tiny_config(tmp_path / "resumed", tiny_data_dir, max_steps=7, **settings)
     train.train(interrupted, log=lambda line: None)
     lines = []
-    train.train(tiny_config(tmp_path / "resumed", tiny_data_dir, epochs=2, max_steps=12),
+    train.train(tiny_config(tmp_path / "resumed", tiny_data_dir, max_steps=12, **settings),
                 log=lines.append)
     assert lines[0].startswith("Resuming from step 7 (epoch 1)")
 
