@@ -5,6 +5,7 @@ here (pytest imports conftest.py before any test module).
 """
 
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Fewer glibc malloc arenas in the workers (they inherit it): TensorFlow's many threads otherwise
@@ -18,15 +19,12 @@ os.environ.setdefault("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "1")
 
 # tests/test_harness.py's own pytest runs check the hooks below on tests that need no
 # TensorFlow: they skip its import (4-13 s in each of their three processes).
-WITHOUT_TENSORFLOW = os.environ.get("ALEXNET_TF_TEST_WITHOUT_TENSORFLOW") == "1"
-if not WITHOUT_TENSORFLOW:
+if os.environ.get("ALEXNET_TF_TEST_WITHOUT_TENSORFLOW") != "1":
     import tensorflow as tf
 
     _cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
         _cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
-
-import sys  # noqa: E402
 
 import pytest  # noqa: E402
 
