@@ -14,7 +14,7 @@ os.environ.setdefault("MALLOC_ARENA_MAX", "2")
 # TensorFlow's oneDNN builds allocate tensors from a pool that keeps its peak for the life of
 # the process: a worker grew to 4.9 GB in test_train.py alone, where the system allocator (which
 # gives freed memory back) ends at 2.4 GB. Its cost is a slower train step (about 15% on AMX), so
-# only the suite sets it; docs/TESTING.md has the numbers.
+# only the suite sets it; docs/BENCHMARKS.md has the numbers.
 os.environ.setdefault("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "1")
 
 # tests/test_harness.py's own pytest runs check the hooks below on tests that need no
@@ -165,9 +165,9 @@ def pytest_addoption(parser):
                      help="also run the README walkthrough (tests/test_readme.py, about ten "
                           "minutes; .ci/run runs it after the suite)")
     parser.addoption("--group", default=None, metavar="K/N",
-                     help="run the K-th of N groups of test files (the README runs 1/2, then "
-                          "2/2: each group's workers start afresh, and a worker keeps memory "
-                          "from every file it ran, docs/TESTING.md)")
+                     help="run the K-th of N groups of test files, each group with workers of "
+                          "its own (a worker keeps memory from every file it ran, "
+                          "docs/TESTING.md)")
 
 
 def _rank(name):
