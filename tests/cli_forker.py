@@ -2,8 +2,9 @@
 package once (`helpers.forked`). A command spends 4-13 s importing them on two busy cores;
 forked, it starts at once.
 
-Protocol, one JSON object a line: in {"tool", "args", "cwd", "out", "err"}; out
-{"returncode"}. Each child is what the console script `alexnet-<tool>` runs: argv[0] the
+Protocol, one JSON object a line: in {"tool", "args", "cwd", "out", "err", "env"}; out
+{"returncode"}. "env" holds the variables the package reads when a command runs
+(`helpers.AT_RUN_TIME`; null: unset), set in the child before the command. Each child is what the console script `alexnet-<tool>` runs: argv[0] the
 command's name, the tool's module as `__main__` (as `python -m` has it), its `run()`, fd 1 to
 `out`, and (as in every alexnet-* command) Python's stderr to `err` while native libraries' fd 2
 goes nowhere (`quiet`). Started by `helpers.py`; ends when its input closes, and a child
@@ -22,6 +23,7 @@ import sys
 os.environ["ALEXNET_TF_QUIET"] = "1"       # as a command's process: native fd 2 silenced
 
 import alexnet_tf  # noqa: E402
+from alexnet_tf import hardware  # noqa: E402
 from helpers import command_name  # noqa: E402  (this script's folder is on the path)
 
 # Everything the commands import but the commands themselves (each defines its own flags).
@@ -37,6 +39,12 @@ def child(request):
     try:
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)    # PR_SET_PDEATHSIG: ends with the forker
         os.chdir(request["cwd"])
+        for name, value in request["env"].items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        hardware.detected.cache_clear()      # what ALEXNET_TF_CPU_CLASS names, read again
         out = os.open(request["out"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         err = os.open(request["err"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         os.dup2(out, 1)

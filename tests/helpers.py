@@ -19,9 +19,20 @@ NATIVE_LOG = r"^([IWEF]\d{4} \d\d:\d\d:|WARNING: All log messages before absl|To
 NOT_FOR_COMMANDS = ("TF_CPP_MIN_LOG_LEVEL", "PYTEST_CURRENT_TEST")
 
 
+# Read by the package when a command runs, never at import (`hardware.detected()`): a forked
+# command gets their values with its request, so the `cpu_class` fixture's changes need no new
+# forking process (7-12 s each).
+AT_RUN_TIME = ("ALEXNET_TF_CPU_CLASS",)
+
+
 def command_env():
     """The environment the commands run in: the suite's, without NOT_FOR_COMMANDS."""
     return {k: v for k, v in os.environ.items() if k not in NOT_FOR_COMMANDS}
+
+
+def _forker_env_now():
+    """command_env() as the forking process must have started with it: AT_RUN_TIME aside."""
+    return {k: v for k, v in command_env().items() if k not in AT_RUN_TIME}
 
 
 def command_name(module):
@@ -53,22 +64,24 @@ def forked(module, *args, timeout=300, cwd=REPO):
     """The command run in a process forked from one that imported the package once
     (tests/cli_forker.py), which spares each run the 4-13 s of importing TensorFlow. The same
     `run()`, argv, stdout and stderr as the console script. The forking process is started
-    again when the environment the command would get has changed since it started."""
+    again when the environment the command would get has changed since it started, except
+    for AT_RUN_TIME's variables, which the forked process sets."""
     import json
     import selectors
     import tempfile
     global _forker, _forker_env
-    if _forker is not None and (_forker.poll() is not None or _forker_env != command_env()):
+    if _forker is not None and (_forker.poll() is not None or _forker_env != _forker_env_now()):
         close_forker()
     if _forker is None:
-        _forker_env = command_env()
+        _forker_env = _forker_env_now()
         _forker = subprocess.Popen([sys.executable, os.path.join(REPO, "tests", "cli_forker.py")],
-                                   cwd=REPO, env=command_env(), stdin=subprocess.PIPE,
+                                   cwd=REPO, env=_forker_env, stdin=subprocess.PIPE,
                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     with tempfile.TemporaryDirectory() as folder:
         out, err = os.path.join(folder, "out"), os.path.join(folder, "err")
+        env = {k: os.environ.get(k) for k in AT_RUN_TIME}
         _forker.stdin.write(json.dumps(dict(tool=module, args=list(args), cwd=str(cwd), out=out,
-                                            err=err)) + "\n")
+                                            err=err, env=env)) + "\n")
         _forker.stdin.flush()
         with selectors.DefaultSelector() as selector:
             selector.register(_forker.stdout, selectors.EVENT_READ)

@@ -112,6 +112,9 @@ def test_every_refusal_is_one_line_with_its_exit_status(args, status, message, t
 def test_a_refusal_in_a_forked_process_is_the_commands_own(tiny_data_dir, tmp_path):
     """The refusal tests run forked (`helpers.refusal`): the same exit status, stdout and stderr
     as the command started afresh, for a usage error (2) and a job's refusal (1)."""
+    # The split's statistics are computed once, with a line of their own: before both runs.
+    refusal("train", f"--data_dir={tiny_data_dir}", "--dataset=alexnet_shapes/tiny",
+            f"--model_dir={tmp_path}", "--batch_size=512")
     for args in ([f"--model_dir={tmp_path}", "--batch_sise=8"],
                  [f"--model_dir={tmp_path}", f"--data_dir={tiny_data_dir}",
                   "--dataset=alexnet_shapes/tiny", "--batch_size=512"]):
@@ -122,11 +125,12 @@ def test_a_refusal_in_a_forked_process_is_the_commands_own(tiny_data_dir, tmp_pa
 
 
 def test_the_forking_process_serves_many_tests_and_restarts_when_the_environment_changes(
-        monkeypatch):
+        monkeypatch, tiny_data_dir, tmp_path):
     """`helpers.forked` keeps its forking process while the commands' environment stays the
     same (pytest's PYTEST_CURRENT_TEST, which changes with every test, is not theirs) and starts
     it again when a setting of the commands' changes, so a command never runs in a stale one."""
     import helpers
+    from alexnet_tf import hardware
 
     def forker_pid(*env):
         for name, value in env:
@@ -137,7 +141,21 @@ def test_the_forking_process_serves_many_tests_and_restarts_when_the_environment
 
     first = forker_pid()
     assert forker_pid(("PYTEST_CURRENT_TEST", "test_other.py::test_next (call)")) == first
-    assert forker_pid(("ALEXNET_TF_SOME_SETTING", "1")) != first
+    second = forker_pid(("ALEXNET_TF_SOME_SETTING", "1"))
+    assert second != first
+    # The CPU class is read when a command runs (helpers.AT_RUN_TIME): it goes with the command
+    # to the same forking process, and the command decides by it, then by the CPU again.
+    assert forker_pid((hardware.CPU_CLASS_ENV, "avx2")) == second
+    train = ("train", f"--data_dir={tiny_data_dir}", "--dataset=alexnet_shapes/tiny",
+             f"--model_dir={tmp_path}", "--max_steps=1", "--batch_size=512")
+    monkeypatch.setenv(hardware.CPU_CLASS_ENV, "bogus")
+    done = refusal(*train)
+    assert done.returncode == 1 and helpers._forker.pid == second
+    assert f"{hardware.CPU_CLASS_ENV}='bogus' is not a CPU class" in done.stderr, done.stderr
+    monkeypatch.delenv(hardware.CPU_CLASS_ENV)
+    done = refusal(*train)
+    assert done.returncode == 1 and helpers._forker.pid == second
+    assert "--batch_size=512 is larger than the train split" in done.stderr, done.stderr
 
 
 def test_helpshort_lists_the_tools_own_flags():
