@@ -14,6 +14,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 INNER = '''
@@ -125,3 +127,48 @@ def test_the_workers_give_freed_tensor_memory_back():
     assert os.environ.get("TF_ONEDNN_USE_SYSTEM_ALLOCATOR") == "1"
     assert held_after_free("pool") > 300            # what the suite's workers kept before
     assert held_after_free("system") < 50
+
+
+FAULTS = '''
+import ctypes, resource
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+size = 256 << 20          # past malloc's mmap threshold: mapped afresh each time, as fc6's tensors
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(4):
+    p = libc.malloc(size)
+    ctypes.memset(p, 1, size)
+    libc.free(p)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+'''
+
+
+def malloc_page_faults(env):
+    """Page faults of a process that mallocs and writes 256 MB four times (262,144 4 KB pages)."""
+    done = subprocess.run([sys.executable, "-c", FAULTS], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return int(done.stdout.split()[-1])
+
+
+def test_the_workers_and_their_commands_get_mallocs_memory_in_huge_pages():
+    """conftest.py sets glibc's malloc.hugetlb tunable before the workers start (docs/TESTING.md):
+    what a worker or a command it starts mallocs is mapped 2 MB at a time, not 4 KB."""
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            thp = f.read()
+    except OSError:
+        thp = "[never]"
+    if "[never]" in thp:
+        pytest.skip("this kernel gives no transparent huge pages")
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # A worker started with it (glibc reads it then), not only in os.environ since; a
+        # pytest without workers started before conftest.py, and only its children have it.
+        started_with = open("/proc/self/environ", "rb").read().split(b"\0")
+        assert any(v.startswith(b"GLIBC_TUNABLES=") and b"glibc.malloc.hugetlb=1" in v
+                   for v in started_with), [v for v in started_with if v.startswith(b"GLIBC")]
+    assert malloc_page_faults(dict(os.environ)) < 262144 // 50
+    if "[madvise]" in thp:        # where THP is "always", malloc's memory gets it without asking
+        without = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+        assert malloc_page_faults(without) > 262144 // 2
