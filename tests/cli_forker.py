@@ -4,11 +4,12 @@ forked, it starts at once.
 
 Protocol, one JSON object a line: in {"tool", "args", "cwd", "out", "err", "env"}; out
 {"returncode"}. "env" holds the variables the package reads when a command runs
-(`helpers.AT_RUN_TIME`; null: unset), set in the child before the command. Each child is what the console script `alexnet-<tool>` runs: argv[0] the
-command's name, the tool's module as `__main__` (as `python -m` has it), its `run()`, fd 1 to
-`out`, and (as in every alexnet-* command) Python's stderr to `err` while native libraries' fd 2
-goes nowhere (`quiet`). Started by `helpers.py`; ends when its input closes, and a child
-ends with it (a timed-out command is killed with its forker).
+(`helpers.AT_RUN_TIME`; null: unset), set in the child before the command. Each child is what
+the console script `alexnet-<tool>` runs: argv[0] the command's name, the tool's module as
+`__main__` (as `python -m` has it), its `run()`, fd 1 to `out`, and (as in every alexnet-*
+command) Python's stderr to `err` while native libraries' fd 2 goes nowhere (`quiet`). Started
+by `helpers.py`; ends when its input closes, and a child ends with it (a timed-out command is
+killed with its forker).
 """
 
 import atexit

@@ -112,9 +112,6 @@ def test_every_refusal_is_one_line_with_its_exit_status(args, status, message, t
 def test_a_refusal_in_a_forked_process_is_the_commands_own(tiny_data_dir, tmp_path):
     """The refusal tests run forked (`helpers.refusal`): the same exit status, stdout and stderr
     as the command started afresh, for a usage error (2) and a job's refusal (1)."""
-    # The split's statistics are computed once, with a line of their own: before both runs.
-    refusal("train", f"--data_dir={tiny_data_dir}", "--dataset=alexnet_shapes/tiny",
-            f"--model_dir={tmp_path}", "--batch_size=512")
     for args in ([f"--model_dir={tmp_path}", "--batch_sise=8"],
                  [f"--model_dir={tmp_path}", f"--data_dir={tiny_data_dir}",
                   "--dataset=alexnet_shapes/tiny", "--batch_size=512"]):
