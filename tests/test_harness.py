@@ -144,8 +144,11 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 '''
 
 
+SMALL_PAGES = 4 * (256 << 20) // 4096       # FAULTS' writes, counted in 4 KB pages: 262,144
+
+
 def malloc_page_faults(env):
-    """Page faults of a process that mallocs and writes 256 MB four times (262,144 4 KB pages)."""
+    """Page faults of a process that mallocs and writes 256 MB four times (SMALL_PAGES)."""
     done = subprocess.run([sys.executable, "-c", FAULTS], env=env, capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -168,7 +171,7 @@ def test_the_workers_and_their_commands_get_mallocs_memory_in_huge_pages():
         started_with = open("/proc/self/environ", "rb").read().split(b"\0")
         assert any(v.startswith(b"GLIBC_TUNABLES=") and b"glibc.malloc.hugetlb=1" in v
                    for v in started_with), [v for v in started_with if v.startswith(b"GLIBC")]
-    assert malloc_page_faults(dict(os.environ)) < 262144 // 50
+    assert malloc_page_faults(dict(os.environ)) < SMALL_PAGES // 50
     if "[madvise]" in thp:        # where THP is "always", malloc's memory gets it without asking
         without = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
-        assert malloc_page_faults(without) > 262144 // 2
+        assert malloc_page_faults(without) > SMALL_PAGES // 2
