@@ -53,11 +53,12 @@ def converted(tmp_path_factory):
     model.save(saved)
     paths = {}
     for fmt, quantize in ((deploy.ONNX, "none"), (deploy.ONNX, "int8"),
-                          (deploy.LITERT, "none"), (deploy.LITERT, "int8")):
+                          (deploy.LITERT, "none"), (deploy.LITERT, "int8"),
+                          (deploy.LITERT, "float16"), (deploy.LITERT, "dynamic")):
         path = str(folder / deploy.file_name(fmt, quantize))
         # As the export converts (in a child process, pure-Python protobuf), but LiteRT's
-        # float32 file in this process (the in-process path).
-        if (fmt, quantize) != (deploy.LITERT, "none"):
+        # float32, float16 and dynamic-range files in this process (the in-process path).
+        if fmt == deploy.ONNX or quantize == "int8":
             deploy.convert_apart(saved, fmt, path, quantize, calibration)
         else:
             deploy.convert(model, fmt, path, quantize, calibration)
@@ -135,6 +136,35 @@ def test_litert_int8_computes_in_int8_and_runs_close_to_keras(converted):
     assert np.abs(found - expected).max() < 0.05
     np.testing.assert_allclose(deploy.Runner(paths[deploy.LITERT, "none"])(images), expected,
                                atol=1e-5)
+
+
+def test_litert_float16_and_dynamic_range_files_store_their_weights_so_and_run_close_to_keras(
+        converted):
+    """float16: the weights stored in float16 and dequantized to float32 before the products;
+    dynamic range: the products read int8 weights (activations quantized on the fly)."""
+    model, images, paths = converted
+    from ai_edge_litert.interpreter import Interpreter
+    expected = model.predict(images, verbose=0)
+    for quantize, weight_type, atol in (("float16", np.float16, 2e-3), ("dynamic", np.int8, 0.05)):
+        interpreter = Interpreter(model_path=paths[deploy.LITERT, quantize])
+        details = interpreter.get_tensor_details()
+        dtype = {t["index"]: t["dtype"] for t in details}
+        name = {t["index"]: t["name"] for t in details}
+        ops = interpreter._get_ops_details()
+        made_by = {o: op for op in ops for o in op["outputs"]}
+        products = [op for op in ops if op["op_name"] in ("CONV_2D", "FULLY_CONNECTED")
+                    and "lrn1" not in name[op["outputs"][0]]]
+        assert len(products) == 4, quantize            # 2 convolutions, 2 dense layers
+        stored = []
+        for op in products[:3]:               # the logits' 1024 x 5 stay float32 (too small)
+            weight = op["inputs"][1]
+            if weight in made_by and made_by[weight]["op_name"] == "DEQUANTIZE":
+                weight = made_by[weight]["inputs"][0]
+            stored.append(dtype[weight])
+        assert stored == [weight_type] * 3, (quantize, stored)
+        found = deploy.Runner(paths[deploy.LITERT, quantize])(images)
+        assert np.abs(found - expected).max() < atol, quantize
+        assert np.mean(found.argmax(1) == expected.argmax(1)) >= 0.9, quantize
 
 
 def test_a_quantization_a_format_lacks_is_one_line(tmp_path):
