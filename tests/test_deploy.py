@@ -106,14 +106,20 @@ def test_onnx_int8_holds_7_bit_weights_and_runs_close_to_keras(converted):
     np.testing.assert_allclose(float32, expected, atol=1e-5)
 
 
+def litert_graph(path):
+    """A LiteRT file as its interpreter reads it: each tensor's dtype and name by index, and
+    its ops."""
+    from ai_edge_litert.interpreter import Interpreter
+    interpreter = Interpreter(model_path=path)
+    details = interpreter.get_tensor_details()
+    return ({t["index"]: t["dtype"] for t in details}, {t["index"]: t["name"] for t in details},
+            interpreter._get_ops_details())
+
+
 def test_litert_int8_computes_in_int8_and_runs_close_to_keras(converted):
     model, images, paths = converted
-    from ai_edge_litert.interpreter import Interpreter
     runner = deploy.Runner(paths[deploy.LITERT, "int8"])
-    interpreter = Interpreter(model_path=paths[deploy.LITERT, "int8"])
-    dtype = {t["index"]: t["dtype"] for t in interpreter.get_tensor_details()}
-    name = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
-    ops = interpreter._get_ops_details()
+    dtype, name, ops = litert_graph(paths[deploy.LITERT, "int8"])
     weights = {}
     for op in ops:
         if op["op_name"] in ("CONV_2D", "FULLY_CONNECTED") and "lrn1" not in name[op["outputs"][0]]:
@@ -143,14 +149,9 @@ def test_litert_float16_and_dynamic_range_files_store_their_weights_so_and_run_c
     """float16: the weights stored in float16 and dequantized to float32 before the products;
     dynamic range: the products read int8 weights (activations quantized on the fly)."""
     model, images, paths = converted
-    from ai_edge_litert.interpreter import Interpreter
     expected = model.predict(images, verbose=0)
     for quantize, weight_type, atol in (("float16", np.float16, 2e-3), ("dynamic", np.int8, 0.05)):
-        interpreter = Interpreter(model_path=paths[deploy.LITERT, quantize])
-        details = interpreter.get_tensor_details()
-        dtype = {t["index"]: t["dtype"] for t in details}
-        name = {t["index"]: t["name"] for t in details}
-        ops = interpreter._get_ops_details()
+        dtype, name, ops = litert_graph(paths[deploy.LITERT, quantize])
         made_by = {o: op for op in ops for o in op["outputs"]}
         products = [op for op in ops if op["op_name"] in ("CONV_2D", "FULLY_CONNECTED")
                     and "lrn1" not in name[op["outputs"][0]]]

@@ -1,7 +1,8 @@
 """`alexnet-export` of each deployment format alone with its calibrated quantization (int8),
 each in a process of its own that has built no network before (forked from one that only
 imported the package, `helpers.forked`), as a user runs it (a file apart from test_export so
-that its exports run beside the other files; the unquantized files are test_export's runtime test's)."""
+that its exports run beside the other files; the unquantized files are test_export's runtime
+test's)."""
 
 import json
 import os
@@ -17,11 +18,11 @@ def run_dir(tiny_data_dir, tmp_path_factory):
     return tiny_run(str(tmp_path_factory.mktemp("run")), tiny_data_dir)
 
 
-# Every deployment format alone with each of its quantizations, and the file each one writes.
+# Every deployment format alone with its int8 quantization, and the file each one writes.
 # Unquantized, each format is also the other's companion in test_export's runtime test
 # (`--format=saved_model,litert,onnx`), which checks their outputs in LiteRT and ONNX Runtime.
-# float16 and dynamic range take the int8 file's path without its calibration; their files are
-# checked in LiteRT on a small network (test_deploy.py).
+# LiteRT's float16 and dynamic-range conversions (`--quantize` through the same export code,
+# without calibration) are checked in LiteRT on a small network (test_deploy.py).
 ALONE = [("litert", "int8", "alexnet_int8.tflite"), ("onnx", "int8", "alexnet_int8.onnx")]
 SAVED_MODEL_FILES = {"saved_model.pb", "fingerprint.pb", "variables", "assets", "assets.extra"}
 
